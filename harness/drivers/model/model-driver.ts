@@ -1,0 +1,143 @@
+// The reference model as a target. Runs in-process and deterministically.
+// `model` follows Xen; `model-kvm` follows KVM where the two document
+// different behaviour (spec/kvm-xen-bugs-and-scope.md).
+
+import { DriverError } from '../../errors.js';
+import { XenModel, type Flavor } from '../../model/domain.js';
+import { hypercall, wrmsr } from '../../model/hypercall-table.js';
+import type { Regs } from '../../model/hypercall.js';
+import { ops } from '../../ops/index.js';
+import type { Action, Outcome, StepPlacement } from '../../ops/types.js';
+import { CAPABILITIES } from '../../suite/vocabulary.js';
+import type { Capabilities, Driver, Session, SessionSetup } from '../driver.js';
+import type { AreaView } from '../../model/areas.js';
+
+/** Capabilities that only a target with another flavour or CPU has. */
+function modelCapabilities(flavor: Flavor): Capabilities {
+  const has = new Set(Object.keys(CAPABILITIES));
+  const missing = new Map<string, string>();
+  const drop = (c: string, why: string) => { has.delete(c); missing.set(c, why); };
+  drop(flavor === 'xen' ? 'flavor.kvm' : 'flavor.xen', `the ${flavor === 'xen' ? 'model' : 'model-kvm'} target follows ${flavor === 'xen' ? 'Xen' : 'KVM'}`);
+  drop('kvm.plain', 'plain-KVM checks need the kvm target');
+  return { has, missing, properties: { target: flavor === 'xen' ? 'model' : 'model-kvm', flavor } };
+}
+
+class ModelSession implements Session {
+  constructor(readonly model: XenModel, private readonly setup: SessionSetup) {}
+
+  private at(p: StepPlacement) {
+    const dom = this.model.domain(p.dom);
+    if (!dom) throw new DriverError(`step names domain ${p.dom}, which the case's setup does not create`, { code: 'EINVAL' });
+    const vcpu = dom.vcpu(p.vcpu);
+    if (!vcpu) throw new DriverError(`step names vCPU ${p.vcpu} of domain ${p.dom}, which has ${dom.vcpus.length}`, { code: 'EINVAL' });
+    return { dom, vcpu };
+  }
+
+  async apply(action: Action, p: StepPlacement): Promise<Outcome> {
+    const { dom, vcpu } = this.at(p);
+    switch (action.kind) {
+      case 'check':
+        return {};
+      case 'write':
+        for (const w of action.writes) {
+          if (!dom.memory.contains(w.gpa, w.bytes.length)) return { fault: `write outside guest RAM at 0x${w.gpa.toString(16)}` };
+          dom.memory.write(w.gpa, w.bytes);
+        }
+        return {};
+      case 'wrmsr': {
+        const r = wrmsr(this.model, vcpu, action.msr, action.value);
+        return r.ok ? { servedBy: 'model' } : { fault: r.fault, servedBy: 'model' };
+      }
+      case 'host': {
+        const op = ops.get(action.op);
+        if (!op?.model) throw new DriverError(`op ${action.op} has no model implementation`, { code: 'ENOSYS' });
+        return { servedBy: 'model', ...op.model(this.model, action.args as never, { dom, vcpu }) };
+      }
+      case 'hypercall': {
+        for (const w of action.writes) dom.memory.write(w.gpa, w.bytes);
+        const regs = this.registers(action, vcpu.mode, p);
+        if ('fault' in regs) return { fault: regs.fault, servedBy: 'model' };
+        const saved = vcpu.cpl;
+        vcpu.cpl = p.cpl;
+        let res;
+        try {
+          res = hypercall(this.model, vcpu, regs);
+        } finally {
+          vcpu.cpl = saved;
+        }
+        const out = action.out ? action.out.decode(dom.memory.read(action.out.gpa, action.out.size)) : undefined;
+        return { ret: res.ret, out, servedBy: 'model' };
+      }
+    }
+  }
+
+  /** Registers at the instruction, per the calling convention; `via: page` executes the stub. */
+  private registers(action: Action & { kind: 'hypercall' }, mode: 32 | 64, p: StepPlacement): Regs | { fault: string } {
+    const names64 = ['rdi', 'rsi', 'rdx', 'r10', 'r8', 'r9'] as const;
+    const names32 = ['rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rbp'] as const;
+    const regs: Regs = { rax: BigInt(action.nr) };
+    action.args.forEach((v, i) => { (regs as unknown as Record<string, bigint>)[(mode === 64 ? names64 : names32)[i]] = v; });
+    for (const [k, v] of Object.entries(action.regs ?? {})) (regs as unknown as Record<string, bigint>)[k] = v as bigint;
+    if (p.via === 'page') {
+      const dom = this.model.domain(p.dom)!;
+      if (dom.hypercallPageGpa === null) return { fault: 'no hypercall page: write the hypercall MSR first' };
+      // Execute the stub as the CPU would: mov eax, imm32; vmcall/vmmcall.
+      const stub = dom.memory.read(dom.hypercallPageGpa + (action.nr & 0x7f) * 32, 9);
+      if (stub[0] === 0x0f && stub[1] === 0x0b) return { fault: 'UD' };
+      if (stub[0] !== 0xb8 || stub[5] !== 0x0f || stub[6] !== 0x01) return { fault: stub[0] === 0xcc ? 'BP' : 'UD' };
+      regs.rax = BigInt(stub[1] | (stub[2] << 8) | (stub[3] << 16) | (stub[4] << 24)) | (regs.rax & ~0xffffffffn);
+      if (mode === 32) regs.rax &= 0xffffffffn;
+    }
+    return regs;
+  }
+
+  async read(domid: number, gpa: number, len: number): Promise<Uint8Array> {
+    const dom = this.model.domain(domid);
+    if (!dom) throw new DriverError(`no domain ${domid}`, { code: 'EINVAL' });
+    if (!dom.memory.contains(gpa, len)) throw new DriverError(`read outside guest RAM: 0x${gpa.toString(16)}+${len}`, { code: 'EFAULT' });
+    return dom.memory.read(gpa, len);
+  }
+
+  areas(domid: number): AreaView {
+    const dom = this.model.domain(domid);
+    if (!dom) throw new DriverError(`no domain ${domid}`, { code: 'EINVAL' });
+    return { width: dom.width, get: (k) => dom.areas.get(k) };
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {}
+}
+
+export class ModelDriver implements Driver {
+  readonly name: string;
+  constructor(readonly flavor: Flavor = 'xen') {
+    this.name = flavor === 'xen' ? 'model' : 'model-kvm';
+  }
+
+  async probe(): Promise<Capabilities> {
+    return modelCapabilities(this.flavor);
+  }
+
+  /** Build the model for a setup; exposed for tests and the fuzzer. */
+  build(setup: SessionSetup): XenModel {
+    const model = new XenModel({
+      flavor: this.flavor,
+      cpu: setup.cpu ?? 'intel',
+      xenVersion: setup.xenVersion,
+      mode: setup.mode,
+      domains: setup.domains.map((d) => ({ id: d.id, vcpus: d.vcpus, memoryBytes: d.memoryBytes, privileged: d.privileged, limits: d.limits })),
+    });
+    for (const d of setup.domains) {
+      const dom = model.domain(d.id)!;
+      if (d.sharedInfo !== null) dom.placeSharedInfo(d.sharedInfo);
+      if (d.hypercallPage !== null) {
+        const r = wrmsr(model, dom.vcpus[0], 0x40000000, BigInt(d.hypercallPage));
+        if (!r.ok) throw new DriverError(`setup: hypercall page at 0x${d.hypercallPage.toString(16)} rejected`, { code: 'EINVAL' });
+      }
+    }
+    return model;
+  }
+
+  async open(setup: SessionSetup): Promise<Session> {
+    return new ModelSession(this.build(setup), setup);
+  }
+}

@@ -1,0 +1,122 @@
+// Paged, sparse guest-physical memory. Pages are allocated on first write and
+// read back as zeros before that, like freshly populated guest RAM.
+// Identity paging is assumed for guest handles: a guest virtual address equals
+// its physical address (the tiny guest on the kvm target runs identity-mapped).
+
+export const PAGE_SHIFT = 12;
+export const PAGE_SIZE = 1 << PAGE_SHIFT;
+
+/** Raised for an access outside guest RAM; hypercall handlers turn it into -EFAULT. */
+export class GuestFault extends Error {
+  override name = 'GuestFault';
+  constructor(readonly gpa: number, readonly len: number) {
+    super(`guest access outside RAM: gpa 0x${gpa.toString(16)} len ${len}`);
+  }
+}
+
+/** One store as the model makes it: used by tests that replay intermediate memory states. */
+export interface StoreRecord {
+  gpa: number;
+  bytes: Uint8Array;
+}
+
+export class GuestMemory {
+  private readonly pages = new Map<number, Uint8Array>();
+  /** Observers of every store, in order (torn-read checks replay them). */
+  private readonly observers: Array<(s: StoreRecord) => void> = [];
+
+  constructor(readonly size: number) {
+    if (!Number.isSafeInteger(size) || size <= 0 || size % PAGE_SIZE !== 0) {
+      throw new RangeError(`guest memory size must be a positive multiple of ${PAGE_SIZE}`);
+    }
+  }
+
+  contains(gpa: number, len: number): boolean {
+    return Number.isSafeInteger(gpa) && Number.isSafeInteger(len) && gpa >= 0 && len >= 0 && gpa + len <= this.size;
+  }
+
+  private check(gpa: number, len: number): void {
+    if (!this.contains(gpa, len)) throw new GuestFault(gpa, len);
+  }
+
+  observe(fn: (s: StoreRecord) => void): () => void {
+    this.observers.push(fn);
+    return () => {
+      const i = this.observers.indexOf(fn);
+      if (i >= 0) this.observers.splice(i, 1);
+    };
+  }
+
+  read(gpa: number, len: number): Uint8Array {
+    this.check(gpa, len);
+    const out = new Uint8Array(len);
+    let done = 0;
+    while (done < len) {
+      const a = gpa + done;
+      const pfn = a >>> PAGE_SHIFT;
+      const off = a & (PAGE_SIZE - 1);
+      const n = Math.min(len - done, PAGE_SIZE - off);
+      const page = this.pages.get(pfn);
+      if (page) out.set(page.subarray(off, off + n), done);
+      done += n;
+    }
+    return out;
+  }
+
+  write(gpa: number, bytes: Uint8Array): void {
+    this.check(gpa, bytes.length);
+    let done = 0;
+    while (done < bytes.length) {
+      const a = gpa + done;
+      const pfn = a >>> PAGE_SHIFT;
+      const off = a & (PAGE_SIZE - 1);
+      const n = Math.min(bytes.length - done, PAGE_SIZE - off);
+      let page = this.pages.get(pfn);
+      if (!page) {
+        page = new Uint8Array(PAGE_SIZE);
+        this.pages.set(pfn, page);
+      }
+      page.set(bytes.subarray(done, done + n), off);
+      done += n;
+    }
+    if (this.observers.length) {
+      const rec = { gpa, bytes: bytes.slice() };
+      for (const o of this.observers) o(rec);
+    }
+  }
+
+  fill(gpa: number, len: number, value: number): void {
+    this.write(gpa, new Uint8Array(len).fill(value));
+  }
+
+  readU(gpa: number, size: 1 | 2 | 4 | 8): bigint {
+    const b = this.read(gpa, size);
+    let v = 0n;
+    for (let i = size - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]);
+    return v;
+  }
+
+  writeU(gpa: number, size: 1 | 2 | 4 | 8, value: bigint | number): void {
+    let v = BigInt.asUintN(size * 8, BigInt(value));
+    const b = new Uint8Array(size);
+    for (let i = 0; i < size; i++) {
+      b[i] = Number(v & 0xffn);
+      v >>= 8n;
+    }
+    this.write(gpa, b);
+  }
+
+  u8(gpa: number): number { return Number(this.readU(gpa, 1)); }
+  u16(gpa: number): number { return Number(this.readU(gpa, 2)); }
+  u32(gpa: number): number { return Number(this.readU(gpa, 4)); }
+  u64(gpa: number): bigint { return this.readU(gpa, 8); }
+  setU8(gpa: number, v: number): void { this.writeU(gpa, 1, v); }
+  setU16(gpa: number, v: number): void { this.writeU(gpa, 2, v); }
+  setU32(gpa: number, v: number | bigint): void { this.writeU(gpa, 4, v); }
+  setU64(gpa: number, v: number | bigint): void { this.writeU(gpa, 8, v); }
+
+  /** Number of pages that have been written (memory actually backed). */
+  get populatedPages(): number {
+    return this.pages.size;
+  }
+}

@@ -1,0 +1,7 @@
+// Loads every subsystem that registers hypercalls or hooks with the model.
+// Importing this module is what makes `hypercall()` know them.
+import './version.js';
+import './vm-assist.js';
+import './memory-op.js';
+
+export { hypercall, wrmsr, hypercallHandlers } from './hypercall.js';

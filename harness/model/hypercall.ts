@@ -1,0 +1,200 @@
+// Hypercall entry: calling convention, privilege check, dispatch by number,
+// and the hypercall page written on the MSR write.
+// Sources: xen/arch/x86/hvm/hypercall.c (hvm_hypercall), xen/include/hypercall-defs.c
+// (which hypercalls an HVM guest can reach), xen/arch/x86/hvm/{vmx/vmx.c,svm/svm.c}
+// (vmx_init_hypercall_page / svm_init_hypercall_page), xen/arch/x86/msr.c
+// (guest_wrmsr_xen), arch/x86/kvm/xen.c (kvm_xen_write_hypercall_page).
+
+import { err } from './errno.js';
+import { GuestFault, PAGE_SIZE } from './guest-memory.js';
+import type { Domain, Vcpu, XenModel } from './domain.js';
+import type { Width } from './memory-layout.js';
+
+export const HYPERVISOR = {
+  set_trap_table: 0, mmu_update: 1, set_gdt: 2, stack_switch: 3, set_callbacks: 4,
+  fpu_taskswitch: 5, sched_op_compat: 6, platform_op: 7, set_debugreg: 8, get_debugreg: 9,
+  update_descriptor: 10, memory_op: 12, multicall: 13, update_va_mapping: 14,
+  set_timer_op: 15, event_channel_op_compat: 16, xen_version: 17, console_io: 18,
+  physdev_op_compat: 19, grant_table_op: 20, vm_assist: 21,
+  update_va_mapping_otherdomain: 22, iret: 23, vcpu_op: 24, set_segment_base: 25,
+  mmuext_op: 26, xsm_op: 27, nmi_op: 28, sched_op: 29, callback_op: 30, xenoprof_op: 31,
+  event_channel_op: 32, physdev_op: 33, hvm_op: 34, sysctl: 35, domctl: 36, kexec_op: 37,
+  tmem_op: 38, argo_op: 39, xenpmu_op: 40, dm_op: 41, hypfs_op: 42,
+} as const;
+
+/** The Xen hypercall MSR (0x40000200 when Viridian is enabled). */
+export const XEN_HYPERCALL_MSR = 0x40000000;
+
+/** Registers at the hypercall instruction; only the ones the convention uses matter. */
+export interface Regs {
+  rax: bigint;
+  rbx?: bigint; rcx?: bigint; rdx?: bigint; rsi?: bigint; rdi?: bigint; rbp?: bigint;
+  r8?: bigint; r9?: bigint; r10?: bigint;
+}
+
+/** Everything a hypercall handler may touch. */
+export class HypercallContext {
+  constructor(readonly model: XenModel, readonly vcpu: Vcpu) {}
+
+  get domain(): Domain {
+    return this.vcpu.domain;
+  }
+
+  /** The calling vCPU's execution mode selects compat argument layouts. */
+  get compat(): boolean {
+    return this.vcpu.mode === 32;
+  }
+
+  get width(): Width {
+    return this.vcpu.mode;
+  }
+
+  /** copy_from_guest: null when the range is not guest RAM (caller returns -EFAULT). */
+  copyFrom(gva: bigint | number, len: number): Uint8Array | null {
+    const a = Number(gva);
+    if (!Number.isSafeInteger(a) || !this.domain.memory.contains(a, len)) return null;
+    return this.domain.memory.read(a, len);
+  }
+
+  /** copy_to_guest: false when the range is not guest RAM. */
+  copyTo(gva: bigint | number, bytes: Uint8Array): boolean {
+    const a = Number(gva);
+    if (!Number.isSafeInteger(a) || !this.domain.memory.contains(a, bytes.length)) return false;
+    this.domain.memory.write(a, bytes);
+    return true;
+  }
+
+  /** Guest-handle view of an argument struct: reads/writes fields or reports a fault. */
+  view(gva: bigint | number, size: number): GuestStruct | null {
+    const bytes = this.copyFrom(gva, size);
+    return bytes ? new GuestStruct(this, Number(gva), bytes) : null;
+  }
+}
+
+/** A copied-in argument struct; `commit` copies it back (copy_to_guest of the whole struct). */
+export class GuestStruct {
+  private readonly dv: DataView;
+  constructor(private readonly ctx: HypercallContext, readonly gva: number, readonly bytes: Uint8Array) {
+    this.dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+  u8(o: number): number { return this.dv.getUint8(o); }
+  u16(o: number): number { return this.dv.getUint16(o, true); }
+  i16(o: number): number { return this.dv.getInt16(o, true); }
+  u32(o: number): number { return this.dv.getUint32(o, true); }
+  i32(o: number): number { return this.dv.getInt32(o, true); }
+  u64(o: number): bigint { return this.dv.getBigUint64(o, true); }
+  setU8(o: number, v: number): void { this.dv.setUint8(o, v); }
+  setU16(o: number, v: number): void { this.dv.setUint16(o, v & 0xffff, true); }
+  setI16(o: number, v: number): void { this.dv.setInt16(o, v, true); }
+  setU32(o: number, v: number): void { this.dv.setUint32(o, v >>> 0, true); }
+  setU64(o: number, v: bigint | number): void { this.dv.setBigUint64(o, BigInt.asUintN(64, BigInt(v)), true); }
+  /** Write the whole struct back; false if the guest memory is gone (-EFAULT). */
+  commit(): boolean {
+    return this.ctx.copyTo(this.gva, this.bytes);
+  }
+  /** Write back only [off, off+len). */
+  commitRange(off: number, len: number): boolean {
+    return this.ctx.copyTo(this.gva + off, this.bytes.subarray(off, off + len));
+  }
+}
+
+/** A hypercall: arguments already taken from registers per the calling convention. */
+export type HypercallHandler = (ctx: HypercallContext, args: bigint[]) => bigint | number;
+
+/** Hypercall numbers handled by the model; filled by the subsystem modules (see hypercall-table.ts). */
+export const hypercallHandlers = new Map<number, HypercallHandler>();
+
+export function registerHypercalls(table: Partial<Record<number, HypercallHandler>>): void {
+  for (const [nr, fn] of Object.entries(table)) {
+    if (!fn) continue;
+    if (hypercallHandlers.has(Number(nr))) throw new Error(`hypercall ${nr} registered twice`);
+    hypercallHandlers.set(Number(nr), fn);
+  }
+}
+
+export interface HypercallResult {
+  /** rax after the call, as the guest sees it (sign-extended from 32 bits in compat mode). */
+  ret: bigint;
+  /** The five argument registers Xen read, for tests of the convention. */
+  args: bigint[];
+}
+
+const MASK32 = 0xffffffffn;
+
+/** Arguments per the calling convention of the vCPU's current mode (spec/xen-abi.md 1.2). */
+export function hypercallArgs(mode: Width, r: Regs): bigint[] {
+  const g = (v: bigint | undefined): bigint => BigInt.asUintN(64, v ?? 0n);
+  if (mode === 64) return [g(r.rdi), g(r.rsi), g(r.rdx), g(r.r10), g(r.r8)];
+  return [g(r.rbx) & MASK32, g(r.rcx) & MASK32, g(r.rdx) & MASK32, g(r.rsi) & MASK32, g(r.rdi) & MASK32];
+}
+
+/** Execute one hypercall instruction on a vCPU (hvm_hypercall). */
+export function hypercall(model: XenModel, vcpu: Vcpu, regs: Regs): HypercallResult {
+  const mode = vcpu.mode;
+  const nr = mode === 64 ? BigInt.asUintN(64, regs.rax) : BigInt.asUintN(64, regs.rax) & MASK32;
+  const args = hypercallArgs(mode, regs);
+  const finish = (v: bigint | number): HypercallResult => {
+    const raw = BigInt(v);
+    const ret = mode === 64 ? BigInt.asIntN(64, raw) : BigInt.asIntN(32, raw);
+    return { ret, args };
+  };
+  // Xen: any hypercall from CPL > 0 fails with -EPERM. KVM forwards CPL > 0
+  // calls to the VMM, and QEMU (target/i386/kvm/xen-emu.c) answers -EPERM too.
+  if (vcpu.cpl > 0) return finish(err('EPERM'));
+  const handler = nr < 64n ? hypercallHandlers.get(Number(nr)) : undefined;
+  if (!handler) return finish(err('ENOSYS'));
+  const ctx = new HypercallContext(model, vcpu);
+  try {
+    return finish(handler(ctx, args));
+  } catch (e) {
+    if (e instanceof GuestFault) return finish(err('EFAULT'));
+    throw e;
+  }
+}
+
+/** Outcome of a wrmsr: ok, or a #GP the guest would take. */
+export type MsrResult = { ok: true } | { ok: false; fault: 'GP' };
+
+const HYPERCALL_NR_STUBS = PAGE_SIZE / 32;
+
+/** The 128 32-byte stubs Xen (or KVM) writes into the hypercall page. */
+export function hypercallPageImage(cpu: 'intel' | 'amd', flavor: 'xen' | 'kvm'): Uint8Array {
+  const page = new Uint8Array(PAGE_SIZE).fill(0xcc); // int3 everywhere first
+  for (let i = 0; i < HYPERCALL_NR_STUBS; i++) {
+    const p = i * 32;
+    if (flavor === 'xen' && i === HYPERVISOR.iret) {
+      // Xen's HVM page: the iret slot holds ud2 (hvm_hypercall has no iret for HVM).
+      page[p] = 0x0f;
+      page[p + 1] = 0x0b;
+      continue;
+    }
+    page[p] = 0xb8; // mov eax, imm32
+    page[p + 1] = i & 0xff;
+    page[p + 2] = (i >> 8) & 0xff;
+    page[p + 3] = 0;
+    page[p + 4] = 0;
+    page[p + 5] = 0x0f;
+    page[p + 6] = 0x01;
+    page[p + 7] = cpu === 'intel' ? 0xc1 : 0xd9; // vmcall : vmmcall
+    page[p + 8] = 0xc3; // ret
+  }
+  return page;
+}
+
+/** wrmsr by the guest on a vCPU (guest_wrmsr_xen / kvm_xen_write_hypercall_page). */
+export function wrmsr(model: XenModel, vcpu: Vcpu, index: number, value: bigint): MsrResult {
+  if (index !== XEN_HYPERCALL_MSR) return { ok: false, fault: 'GP' };
+  const pageIndex = Number(value & 0xfffn);
+  const gpa = Number(BigInt.asUintN(64, value) & ~0xfffn);
+  // Xen supports exactly one hypercall page: any other index is a #GP.
+  if (pageIndex !== 0) return { ok: false, fault: 'GP' };
+  const d = vcpu.domain;
+  if (!d.memory.contains(gpa, PAGE_SIZE)) return { ok: false, fault: 'GP' };
+  d.memory.write(gpa, hypercallPageImage(model.config.cpu, model.flavor));
+  d.hypercallPageGpa = gpa;
+  d.areas.set('hypercall_page', gpa);
+  // The MSR write latches the shared_info format from the writer's current mode
+  // (hvm_latch_shinfo_size; KVM: long_mode = is_long_mode(vcpu)).
+  d.width = vcpu.mode;
+  return { ok: true };
+}

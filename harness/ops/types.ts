@@ -1,0 +1,193 @@
+// The op vocabulary's building blocks. An op (`subsystem.verb`) validates its
+// args with a zod schema, then encodes them into a target-neutral Action: a
+// hypercall with its argument structs marshalled into guest memory exactly as
+// a guest would pass them, a wrmsr, a host-side action, or only a check.
+
+import { z } from 'zod';
+import { constants } from './constants.js';
+import { exprConsts, parseExpr, ExprError, type Expr } from '../suite/expr.js';
+import type { Width } from '../model/memory-layout.js';
+import type { XenModel, Domain, Vcpu } from '../model/domain.js';
+
+/** An integer-valued argument: a parsed expression, evaluated when the step runs. */
+export class IntArg {
+  constructor(readonly expr: Expr, readonly src: string) {}
+}
+
+/** Parse an expression source into an IntArg, or explain what is wrong with it. */
+export function compileInt(v: unknown): IntArg | { code: string; message: string } {
+  if (typeof v === 'bigint') return new IntArg({ k: 'num', v }, v.toString());
+  if (typeof v === 'number') {
+    if (!Number.isSafeInteger(v)) return { code: 'TYPE', message: `${v} is not an integer` };
+    return new IntArg({ k: 'num', v: BigInt(v) }, String(v));
+  }
+  if (typeof v !== 'string') {
+    return { code: 'TYPE', message: `expected an integer or expression, got ${v === null ? 'null' : Array.isArray(v) ? 'a list' : typeof v}` };
+  }
+  try {
+    const e = parseExpr(v);
+    const unknown = exprConsts(e).filter((c) => !constants.has(c));
+    if (unknown.length) return { code: 'UNKNOWN_CONSTANT', message: `unknown constant ${unknown[0]}` };
+    return new IntArg(e, v);
+  } catch (err) {
+    if (!(err instanceof ExprError)) throw err;
+    return { code: 'BAD_EXPR', message: `bad expression '${v}': ${err.message}` };
+  }
+}
+
+/** Schema for an integer argument: a YAML integer or an expression string. */
+export function int() {
+  return z.any().transform((v, ctx): IntArg => {
+    if (v === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'required', params: { code: 'MISSING' } });
+      return z.NEVER;
+    }
+    const r = compileInt(v);
+    if (r instanceof IntArg) return r;
+    ctx.addIssue({ code: 'custom', message: r.message, params: { code: r.code } });
+    return z.NEVER;
+  });
+}
+
+/** Replace every IntArg in validated args by its value. */
+export type Resolved<T> = T extends IntArg
+  ? bigint
+  : T extends Array<infer U>
+    ? Array<Resolved<U>>
+    : T extends object
+      ? { [K in keyof T]: Resolved<T[K]> }
+      : T;
+
+export type OutValue = bigint | string | bigint[];
+
+/** Where an op's OUT data lands and how to read it back. */
+export interface OutSpec {
+  gpa: number;
+  size: number;
+  decode(bytes: Uint8Array): Record<string, OutValue>;
+}
+
+export interface MemWrite {
+  gpa: number;
+  bytes: Uint8Array;
+}
+
+export type Via = 'page' | 'vmcall' | 'vmmcall' | 'auto';
+
+export const REG_NAMES = ['rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rbp', 'r8', 'r9', 'r10'] as const;
+export type RegName = (typeof REG_NAMES)[number];
+
+export type Action =
+  | {
+      kind: 'hypercall';
+      nr: number;
+      /** Positional arguments, placed in registers by the vCPU's calling convention. */
+      args: bigint[];
+      /** Explicit register values, applied after the positional ones. */
+      regs?: Partial<Record<RegName, bigint>>;
+      writes: MemWrite[];
+      out?: OutSpec;
+    }
+  | { kind: 'wrmsr'; msr: number; value: bigint }
+  | { kind: 'write'; writes: MemWrite[] }
+  | { kind: 'check' }
+  | { kind: 'host'; op: string; args: Record<string, unknown> };
+
+/** Where and how the step runs; filled by the runner. */
+export interface StepPlacement {
+  dom: number;
+  vcpu: number;
+  cpl: number;
+  via: Via;
+}
+
+/** What an op's encoder may know about the target vCPU. */
+export interface OpContext {
+  /** Execution mode of the calling vCPU (selects compat struct layouts). */
+  width: Width;
+  /** Guest-physical scratch page for this vCPU's argument structs. */
+  scratch: number;
+  dom: number;
+  vcpu: number;
+}
+
+/** What one step did, as plain data. */
+export interface Outcome {
+  ret?: bigint;
+  fault?: string;
+  out?: Record<string, OutValue>;
+  /** Who answered: the model, the kernel (KVM) or the driver's VMM layer. */
+  servedBy?: 'model' | 'kernel' | 'vmm';
+}
+
+/** A host/guest op's implementation on the reference model. */
+export type ModelImpl<A> = (m: XenModel, args: A, at: { dom: Domain; vcpu: Vcpu }) => Outcome;
+
+export interface OpDef<S extends z.ZodType = z.ZodType> {
+  name: string;
+  summary: string;
+  args: S;
+  /** Capabilities the target needs for this op. */
+  requires: readonly string[];
+  /** OUT field names the op can produce (for `expect.out` and `save`). */
+  out?: readonly string[];
+  encode(args: Resolved<z.output<S>>, ctx: OpContext): Action;
+  /** For `host` actions: what the op does on the model. */
+  model?: ModelImpl<Resolved<z.output<S>>>;
+}
+
+export function defineOp<S extends z.ZodType>(def: OpDef<S>): OpDef<S> {
+  return def;
+}
+
+/** Little-endian struct builder for argument structs. */
+export class StructWriter {
+  readonly bytes: Uint8Array;
+  private readonly dv: DataView;
+  constructor(size: number) {
+    this.bytes = new Uint8Array(size);
+    this.dv = new DataView(this.bytes.buffer);
+  }
+  u8(o: number, v: bigint | number): this { this.dv.setUint8(o, Number(BigInt.asUintN(8, BigInt(v)))); return this; }
+  u16(o: number, v: bigint | number): this { this.dv.setUint16(o, Number(BigInt.asUintN(16, BigInt(v))), true); return this; }
+  u32(o: number, v: bigint | number): this { this.dv.setUint32(o, Number(BigInt.asUintN(32, BigInt(v))), true); return this; }
+  u64(o: number, v: bigint | number): this { this.dv.setBigUint64(o, BigInt.asUintN(64, BigInt(v)), true); return this; }
+}
+
+/** Little-endian reads for OUT decoders. */
+export function reader(bytes: Uint8Array) {
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return {
+    u8: (o: number) => BigInt(dv.getUint8(o)),
+    u16: (o: number) => BigInt(dv.getUint16(o, true)),
+    i16: (o: number) => BigInt(dv.getInt16(o, true)),
+    u32: (o: number) => BigInt(dv.getUint32(o, true)),
+    i32: (o: number) => BigInt(dv.getInt32(o, true)),
+    u64: (o: number) => dv.getBigUint64(o, true),
+    cstr: (o: number, n: number) => {
+      const s = bytes.subarray(o, o + n);
+      const end = s.indexOf(0);
+      return new TextDecoder().decode(end < 0 ? s : s.subarray(0, end));
+    },
+    hex: (o: number, n: number) => Array.from(bytes.subarray(o, o + n), (b) => b.toString(16).padStart(2, '0')).join(' '),
+  };
+}
+
+/** A hypercall action whose single pointer argument is a struct in the scratch page. */
+export function structCall(
+  ctx: OpContext,
+  nr: number,
+  leading: bigint[],
+  struct: StructWriter,
+  decode?: (bytes: Uint8Array) => Record<string, OutValue>,
+  trailing: bigint[] = [],
+): Action {
+  const gpa = ctx.scratch;
+  return {
+    kind: 'hypercall',
+    nr,
+    args: [...leading, BigInt(gpa), ...trailing],
+    writes: [{ gpa, bytes: struct.bytes }],
+    out: decode ? { gpa, size: struct.bytes.length, decode } : undefined,
+  };
+}

@@ -1,0 +1,46 @@
+// Results as plain data: what reporters consume.
+
+export type Status = 'pass' | 'fail' | 'skip' | 'error';
+
+export interface StepRecord {
+  index: number;
+  label: string;
+  line: number;
+  status: 'pass' | 'fail' | 'error' | 'not-run';
+  servedBy?: string;
+  message?: string;
+}
+
+export interface CaseResult {
+  id: string;
+  /** Matrix variant, e.g. "mode=32"; '' when the case has no matrix. */
+  variant: string;
+  /** id plus [variant]. */
+  name: string;
+  file: string;
+  description: string;
+  spec: string[];
+  status: Status;
+  /** One line: why it failed / was skipped / errored. */
+  message?: string;
+  /** Multi-line detail: expected vs actual, step trace. */
+  detail?: string;
+  durationMs: number;
+  steps: StepRecord[];
+}
+
+export interface RunSummary {
+  target: string;
+  seed: string;
+  capabilities: string[];
+  properties: Record<string, string>;
+  results: CaseResult[];
+  startedAt: string;
+  durationMs: number;
+}
+
+export function counts(results: CaseResult[]) {
+  const c = { total: results.length, pass: 0, fail: 0, skip: 0, error: 0 };
+  for (const r of results) c[r.status]++;
+  return c;
+}

@@ -1,0 +1,41 @@
+// Runs a plan: probes the driver once, runs every case (one failing case never
+// stops the run), calls `onResult` after each so reporters can persist progress.
+
+import type { Driver } from '../drivers/driver.js';
+import type { PlannedCase } from './plan.js';
+import { runCase, type RunCaseOptions } from './run-case.js';
+import type { CaseResult, RunSummary } from './results.js';
+
+export async function runPlan(
+  planned: PlannedCase[],
+  driver: Driver,
+  opts: RunCaseOptions & { seed?: string; onResult?: (r: CaseResult, done: CaseResult[]) => void } = {},
+): Promise<RunSummary> {
+  const caps = await driver.probe();
+  const started = new Date();
+  const t0 = performance.now();
+  const results: CaseResult[] = [];
+  for (const pc of planned) {
+    let r: CaseResult;
+    try {
+      r = await runCase(pc, driver, caps, opts);
+    } catch (e) {
+      r = {
+        id: pc.case.id, variant: pc.variant.name, name: pc.name, file: pc.case.file,
+        description: pc.case.description, spec: pc.case.spec, status: 'error',
+        message: `harness fault: ${(e as Error).message}`, durationMs: 0, steps: [],
+      };
+    }
+    results.push(r);
+    opts.onResult?.(r, results);
+  }
+  return {
+    target: driver.name,
+    seed: opts.seed ?? '0',
+    capabilities: [...caps.has].sort(),
+    properties: { ...caps.properties },
+    results,
+    startedAt: started.toISOString(),
+    durationMs: performance.now() - t0,
+  };
+}

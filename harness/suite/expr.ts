@@ -1,0 +1,147 @@
+// Integer expressions in case files: numbers, named constants (EINVAL,
+// DOMID_SELF, ...), variables ($port), unary minus/~, + - * / % << >> & | ^ and
+// parentheses. Parsed once at load time; evaluated with 64-bit-safe bigints.
+
+export type Expr =
+  | { k: 'num'; v: bigint }
+  | { k: 'const'; name: string }
+  | { k: 'var'; name: string }
+  | { k: 'un'; op: '-' | '~'; a: Expr }
+  | { k: 'bin'; op: string; a: Expr; b: Expr };
+
+export class ExprError extends Error {
+  override name = 'ExprError';
+}
+
+const BIN_PREC: Record<string, number> = {
+  '|': 1, '^': 2, '&': 3, '<<': 4, '>>': 4, '+': 5, '-': 5, '*': 6, '/': 6, '%': 6,
+};
+
+type Tok = { t: 'num'; v: bigint } | { t: 'id'; v: string } | { t: 'var'; v: string } | { t: 'op'; v: string };
+
+function lex(src: string): Tok[] {
+  const out: Tok[] = [];
+  let i = 0;
+  while (i < src.length) {
+    const c = src[i];
+    if (/\s/.test(c)) { i++; continue; }
+    const num = /^(0x[0-9a-fA-F_]+|0b[01_]+|0o[0-7_]+|[0-9][0-9_]*)/.exec(src.slice(i));
+    if (num) {
+      out.push({ t: 'num', v: BigInt(num[1].replace(/_/g, '')) });
+      i += num[1].length;
+      if (/[A-Za-z_]/.test(src[i] ?? '')) throw new ExprError(`bad number near '${src.slice(i - num[1].length, i + 1)}'`);
+      continue;
+    }
+    const v = /^\$([A-Za-z_][A-Za-z0-9_]*)/.exec(src.slice(i));
+    if (v) { out.push({ t: 'var', v: v[1] }); i += v[0].length; continue; }
+    const id = /^[A-Za-z_][A-Za-z0-9_]*/.exec(src.slice(i));
+    if (id) { out.push({ t: 'id', v: id[0] }); i += id[0].length; continue; }
+    const two = src.slice(i, i + 2);
+    if (two === '<<' || two === '>>') { out.push({ t: 'op', v: two }); i += 2; continue; }
+    if ('+-*/%&|^~()'.includes(c)) { out.push({ t: 'op', v: c }); i++; continue; }
+    throw new ExprError(`unexpected '${c}'`);
+  }
+  return out;
+}
+
+export function parseExpr(src: string): Expr {
+  const toks = lex(src);
+  let p = 0;
+  const peek = (): Tok | undefined => toks[p];
+  function primary(): Expr {
+    const t = toks[p++];
+    if (!t) throw new ExprError('expression ends too early');
+    if (t.t === 'num') return { k: 'num', v: t.v };
+    if (t.t === 'var') return { k: 'var', name: t.v };
+    if (t.t === 'id') return { k: 'const', name: t.v };
+    if (t.v === '(') {
+      const e = binary(0);
+      const close = toks[p++];
+      if (!close || close.v !== ')') throw new ExprError("missing ')'");
+      return e;
+    }
+    if (t.v === '-' || t.v === '~') return { k: 'un', op: t.v, a: primary() };
+    throw new ExprError(`unexpected '${t.v}'`);
+  }
+  function binary(min: number): Expr {
+    let a = primary();
+    for (;;) {
+      const t = peek();
+      if (!t || t.t !== 'op') break;
+      const prec = BIN_PREC[t.v];
+      if (prec === undefined || prec < min) break;
+      p++;
+      const b = binary(prec + 1);
+      a = { k: 'bin', op: t.v, a, b };
+    }
+    return a;
+  }
+  if (toks.length === 0) throw new ExprError('empty expression');
+  const e = binary(0);
+  if (p !== toks.length) throw new ExprError(`unexpected '${String(toks[p].v)}'`);
+  return e;
+}
+
+export function exprVars(e: Expr, acc: string[] = []): string[] {
+  if (e.k === 'var') acc.push(e.name);
+  else if (e.k === 'un') exprVars(e.a, acc);
+  else if (e.k === 'bin') { exprVars(e.a, acc); exprVars(e.b, acc); }
+  return acc;
+}
+
+export function exprConsts(e: Expr, acc: string[] = []): string[] {
+  if (e.k === 'const') acc.push(e.name);
+  else if (e.k === 'un') exprConsts(e.a, acc);
+  else if (e.k === 'bin') { exprConsts(e.a, acc); exprConsts(e.b, acc); }
+  return acc;
+}
+
+export type VarValue = bigint | string | bigint[];
+
+export function evalExpr(e: Expr, consts: ReadonlyMap<string, bigint>, vars: ReadonlyMap<string, VarValue>): bigint {
+  switch (e.k) {
+    case 'num': return e.v;
+    case 'const': {
+      const v = consts.get(e.name);
+      if (v === undefined) throw new ExprError(`unknown constant ${e.name}`);
+      return v;
+    }
+    case 'var': {
+      const v = vars.get(e.name);
+      if (v === undefined) throw new ExprError(`variable $${e.name} has no value`);
+      if (typeof v !== 'bigint') throw new ExprError(`variable $${e.name} is not a number`);
+      return v;
+    }
+    case 'un': {
+      const a = evalExpr(e.a, consts, vars);
+      return e.op === '-' ? -a : ~a;
+    }
+    case 'bin': {
+      const a = evalExpr(e.a, consts, vars);
+      const b = evalExpr(e.b, consts, vars);
+      switch (e.op) {
+        case '+': return a + b;
+        case '-': return a - b;
+        case '*': return a * b;
+        case '/': if (b === 0n) throw new ExprError('division by zero'); return a / b;
+        case '%': if (b === 0n) throw new ExprError('division by zero'); return a % b;
+        case '<<': return a << b;
+        case '>>': return a >> b;
+        case '&': return a & b;
+        case '|': return a | b;
+        case '^': return a ^ b;
+      }
+    }
+  }
+  throw new ExprError('bad expression');
+}
+
+export function exprToString(e: Expr): string {
+  switch (e.k) {
+    case 'num': return e.v > 9n || e.v < -9n ? (e.v < 0n ? `-0x${(-e.v).toString(16)}` : `0x${e.v.toString(16)}`) : e.v.toString();
+    case 'const': return e.name;
+    case 'var': return `$${e.name}`;
+    case 'un': return `${e.op}${exprToString(e.a)}`;
+    case 'bin': return `(${exprToString(e.a)} ${e.op} ${exprToString(e.b)})`;
+  }
+}

@@ -1,0 +1,41 @@
+// Closed vocabularies checked by the loader: capabilities (what a target
+// implements; cases list what they need in `requires:`) and flags.
+
+export const CAPABILITIES: Record<string, string> = {
+  'hypercall.intercept': 'hypercalls from the guest reach the Xen emulation',
+  'hypercall.page': 'writing the Xen hypercall MSR fills the hypercall page',
+  'hypercall.cpl': 'hypercalls can be issued from guest CPL > 0',
+  'hypercall.raw_regs': 'arbitrary register values can be set for a hypercall',
+  shared_info: 'the shared_info page can be placed in guest memory',
+  vcpu_info: 'vcpu_info areas (shared_info slots or registered) are maintained',
+  runstate: 'the vCPU runstate area is updated',
+  'runstate.update_flag': 'runstate updates follow the XEN_RUNSTATE_UPDATE protocol',
+  'evtchn.2l': '2-level event channels',
+  'evtchn.fifo': 'FIFO event channels',
+  'evtchn.send': 'EVTCHNOP_send is handled',
+  'evtchn.host_send': 'the host can raise an event on a port (KVM_XEN_HVM_EVTCHN_SEND)',
+  'sched.poll': 'SCHEDOP_poll',
+  timer: 'Xen one-shot / periodic timers and VIRQ_TIMER',
+  'gnttab.v1': 'grant tables, version 1',
+  'gnttab.v2': 'grant tables, version 2',
+  'domains.multi': 'more than one guest domain in one case',
+  'time.control': 'the case controls the clock (deterministic time)',
+  'guest.mode32': '32-bit protected-mode guests (compat layouts)',
+  'guest.mode64': '64-bit long-mode guests',
+  'flavor.xen': 'the target follows Xen where Xen and KVM document different behaviour',
+  'flavor.kvm': 'the target follows KVM where Xen and KVM document different behaviour',
+  'cpu.intel': 'the (emulated) CPU is Intel: vmcall',
+  'cpu.amd': 'the (emulated) CPU is AMD: vmmcall',
+  'kvm.plain': 'plain KVM: VM and vCPU creation and guest execution without Xen',
+};
+
+export const FLAGS: Record<string, string> = {
+  slow: 'takes more than a second on the model',
+  xsa: 'reproduces a Xen security advisory scenario',
+  regression: 'would have caught a bug that shipped',
+  destructive: 'may crash or wedge a vulnerable target',
+};
+
+export function isCapability(s: string): boolean {
+  return Object.hasOwn(CAPABILITIES, s);
+}
