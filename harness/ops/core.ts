@@ -25,7 +25,7 @@ export const hypercallRaw = defineOp({
     let last = pos.length;
     while (last > 0 && pos[last - 1] === undefined) last--;
     const explicit = a.regs ? Object.fromEntries(Object.entries(a.regs).filter(([, v]) => v !== undefined)) as Partial<Record<RegName, bigint>> : undefined;
-    return { kind: 'hypercall', nr: Number(a.nr), args: pos.slice(0, last).map((v) => v ?? 0n), regs: explicit, writes: [] };
+    return { kind: 'hypercall', nr: a.nr, args: pos.slice(0, last).map((v) => v ?? 0n), regs: explicit, writes: [] };
   },
 });
 
@@ -44,7 +44,7 @@ export const memoryWrite = defineOp({
   summary: 'Write guest memory directly (as the guest would with a plain store): a value of `size` bytes, or hex `bytes`',
   args: z.strictObject({
     gpa: int(),
-    size: z.union([z.literal(1), z.literal(2), z.literal(4), z.literal(8)]).optional(),
+    size: z.union([z.literal(1n), z.literal(2n), z.literal(4n), z.literal(8n)]).optional(),
     value: int().optional(),
     bytes: z.string().regex(/^([0-9a-fA-F]{2}\s*)+$/, 'hex bytes such as "de ad be ef"').optional(),
   }).refine((a) => (a.value === undefined) !== (a.bytes === undefined), { message: 'give exactly one of value or bytes' }),
@@ -56,7 +56,7 @@ export const memoryWrite = defineOp({
       const b = Uint8Array.from(hex.match(/../g) ?? [], (h) => parseInt(h, 16));
       return { kind: 'write', writes: [{ gpa, bytes: b }] };
     }
-    const size = a.size ?? 8;
+    const size = Number(a.size ?? 8n);
     let v = BigInt.asUintN(size * 8, a.value ?? 0n);
     const b = new Uint8Array(size);
     for (let i = 0; i < size; i++) { b[i] = Number(v & 0xffn); v >>= 8n; }

@@ -80,7 +80,8 @@ export type RegName = (typeof REG_NAMES)[number];
 export type Action =
   | {
       kind: 'hypercall';
-      nr: number;
+      /** The hypercall number as it is put in rax (full width: upper bits matter in 64-bit mode). */
+      nr: number | bigint;
       /** Positional arguments, placed in registers by the vCPU's calling convention. */
       args: bigint[];
       /** Explicit register values, applied after the positional ones. */

@@ -46,8 +46,8 @@ export function resolveSetup(c: LoadedCase, vars: Vars): SessionSetup {
   const num = (a: IntArg | undefined, d: number): number => (a === undefined ? d : Number(evalArg(a, vars)));
   const mode = num(s.mode, 64);
   if (mode !== 64 && mode !== 32) throw new ExprError(`setup.mode must be 64 or 32, got ${mode}`);
-  const [maj, rest] = (s.xen_version ?? DEFAULTS.xenVersion).split('.', 2);
-  const minor = /^\d+/.exec(rest)?.[0] ?? '0';
+  const vm = /^(\d+)\.(\d+)(.*)$/.exec(s.xen_version ?? DEFAULTS.xenVersion)!;
+  const [, maj, minor, extra] = vm;
   const domains: DomainSetup[] = (s.domains ?? [{ id: new IntArg({ k: 'num', v: 1n }, '1') }]).map((d) => ({
     id: num(d.id, 1),
     vcpus: num(d.vcpus, 1),
@@ -57,10 +57,16 @@ export function resolveSetup(c: LoadedCase, vars: Vars): SessionSetup {
     hypercallPage: d.hypercall_page === null ? null : num(d.hypercall_page ?? undefined, DEFAULTS.hypercallPage),
     limits: Object.fromEntries(Object.entries(d.limits ?? {}).map(([k, v]) => [k, Number(evalArg(v, vars))])),
   }));
+  let cpu = s.cpu;
+  if (cpu?.startsWith('$')) {
+    const v = vars.get(cpu.slice(1));
+    if (v !== 'intel' && v !== 'amd') throw new ExprError(`setup.cpu: ${cpu} must be intel or amd, got ${String(v)}`);
+    cpu = v;
+  }
   return {
     mode,
-    cpu: s.cpu,
-    xenVersion: { major: Number(maj), minor: Number(minor), extra: rest.slice(minor.length) || '.0' },
+    cpu: cpu as 'intel' | 'amd' | undefined,
+    xenVersion: { major: Number(maj), minor: Number(minor), extra: extra || '.0' },
     scratch: num(s.scratch, DEFAULTS.scratch),
     domains,
   };

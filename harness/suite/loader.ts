@@ -11,7 +11,8 @@ import { ops } from '../ops/index.js';
 import { compileInt, IntArg, type OpDef, type Via } from '../ops/types.js';
 import type { SuiteProblem } from '../errors.js';
 import { caseSchema, type CaseFile, type SetupFile } from './schema.js';
-import { exprVars, type Expr, type VarValue } from './expr.js';
+import { evalExpr, exprVars, type Expr, type VarValue } from './expr.js';
+import { constants } from '../ops/constants.js';
 import { parseHexPattern, parsePath, pathIsBytes, type MemoryPath } from './memory-path.js';
 
 /** Largest case file accepted (bytes). */
@@ -173,8 +174,14 @@ function zodProblems(loc: Locator, issues: z.core.$ZodIssue[], prefix: PropertyK
         break;
       case 'invalid_union': {
         // Report the most specific branch error when every branch failed on the same spot.
-        const first = is.errors.flat()[0];
-        out.push(loc.problem(path, 'TYPE', first ? `${first.message}` : is.message));
+        const flat = is.errors.flat();
+        const values = flat.flatMap((e) => (e.code === 'invalid_value' ? e.values.map(String) : []));
+        if (values.length && values.length === flat.reduce((n, e) => n + (e.code === 'invalid_value' ? e.values.length : 1), 0)) {
+          out.push(loc.problem(path, 'BAD_VALUE', `expected one of ${values.join(', ')}`));
+        } else {
+          const types = [...new Set(flat.map((e) => (e.code === 'invalid_type' ? e.expected : e.message)))];
+          out.push(loc.problem(path, 'TYPE', `expected ${types.join(' or ')}`));
+        }
         break;
       }
       case 'invalid_value':
@@ -292,7 +299,13 @@ export function loadFile(file: string, id: string): { case?: LoadedCase; problem
   const matrix: Array<[string, VarValue[]]> = [];
   for (const [k, vals] of Object.entries(c.matrix ?? {})) {
     defined.add(k);
-    matrix.push([k, vals.map((v) => (typeof v === 'string' ? v : BigInt(v)))]);
+    // A string that names constants or is an expression (HYPERVISOR_iret, 1 << 4) is a number;
+    // any other string (intel, fifo) stays text.
+    matrix.push([k, vals.map((v) => {
+      if (typeof v !== 'string') return BigInt(v);
+      const r = compileInt(v);
+      return r instanceof IntArg && exprVars(r.expr).length === 0 ? evalExpr(r.expr, constants, new Map()) : v;
+    })]);
   }
   const useVars = (args: Array<{ arg: IntArg; path: PropertyKey[] }>) => {
     for (const { arg, path } of args) {

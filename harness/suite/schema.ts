@@ -32,7 +32,7 @@ export const domainSchema = z.strictObject({
 
 export const setupSchema = z.strictObject({
   mode: int().optional(),
-  cpu: z.enum(['intel', 'amd']).optional(),
+  cpu: z.union([z.enum(['intel', 'amd']), z.string().regex(/^\$[A-Za-z_][A-Za-z0-9_]*$/, 'intel, amd, or a $variable')]).optional(),
   xen_version: z.string().regex(/^\d+\.\d+(\S*)$/, 'a version such as "4.19" or "4.19.0-rc"').optional(),
   scratch: int().optional(),
   domains: z.array(domainSchema).min(1).optional(),

@@ -82,7 +82,7 @@ class ModelSession implements Session {
       const dom = this.model.domain(p.dom)!;
       if (dom.hypercallPageGpa === null) return { fault: 'no hypercall page: write the hypercall MSR first' };
       // Execute the stub as the CPU would: mov eax, imm32; vmcall/vmmcall.
-      const stub = dom.memory.read(dom.hypercallPageGpa + (action.nr & 0x7f) * 32, 9);
+      const stub = dom.memory.read(dom.hypercallPageGpa + Number(BigInt(action.nr) & 0x7fn) * 32, 9);
       if (stub[0] === 0x0f && stub[1] === 0x0b) return { fault: 'UD' };
       if (stub[0] !== 0xb8 || stub[5] !== 0x0f || stub[6] !== 0x01) return { fault: stub[0] === 0xcc ? 'BP' : 'UD' };
       regs.rax = BigInt(stub[1] | (stub[2] << 8) | (stub[3] << 16) | (stub[4] << 24)) | (regs.rax & ~0xffffffffn);
