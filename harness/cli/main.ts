@@ -20,6 +20,9 @@ import { CAPABILITIES } from '../suite/vocabulary.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
+/** Minimum time between progress rewrites of the reports during a run. */
+const PROGRESS_INTERVAL_MS = 100;
+
 const HELP: Record<string, string> = {
   main: `xconf ${VERSION}: conformance and fuzz harness for Xen-on-KVM
 
@@ -87,7 +90,26 @@ async function cmdRun(argv: string[]): Promise<ExitCode> {
     writeAtomic(String(v.junit), junitXml(run));
     if (v.ktap) writeAtomic(String(v.ktap), ktap(run));
   };
-  const run = await runPlan(planned, driver, { timeoutSeconds: timeout, seed: String(v.seed) });
+  // Reports are rewritten (atomically) after every case, so a run killed half
+  // way still leaves well-formed files holding every finished case.
+  const caps = await driver.probe();
+  const started = new Date().toISOString();
+  const partial = (done: RunSummary['results']): RunSummary => ({
+    target: driver.name, seed: String(v.seed), capabilities: [...caps.has].sort(), properties: { ...caps.properties },
+    results: done, startedAt: started, durationMs: 0,
+  });
+  persist(partial([]));
+  // Fast model cases finish in microseconds: rewrite at most every 100 ms, so a
+  // kill loses at most the cases of the last 100 ms and the run stays quick.
+  let last = performance.now();
+  const run = await runPlan(planned, driver, {
+    timeoutSeconds: timeout, seed: String(v.seed),
+    onResult: (_r, done) => {
+      if (performance.now() - last < PROGRESS_INTERVAL_MS) return;
+      persist(partial(done));
+      last = performance.now();
+    },
+  });
   persist(run);
   process.stdout.write(consoleSummary(run, { verbose: !!v.verbose }));
   const c = counts(run.results);

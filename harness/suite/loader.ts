@@ -170,7 +170,7 @@ function zodProblems(loc: Locator, issues: z.core.$ZodIssue[], prefix: PropertyK
         for (const k of is.keys) out.push(loc.problem(path, 'UNKNOWN_KEY', 'unknown key', k));
         break;
       case 'invalid_type':
-        out.push(loc.problem(path, is.input === undefined ? 'MISSING' : 'TYPE', is.input === undefined ? `required (${is.expected})` : `expected ${is.expected}`));
+        out.push(loc.problem(path, is.input === undefined ? 'MISSING' : 'TYPE', is.input === undefined ? `required (${is.expected})` : `expected ${is.expected === 'bigint' ? 'integer' : is.expected}`));
         break;
       case 'invalid_union': {
         // Report the most specific branch error when every branch failed on the same spot.
@@ -179,7 +179,7 @@ function zodProblems(loc: Locator, issues: z.core.$ZodIssue[], prefix: PropertyK
         if (values.length && values.length === flat.reduce((n, e) => n + (e.code === 'invalid_value' ? e.values.length : 1), 0)) {
           out.push(loc.problem(path, 'BAD_VALUE', `expected one of ${values.join(', ')}`));
         } else {
-          const types = [...new Set(flat.map((e) => (e.code === 'invalid_type' ? e.expected : e.message)))];
+          const types = [...new Set(flat.map((e) => (e.code === 'invalid_type' ? (e.expected === 'bigint' ? 'integer' : e.expected) : e.message)))];
           out.push(loc.problem(path, 'TYPE', `expected ${types.join(' or ')}`));
         }
         break;

@@ -1,0 +1,29 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { evalExpr, parseExpr, ExprError } from './expr.js';
+
+const ev = (s: string, vars: Record<string, bigint> = {}) =>
+  evalExpr(parseExpr(s), new Map([['EINVAL', 22n], ['X', 0x10n]]), new Map(Object.entries(vars)));
+
+describe('expressions', () => {
+  it('follows C precedence for the operators it has', () => {
+    expect(ev('1 + 2 * 3')).toBe(7n);
+    expect(ev('(4 << 16) | 19')).toBe(0x40013n);
+    expect(ev('1 << 2 + 1')).toBe(8n);
+    expect(ev('-EINVAL')).toBe(-22n);
+    expect(ev('~0 & 0xff')).toBe(0xffn);
+    expect(ev('$p + X', { p: 5n })).toBe(21n);
+    expect(ev('0x1_0000')).toBe(65536n);
+  });
+  it('rejects malformed input with an ExprError', () => {
+    for (const s of ['', '1 +', '(1', '1 2', '$', '3x', '1 ** 2']) expect(() => parseExpr(s)).toThrow(ExprError);
+    expect(() => ev('$nope')).toThrow(/no value/);
+    expect(() => ev('1 / 0')).toThrow(/division/);
+  });
+  it('computes sums and differences like bigint arithmetic (property)', () => {
+    fc.assert(fc.property(fc.bigInt(), fc.bigInt(), fc.bigInt(), (a, b, c) => {
+      expect(ev('$a + $b - $c', { a, b, c })).toBe(a + b - c);
+      expect(ev('($a | $b) & $c', { a, b, c })).toBe((a | b) & c);
+    }));
+  });
+});

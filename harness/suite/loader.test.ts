@@ -1,0 +1,119 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync, mkdirSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { loadFile, loadPaths } from './loader.js';
+import { formatProblem } from '../errors.js';
+
+const INVALID = 'fixtures/invalid';
+
+describe('loader: malformed fixtures', () => {
+  const files = readdirSync(INVALID).filter((f) => f.endsWith('.yaml')).sort();
+  it('ships at least 15 malformed files', () => expect(files.length).toBeGreaterThanOrEqual(15));
+  for (const f of files) {
+    it(`${f} gives the code and position its header names`, () => {
+      const file = join(INVALID, f);
+      const [, code, line, col] = /^# expect: ([A-Z_]+) (\d+):(\d+)/.exec(readFileSync(file, 'utf8'))!;
+      const r = loadFile(file, f);
+      expect(r.case).toBeUndefined();
+      expect(r.problems.length).toBeGreaterThan(0);
+      const p = r.problems[0];
+      expect([p.code, p.line, p.col]).toEqual([code, Number(line), Number(col)]);
+      for (const q of r.problems) expect(formatProblem(q)).toMatch(/^[^\n]+:\d+:\d+: [A-Z_]+( [^:\n]+)?: [^\n]+$/);
+    });
+  }
+});
+
+function tmpSuite(files: Record<string, string>): string {
+  const root = mkdtempSync(join(tmpdir(), 'xconf-'));
+  const s = join(root, 'suites');
+  for (const [name, body] of Object.entries(files)) {
+    mkdirSync(join(s, name, '..'), { recursive: true });
+    writeFileSync(join(s, name), body);
+  }
+  return s;
+}
+
+describe('loader: valid files', () => {
+  it('loads the shipped suites without problems', () => {
+    const r = loadPaths(['suites']);
+    expect(r.problems.map(formatProblem)).toEqual([]);
+    expect(r.cases.length).toBeGreaterThanOrEqual(20);
+  });
+
+  it('derives ids from the path under suites/', () => {
+    const s = tmpSuite({ 'a/b.yaml': 'description: x\nsteps:\n  - op: memory.check\n' });
+    const r = loadPaths([s]);
+    expect(r.cases.map((c) => c.id)).toEqual(['a/b']);
+  });
+
+  it('reports every problem of a file at once', () => {
+    const s = tmpSuite({
+      'x.yaml': 'description: x\nrequires: [nope]\nsteps:\n  - op: bad.op\n  - op: xen.version\n    args: { cmd: $q }\n',
+    });
+    const r = loadPaths([s]);
+    expect(r.problems.map((p) => p.code).sort()).toEqual(['UNKNOWN_CAPABILITY']);
+    // Structure problems stop before op checks; once structure is fine, all op problems show.
+    const s2 = tmpSuite({ 'x.yaml': 'description: x\nsteps:\n  - op: bad.op\n  - op: xen.version\n    args: { cmd: $q }\n  - op: xen.version\n    args: { cmd: NOPE }\n' });
+    expect(loadPaths([s2]).problems.map((p) => p.code)).toEqual(['UNKNOWN_OP', 'UNDEFINED_VAR', 'UNKNOWN_CONSTANT']);
+  });
+
+  it('accepts variables saved by earlier steps and matrix parameters', () => {
+    const s = tmpSuite({
+      'v.yaml': 'description: v\nmatrix:\n  m: [64, 32]\nsetup:\n  mode: $m\nsteps:\n  - op: xen.version\n    args: { cmd: 0 }\n    save: { v: ret }\n  - op: xen.version\n    args: { cmd: $v - $v }\n',
+    });
+    const r = loadPaths([s]);
+    expect(r.problems).toEqual([]);
+    expect(r.cases[0].matrix).toEqual([['m', [64n, 32n]]]);
+  });
+
+  it('rejects duplicate ids and files that resolve outside the suite root', () => {
+    const s = tmpSuite({ 'd.yaml': 'description: d\nsteps:\n  - op: memory.check\n', 'd.yml': 'description: d\nsteps:\n  - op: memory.check\n' });
+    expect(loadPaths([s]).problems.map((p) => p.code)).toEqual(['DUPLICATE_ID']);
+    const outside = mkdtempSync(join(tmpdir(), 'xconf-out-'));
+    writeFileSync(join(outside, 'evil.yaml'), 'description: e\nsteps:\n  - op: memory.check\n');
+    const s2 = tmpSuite({});
+    mkdirSync(s2, { recursive: true });
+    symlinkSync(join(outside, 'evil.yaml'), join(s2, 'evil.yaml'));
+    expect(loadPaths([s2]).problems.map((p) => p.code)).toEqual(['OUTSIDE_ROOT']);
+  });
+});
+
+describe('loader: hostile input (property)', () => {
+  const seeds = readdirSync('suites/hypercall').map((f) => readFileSync(join('suites/hypercall', f), 'utf8'));
+  const dir = mkdtempSync(join(tmpdir(), 'xconf-fuzz-'));
+  const check = (content: string | Uint8Array) => {
+    const file = join(dir, 'case.yaml');
+    writeFileSync(file, content);
+    const r = loadFile(file, 'case');
+    // Either a valid case or one-line problems with positions.
+    if (!r.case) {
+      expect(r.problems.length).toBeGreaterThan(0);
+      for (const p of r.problems) {
+        expect(p.line).toBeGreaterThanOrEqual(1);
+        expect(p.col).toBeGreaterThanOrEqual(1);
+        expect(formatProblem(p)).not.toMatch(/\n|    at /);
+      }
+    }
+  };
+  it('never throws on mutated case files', () => {
+    fc.assert(
+      fc.property(fc.constantFrom(...seeds), fc.array(fc.tuple(fc.nat(), fc.nat(8), fc.string({ maxLength: 6 })), { maxLength: 4 }), (seed, edits) => {
+        let s = seed;
+        for (const [at, del, ins] of edits) {
+          const i = at % (s.length + 1);
+          s = s.slice(0, i) + ins + s.slice(i + del);
+        }
+        check(s);
+      }),
+      { numRuns: 300 },
+    );
+  });
+  it('never throws on binary junk, deep nesting or huge numbers', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 200 }), (b) => check(b)), { numRuns: 200 });
+    check('description: x\nsteps:\n' + '  - op: memory.check\n    args: '.concat('['.repeat(2000)));
+    check('description: x\nsteps:\n  - op: xen.version\n    args: { cmd: 1' + '0'.repeat(400) + ' }\n');
+    check('description: x\ntimeout: 1e999\nsteps:\n  - op: memory.check\n');
+  });
+});

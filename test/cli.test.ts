@@ -1,0 +1,53 @@
+// End-to-end: the built CLI as a user runs it.
+import { beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+
+const cli = (...args: string[]) => spawnSync(process.execPath, ['bin/xconf.js', ...args], { encoding: 'utf8' });
+
+beforeAll(() => {
+  if (!existsSync('dist/cli/main.js')) execFileSync('npm', ['run', 'build'], { stdio: 'ignore' });
+});
+
+describe('xconf CLI', () => {
+  it('run: exits 0 on the model and writes JUnit and KTAP', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'xconf-cli-'));
+    const r = cli('run', 'suites/hypercall', `--junit=${dir}/j.xml`, `--ktap=${dir}/k.ktap`);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^\d+ passed, 0 failed, \d+ skipped$/m);
+    const xml = readFileSync(`${dir}/j.xml`, 'utf8');
+    expect(Number(/<testsuites tests="(\d+)" failures="0" errors="0"/.exec(xml)?.[1])).toBeGreaterThanOrEqual(20);
+    expect(readFileSync(`${dir}/k.ktap`, 'utf8').startsWith('KTAP version 1\n')).toBe(true);
+  });
+  it('validate: malformed files exit 2 with file:line:col lines only', () => {
+    const r = cli('validate', 'fixtures/invalid');
+    expect(r.status).toBe(2);
+    expect(r.stdout).toBe('');
+    const lines = r.stderr.trim().split('\n');
+    expect(lines.length).toBeGreaterThanOrEqual(15);
+    for (const l of lines) expect(l).toMatch(/^fixtures\/invalid\/[a-z-]+\.yaml:\d+:\d+: [A-Z_]+/);
+  });
+  it('usage errors exit 2 with one line; --help and --version exit 0', () => {
+    for (const args of [['run', '--target=nope'], ['bogus'], ['run', '--shard=5/2'], ['run', '--frobnicate']]) {
+      const r = cli(...args);
+      expect(r.status).toBe(2);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).not.toMatch(/    at /);
+    }
+    expect(cli('--help').status).toBe(0);
+    expect(cli('run', '--help').stdout).toMatch(/--target/);
+    expect(cli('--version').stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+  it('a failing case exits 1; an all-skipped run exits 4', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'xconf-cli-'));
+    expect(cli('run', 'test/cases/fails', `--junit=${dir}/j.xml`).status).toBe(1);
+    expect(cli('run', 'test/cases/skips', `--junit=${dir}/j.xml`).status).toBe(4);
+  });
+  it('list shows requirements and runnability', () => {
+    const r = cli('list', 'suites/hypercall');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/hypercall\/page-iret-slot-kvm {2}requires: .*flavor\.kvm.* skip \(missing flavor\.kvm\)/);
+  });
+});
