@@ -80,7 +80,7 @@ export function runstateOf(v: Vcpu): VcpuRunstate {
   let s = states.get(v);
   if (!s) {
     s = {
-      info: { state: v.online ? RUNSTATE.running : RUNSTATE.offline, entry: 0n, time: [0n, 0n, 0n, 0n] },
+      info: { state: RUNSTATE.running, entry: 0n, time: [0n, 0n, 0n, 0n] },
       created: 0n,
       virtual: null,
       phys: null,

@@ -210,7 +210,7 @@ function poll(ctx: HypercallContext, arg: bigint): number {
   for (let i = 0; i < nr; i++) {
     const b = ctx.copyFrom(ports + BigInt(i * 4), 4);
     if (!b) return err('EFAULT');
-    last = b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] * 0x1000000);
+    last = new DataView(b.buffer, b.byteOffset, 4).getUint32(0, true);
     const rc = xenPortPoll(d, last);
     if (rc < 0) return rc;
     if (rc > 0) return 0;
