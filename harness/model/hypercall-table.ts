@@ -3,5 +3,10 @@
 import './version.js';
 import './vm-assist.js';
 import './memory-op.js';
+import './runstate.js';
+import './time.js';
+import './timer.js';
+import './sched.js';
+import './vcpu-op.js';
 
 export { hypercall, wrmsr, hypercallHandlers } from './hypercall.js';

@@ -2,8 +2,10 @@
 import type { OpDef } from './types.js';
 import * as core from './core.js';
 import * as xen from './xen.js';
+import * as runstate from './runstate.js';
+import * as sched from './sched.js';
 
-const modules: Array<Record<string, unknown>> = [core, xen];
+const modules: Array<Record<string, unknown>> = [core, xen, runstate, sched];
 
 export const ops = new Map<string, OpDef>();
 for (const m of modules) {

@@ -1,0 +1,174 @@
+// Torn-read checker for seqlock-like guest areas: the runstate area with its
+// XEN_RUNSTATE_UPDATE flag, and the odd/even `version` of vcpu_time_info and
+// the wallclock.
+//
+// The writer's stores are recorded (GuestMemory.observe) and replayed one by
+// one. A store is atomic only when x86 makes it so: 1, 2, 4 or 8 bytes not
+// crossing a 64-byte cache line (Intel SDM vol. 3 8.1.1); any other store is
+// replayed a byte at a time, both in ascending and in descending order, since
+// a copy may tear either way. That yields every memory state a concurrent
+// reader can observe.
+//
+// A protocol reader (Linux xen_get_runstate_snapshot_cpu_delta, or the pvclock
+// version loop) reads the guard at state i, copies the struct while the writer
+// moves on (each byte may come from any state i..k), and re-reads the guard at
+// state k; it accepts when both guard reads agree and the guard says "stable".
+// The check asserts every snapshot such a reader can accept equals a committed
+// image (before or after the update). A naive reader copies the struct once,
+// at any single state: `visible` counts the states that are not committed
+// images, showing the protocol is what protects the reader.
+
+import type { GuestMemory, StoreRecord } from './guest-memory.js';
+
+export interface Guard {
+  /** Guard value as the reader reads it (one consistent read) from an image of the area. */
+  read(image: Uint8Array): bigint;
+  /** Whether a reader that saw this guard value may use the copy. */
+  stable(value: bigint): boolean;
+}
+
+export interface TornReport {
+  /** Distinct intermediate images replayed (including before and after). */
+  states: number;
+  /** Reader windows (i, k) in which the protocol reader accepts something not committed. */
+  acceptedTorn: number;
+  /** Single states that are not committed images (what a reader ignoring the protocol can see). */
+  visibleTorn: number;
+  /** An example accepted torn snapshot, if any. */
+  example?: Uint8Array;
+}
+
+const CACHE_LINE = 64;
+
+function atomicStore(s: StoreRecord): boolean {
+  const n = s.bytes.length;
+  if (n !== 1 && n !== 2 && n !== 4 && n !== 8) return false;
+  return Math.floor(s.gpa / CACHE_LINE) === Math.floor((s.gpa + n - 1) / CACHE_LINE);
+}
+
+/** Every image of [base, base+size) a reader can observe, in order, for one ordering of non-atomic stores. */
+function replay(before: Uint8Array, base: number, stores: StoreRecord[], descending: boolean): Uint8Array[] {
+  const img = before.slice();
+  const out: Uint8Array[] = [img.slice()];
+  const put = (gpa: number, b: number) => {
+    const o = gpa - base;
+    if (o >= 0 && o < img.length) img[o] = b;
+  };
+  for (const s of stores) {
+    if (atomicStore(s)) {
+      s.bytes.forEach((b, j) => put(s.gpa + j, b));
+      out.push(img.slice());
+      continue;
+    }
+    const idx = [...s.bytes.keys()];
+    if (descending) idx.reverse();
+    for (const j of idx) {
+      put(s.gpa + j, s.bytes[j]);
+      out.push(img.slice());
+    }
+  }
+  return out;
+}
+
+const same = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+function analyse(states: Uint8Array[], committed: Uint8Array[], guard: Guard, report: TornReport): void {
+  const isCommitted = (img: Uint8Array) => committed.some((c) => same(c, img));
+  for (const s of states) if (!isCommitted(s)) report.visibleTorn++;
+  const n = states.length;
+  const size = states[0].length;
+  for (let i = 0; i < n; i++) {
+    const g = guard.read(states[i]);
+    if (!guard.stable(g)) continue;
+    // Per-byte value sets over the window [i, k], grown as k increases.
+    const sets: Array<Set<number>> = Array.from({ length: size }, (_, b) => new Set([states[i][b]]));
+    for (let k = i; k < n; k++) {
+      if (k > i) for (let b = 0; b < size; b++) sets[b].add(states[k][b]);
+      if (guard.read(states[k]) !== g) continue;
+      // The snapshots the reader can assemble: the product of the per-byte sets.
+      let count = 1;
+      for (const st of sets) {
+        count *= st.size;
+        if (count > committed.length) break;
+      }
+      let torn: Uint8Array | undefined;
+      let found = false;
+      if (count > committed.length) {
+        // More combinations than committed images: by counting, one is not committed.
+        found = true;
+        torn = Uint8Array.from(sets, (st) => [...st][0]);
+        for (let b = 0; b < size && isCommitted(torn); b++) {
+          for (const alt of sets[b]) {
+            const prev = torn[b];
+            torn[b] = alt;
+            if (!isCommitted(torn)) break;
+            torn[b] = prev;
+          }
+        }
+      } else {
+        // Enumerate the (at most committed.length) combinations.
+        let combos: number[][] = [[]];
+        for (const st of sets) combos = combos.flatMap((c) => [...st].map((v) => [...c, v]));
+        torn = combos.map((c) => Uint8Array.from(c)).find((c) => !isCommitted(c));
+        found = torn !== undefined;
+      }
+      if (found) {
+        report.acceptedTorn++;
+        report.example ??= torn;
+      }
+    }
+  }
+}
+
+/**
+ * Run `update` while recording its stores to `mem`, then check the area
+ * [base, base+size) against `guard`. Committed images are the area before and
+ * after the update.
+ */
+export function checkUpdate(mem: GuestMemory, base: number, size: number, guard: Guard, update: () => void): TornReport {
+  const before = mem.read(base, size);
+  const stores: StoreRecord[] = [];
+  const stop = mem.observe((s) => stores.push(s));
+  try {
+    update();
+  } finally {
+    stop();
+  }
+  const after = mem.read(base, size);
+  const report: TornReport = { states: 0, acceptedTorn: 0, visibleTorn: 0 };
+  const relevant = stores.filter((s) => s.gpa < base + size && s.gpa + s.bytes.length > base);
+  const asc = replay(before, base, relevant, false);
+  const desc = replay(before, base, relevant, true);
+  report.states = asc.length + desc.length;
+  const committed = same(before, after) ? [before] : [before, after];
+  const r1: TornReport = { states: 0, acceptedTorn: 0, visibleTorn: 0 };
+  const r2: TornReport = { states: 0, acceptedTorn: 0, visibleTorn: 0 };
+  analyse(asc, committed, guard, r1);
+  analyse(desc, committed, guard, r2);
+  report.acceptedTorn = r1.acceptedTorn + r2.acceptedTorn;
+  report.visibleTorn = r1.visibleTorn + r2.visibleTorn;
+  report.example = r1.example ?? r2.example;
+  return report;
+}
+
+function u64At(img: Uint8Array, off: number): bigint {
+  let v = 0n;
+  for (let i = 7; i >= 0; i--) v = (v << 8n) | BigInt(img[off + i]);
+  return v;
+}
+
+/** Linux xen_get_runstate_snapshot_cpu_delta: state_entry_time unchanged and XEN_RUNSTATE_UPDATE clear. */
+export function runstateGuard(entryOffset: number): Guard {
+  return {
+    read: (img) => u64At(img, entryOffset),
+    stable: (v) => (v & (1n << 63n)) === 0n,
+  };
+}
+
+/** pvclock / wallclock readers: the u32 version unchanged and even. */
+export function versionGuard(versionOffset: number): Guard {
+  return {
+    read: (img) => BigInt(img[versionOffset] | (img[versionOffset + 1] << 8) | (img[versionOffset + 2] << 16)) | (BigInt(img[versionOffset + 3]) << 24n),
+    stable: (v) => (v & 1n) === 0n,
+  };
+}
