@@ -269,24 +269,26 @@ export interface NativeAddon {
 export type Unavailable = { ok: false; reason: string; code: string; errno?: number };
 
 const nativeDir = fileURLToPath(new URL('../../../native/build/', import.meta.url));
-export const ADDON_PATH = `${nativeDir}Release/xconf_kvm.node`;
-export const BUILD_STATUS_PATH = `${nativeDir}status.json`;
+export const NATIVE_BUILD_DIR = nativeDir;
 const NATIVE_ABI_VERSION = 1;
 
 let cached: { ok: true; addon: NativeAddon } | Unavailable | undefined;
 
 /** Load the built addon, or say why it is not available. Cached. */
 export function loadAddon(): { ok: true; addon: NativeAddon } | Unavailable {
-  if (cached) return cached;
-  cached = loadAddonUncached();
+  cached ??= loadAddonFrom(nativeDir);
   return cached;
 }
 
-function loadAddonUncached(): { ok: true; addon: NativeAddon } | Unavailable {
+/** Load the addon from a native build directory (holding status.json and Release/), uncached. */
+export function loadAddonFrom(buildDir: string): { ok: true; addon: NativeAddon } | Unavailable {
+  const dir = buildDir.endsWith('/') ? buildDir : `${buildDir}/`;
+  const statusPath = `${dir}status.json`;
+  const addonPath = `${dir}Release/xconf_kvm.node`;
   if (process.platform !== 'linux' || process.arch !== 'x64') {
     return { ok: false, code: 'ENOTSUP', reason: `the KVM addon needs Linux on x86-64 (this is ${process.platform}/${process.arch})` };
   }
-  if (!existsSync(BUILD_STATUS_PATH)) {
+  if (!existsSync(statusPath)) {
     return {
       ok: false,
       code: 'ENOADDON',
@@ -295,7 +297,7 @@ function loadAddonUncached(): { ok: true; addon: NativeAddon } | Unavailable {
   }
   let status: { ok?: unknown; reason?: unknown };
   try {
-    status = JSON.parse(readFileSync(BUILD_STATUS_PATH, 'utf8'));
+    status = JSON.parse(readFileSync(statusPath, 'utf8'));
   } catch (e) {
     return { ok: false, code: 'ENOADDON', reason: `native/build/status.json is unreadable: ${(e as Error).message}` };
   }
@@ -306,12 +308,12 @@ function loadAddonUncached(): { ok: true; addon: NativeAddon } | Unavailable {
       reason: `the native KVM addon did not build: ${typeof status.reason === 'string' ? status.reason : 'no reason recorded'}`,
     };
   }
-  if (!existsSync(ADDON_PATH)) {
-    return { ok: false, code: 'ENOADDON', reason: `native/build/status.json says ok but ${ADDON_PATH} is missing: run \`npm rebuild\`` };
+  if (!existsSync(addonPath)) {
+    return { ok: false, code: 'ENOADDON', reason: `native/build/status.json says ok but ${addonPath} is missing: run \`npm rebuild\`` };
   }
   let addon: NativeAddon;
   try {
-    addon = createRequire(import.meta.url)(ADDON_PATH) as NativeAddon;
+    addon = createRequire(import.meta.url)(addonPath) as NativeAddon;
   } catch (e) {
     const msg = (e as Error).message.split('\n')[0];
     return { ok: false, code: 'ENOADDON', reason: `loading the native KVM addon failed: ${msg}` };
@@ -393,7 +395,14 @@ export function openKvm(path = '/dev/kvm'): { ok: true; kvm: KvmSystem } | Unava
   return { ok: true, kvm };
 }
 
+/** Which vendor module backs /dev/kvm (from /sys/module). PVM runs guests without VMX/SVM. */
+export function kvmModule(): 'kvm_intel' | 'kvm_amd' | 'kvm_pvm' | 'unknown' {
+  for (const m of ['kvm_intel', 'kvm_amd', 'kvm_pvm'] as const) if (existsSync(`/sys/module/${m}`)) return m;
+  return 'unknown';
+}
+
 export interface KvmProbe {
+  module: ReturnType<typeof kvmModule>;
   apiVersion: number;
   /** KVM_CHECK_EXTENSION(KVM_CAP_XEN_HVM): 0 when the kernel has no Xen support. */
   xenHvm: number;
@@ -413,6 +422,7 @@ export function probeKvm(path = '/dev/kvm'): ({ ok: true } & KvmProbe) | Unavail
   const xenHvm = kvm.checkExtension(KVM_CAP.XEN_HVM);
   return {
     ok: true,
+    module: kvmModule(),
     apiVersion: kvm.apiVersion(),
     xenHvm,
     xenHvmFlags: xenHvmFlagNames(xenHvm),
@@ -1488,6 +1498,8 @@ export class GuestVm implements Disposable {
     const v = this.vcpus[vcpu];
     v.setSregs(this.initialSregs[vcpu]);
     v.setRegs(guestRegs(this.image, vcpu));
+    // A vCPU stopped in HLT is still halted in the in-kernel LAPIC's view.
+    if (this.options.irqchip) v.setMpState(MP_STATE.RUNNABLE);
     this.stale[vcpu] = false;
   }
 
