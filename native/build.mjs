@@ -27,14 +27,14 @@ function fail(reason) {
   process.exit(0);
 }
 
+// The informative part of a failed tool's output: compiler errors and
+// node-gyp's own error, without its version/cwd/command boilerplate.
 function tail(r) {
-  const text = `${r.stderr ?? ''}${r.stdout && !r.stderr ? r.stdout : ''}${r.error ? String(r.error) : ''}`;
-  return text
-    .trim()
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .slice(-3)
-    .join(' | ');
+  const text = `${r.stderr ?? ''}\n${r.stdout ?? ''}\n${r.error ? String(r.error) : ''}`;
+  const boiler = /gyp ERR! (node -v|node-gyp -v|not ok|cwd|command|System|stack\s+at )|^gyp info|^\s*$/;
+  const lines = text.split('\n').map((l) => l.trim()).filter((l) => !boiler.test(l));
+  const errors = lines.filter((l) => /error|ERR!|not found|No such file|cannot|failed/i.test(l));
+  return (errors.length ? errors : lines).slice(0, 3).join(' | ').slice(0, 600) || 'no output';
 }
 
 function run(cmd, args, opts = {}) {

@@ -32,6 +32,7 @@ import {
   loadAddonFrom,
   openKvm,
   probeKvm,
+  runGuestQueue,
   vcpuCpuid,
   xenCpuidLeaves,
   xenHvmFlagNames,
@@ -544,6 +545,14 @@ describe('live KVM', () => {
     expect(() => g.vcpus[0].close()).toThrow(expect.objectContaining({ code: 'EBUSY' }));
     expect(() => g.vm.close()).toThrow(expect.objectContaining({ code: 'EBUSY' }));
     expect((await p).status).toBe('timeout');
+  });
+
+  it.skipIf(!live)(`runs a one-off queue with runGuestQueue and closes the VM${why}`, async () => {
+    const before = fdCount();
+    const r = await runGuestQueue([{ op: 'cpuid', leaf: 0x40000000 }, { op: 'log', value: 9 }], { mode: 32 });
+    expect(r).toMatchObject({ status: 'done', logs: [9], crossings: 1 });
+    expect(r.results[0].status).toBe('ok');
+    expect(fdCount()).toBe(before);
   });
 
   it.skipIf(!live)(`signals and reads eventfds${why}`, () => {
