@@ -342,7 +342,16 @@ describe('live KVM', () => {
       err = e;
     }
     expect(err).toBeInstanceOf(DriverError);
-    expect((err as DriverError).syscall).toBe('ioctl(KVM_XEN_HVM_CONFIG)');
+    expect(err).toMatchObject({ code: 'ENOTSUP', syscall: 'ioctl(KVM_CHECK_EXTENSION)' });
+    expect((err as Error).message).toMatch(/KVM_CAP_XEN_HVM is 0/);
+    // and the ioctl itself fails with an errno
+    const o = openKvm();
+    if (!o.ok) throw new Error(o.reason);
+    using kvm = o.kvm;
+    using vm = kvm.createVm();
+    expect(() => vm.xenHvmConfig({ flags: XEN_HVM_FLAG.INTERCEPT_HCALL, msr: XEN_HYPERCALL_MSR })).toThrow(
+      expect.objectContaining({ syscall: 'ioctl(KVM_XEN_HVM_CONFIG)' }),
+    );
   });
 
   for (const mode of [64, 32] as GuestMode[]) {

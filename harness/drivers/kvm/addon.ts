@@ -1416,6 +1416,12 @@ export class GuestVm implements Disposable {
       vm.setTssAddr(GUEST_LAYOUT.kvmTssAddr);
       if (irqchip) vm.createIrqchip();
       const xen = opts.xen;
+      if (xen && system.xenHvmCaps() === 0) {
+        throw new DriverError('KVM_CAP_XEN_HVM is 0: this kernel has no Xen HVM emulation (CONFIG_KVM_XEN), so a Xen guest cannot be set up', {
+          code: 'ENOTSUP',
+          syscall: 'ioctl(KVM_CHECK_EXTENSION)',
+        });
+      }
       if (xen) {
         vm.xenHvmConfig({ flags: xen.flags ?? XEN_HVM_FLAG.INTERCEPT_HCALL, msr: xen.msr ?? XEN_HYPERCALL_MSR });
       }
