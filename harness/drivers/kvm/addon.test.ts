@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync, readdirSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
@@ -43,7 +43,7 @@ import {
   type XenHvmAttr,
   type XenVcpuAttr,
 } from './addon.js';
-import { GUEST_LAYOUT, blockAddress, type GuestCommand, type GuestMode } from './guest.js';
+import { GUEST_LAYOUT, type GuestMode } from './guest.js';
 
 // ----------------------------------------------------- without /dev/kvm --
 

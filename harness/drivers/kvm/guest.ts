@@ -193,7 +193,6 @@ export type GuestCommand =
 
 export type GuestOpName = GuestCommand['op'];
 
-const U64_MAX = (1n << 64n) - 1n;
 const U32_MAX = 0xffffffff;
 
 function fail(where: string, msg: string): never {
