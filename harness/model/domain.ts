@@ -27,6 +27,8 @@ export interface DomainConfig {
   privileged: boolean;
   /** Free-form per-subsystem limits (max_evtchn_port, max_grant_frames, ...). */
   limits: Record<string, number>;
+  /** Guest memory to use instead of the model's own (a live VM's, for the kvm target's VMM layer). */
+  memory?: GuestMemory;
 }
 
 export interface ModelConfig {
@@ -79,7 +81,7 @@ export class Domain {
     this.handle = new Uint8Array(16);
     this.handle[14] = (config.id >> 8) & 0xff;
     this.handle[15] = config.id & 0xff;
-    this.memory = new GuestMemory(config.memoryBytes);
+    this.memory = config.memory ?? new GuestMemory(config.memoryBytes);
     this.width = model.config.mode;
     this.vcpus = Array.from({ length: config.vcpus }, (_, i) => new Vcpu(this, i, model.config.mode));
   }
