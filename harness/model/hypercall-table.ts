@@ -3,5 +3,6 @@
 import './version.js';
 import './vm-assist.js';
 import './memory-op.js';
+import './evtchn.js';
 
 export { hypercall, wrmsr, hypercallHandlers } from './hypercall.js';
