@@ -254,7 +254,11 @@ export function runUpcall(v: Vcpu): number[] {
   return handled;
 }
 
-/** evtchn_2l_handle_events: xchg the selector, scan pending & ~mask of each selected word. */
+/**
+ * evtchn_2l_handle_events: xchg the selector, scan pending & ~mask of each
+ * selected word, restricted (as Linux's per-CPU cpu_evtchn_mask does) to ports
+ * bound to this vCPU; Linux keeps that mask equal to the port's notify vCPU.
+ */
 function handle2l(v: Vcpu, handled: number[]): void {
   const d = v.domain;
   const W = d.width;
@@ -269,7 +273,8 @@ function handle2l(v: Vcpu, handled: number[]): void {
     sel &= ~(1n << BigInt(word));
     for (let bit = 0; bit < W; bit++) {
       const port = word * W + bit;
-      if (testBit(p.mem, p.base, port) && !testBit(mk.mem, mk.base, port)) {
+      const owner = channel(d, port)?.notifyVcpu ?? 0;
+      if (owner === v.id && testBit(p.mem, p.base, port) && !testBit(mk.mem, mk.base, port)) {
         testAndClearBit(p.mem, p.base, port);
         handled.push(port);
       }
