@@ -166,6 +166,9 @@ export function checkPollers(d: Domain, port: number): void {
   for (const fn of pendingListeners) fn(d, port);
 }
 
+/** Called on each 0->1 of evtchn_upcall_pending: how the upcall is raised (hvm-op.ts). */
+export const upcallAssertHooks: Array<(v: Vcpu) => void> = [];
+
 /**
  * vcpu_mark_events_pending (xen/arch/x86/domain.c): test-and-set
  * evtchn_upcall_pending; on 0->1 the HVM upcall is raised (hvm_assert_evtchn_irq).
@@ -176,6 +179,7 @@ export function markEventsPending(v: Vcpu): void {
   if (vi === null) return;
   if (testAndSetBit(v.domain.memory, vi, 0)) return;
   vcpuEvtchn(v).upcalls++;
+  for (const h of upcallAssertHooks) h(v);
 }
 
 /** port_is_valid: below valid_evtchns (grows bucket by bucket, never shrinks). */

@@ -4,5 +4,6 @@ import './version.js';
 import './vm-assist.js';
 import './memory-op.js';
 import './evtchn.js';
+import './hvm-op.js';
 
 export { hypercall, wrmsr, hypercallHandlers } from './hypercall.js';

@@ -15,10 +15,13 @@ import {
 } from '../model/evtchn.js';
 import { maskBase, pendingBase, pendingSelAddress } from '../model/evtchn-2l.js';
 import { controlBlockAddress, EVTCHN_FIFO, wordAddress } from '../model/evtchn-fifo.js';
+import { callbackAsserted, HVM_PARAM, HVMOP, hvmVcpu } from '../model/hvm-op.js';
 
 defineConstants('EVTCHNOP_', EVTCHNOP);
 defineConstants('EVTCHNSTAT_', EVTCHNSTAT);
 defineConstants('VIRQ_', VIRQ);
+defineConstants('HVMOP_', HVMOP);
+defineConstants('HVM_PARAM_', HVM_PARAM);
 defineConstants('EVTCHN_FIFO_', {
   PENDING: EVTCHN_FIFO.PENDING, MASKED: EVTCHN_FIFO.MASKED, LINKED: EVTCHN_FIFO.LINKED, BUSY: EVTCHN_FIFO.BUSY,
   LINK_MASK: EVTCHN_FIFO.LINK_MASK, NR_CHANNELS: EVTCHN_FIFO.NR_CHANNELS,
@@ -412,10 +415,48 @@ export const allocMany = defineOp({
 
 export const upcallCount = defineOp({
   name: 'evtchn.upcall_count',
-  summary: "How many upcalls (0->1 transitions of evtchn_upcall_pending made by the hypervisor) the step's vCPU has received; OUT upcalls",
+  summary: "How the step's vCPU was signalled: upcalls (0->1 transitions of evtchn_upcall_pending made by the hypervisor), vector_injections and last_vector (per-vCPU upcall vector), callback_asserted (domain callback vector / GSI line asserted for this vCPU now)",
   args: z.strictObject({}).optional(),
   requires: ['evtchn.2l'],
-  out: ['upcalls'],
+  out: ['upcalls', 'vector_injections', 'last_vector', 'callback_asserted'],
   encode: (): Action => ({ kind: 'host', op: 'evtchn.upcall_count', args: {} }),
-  model: (_m, _a, at) => ({ out: { upcalls: BigInt(vcpuEvtchn(at.vcpu).upcalls) } }),
+  model: (_m, _a, at) => {
+    const hv = hvmVcpu(at.vcpu);
+    return {
+      out: {
+        upcalls: BigInt(vcpuEvtchn(at.vcpu).upcalls),
+        vector_injections: BigInt(hv.vectorInjections),
+        last_vector: BigInt(hv.lastVector),
+        callback_asserted: callbackAsserted(at.vcpu) ? 1n : 0n,
+      },
+    };
+  },
+});
+
+export const setUpcallVector = defineOp({
+  name: 'hvm.set_evtchn_upcall_vector',
+  summary: 'HVMOP_set_evtchn_upcall_vector {vcpu u32@0, vector u8@4} (8 bytes)',
+  args: z.strictObject({ vcpu: int().optional(), vector: int() }),
+  requires: ['vcpu_info'],
+  encode: (a, ctx) => structCall(ctx, HYPERVISOR.hvm_op, [BigInt(HVMOP.set_evtchn_upcall_vector)],
+    new StructWriter(8).u32(0, a.vcpu ?? BigInt(ctx.vcpu)).u8(4, a.vector)),
+});
+
+export const hvmSetParam = defineOp({
+  name: 'hvm.set_param',
+  summary: 'HVMOP_set_param {domid u16@0, index u32@4, value u64@8} (16 bytes); the model implements HVM_PARAM_CALLBACK_IRQ',
+  args: z.strictObject({ domid: int().optional(), index: int(), value: int() }),
+  requires: ['vcpu_info'],
+  encode: (a, ctx) => structCall(ctx, HYPERVISOR.hvm_op, [BigInt(HVMOP.set_param)],
+    new StructWriter(16).u16(0, a.domid ?? DOMID_SELF).u32(4, a.index).u64(8, a.value)),
+});
+
+export const hvmGetParam = defineOp({
+  name: 'hvm.get_param',
+  summary: 'HVMOP_get_param {domid u16@0, index u32@4; value u64@8 OUT}',
+  args: z.strictObject({ domid: int().optional(), index: int() }),
+  requires: ['vcpu_info'],
+  out: ['value'],
+  encode: (a, ctx) => structCall(ctx, HYPERVISOR.hvm_op, [BigInt(HVMOP.get_param)],
+    new StructWriter(16).u16(0, a.domid ?? DOMID_SELF).u32(4, a.index), (b) => ({ value: reader(b).u64(8) })),
 });
