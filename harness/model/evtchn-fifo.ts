@@ -97,6 +97,8 @@ function setPending(v: Vcpu, ch: Channel): void {
   }
   const vf = fifoVcpu(v);
   // Control block not mapped: the event is dropped (Xen only logs a warning).
+  // Current Xen checks this before setting PENDING (spec/xen-abi.md 3.5); some
+  // earlier 4.x releases set PENDING first and then dropped the linking.
   if (vf.controlBlock === null) return;
   const q = { vcpu: v, prio: ch.priority };
   const oldV = d.vcpus[ch.lastVcpu];

@@ -4,6 +4,8 @@ import { eventChannels } from './event-delivery.js';
 import { ECS, evtchnState, VIRQ } from './evtchn.js';
 import { wrmsr } from './hypercall.js';
 import { XEN_ERRNO } from './errno.js';
+import { hypercall } from './hypercall.js';
+import { HVMOP, HVM_PARAM, hvmVcpu } from './hvm-op.js';
 
 const E = (n: keyof typeof XEN_ERRNO) => -XEN_ERRNO[n];
 
@@ -128,5 +130,39 @@ describe('FIFO', () => {
     expect(g.setPriority(p, 3)).toBe(E('ENOSYS'));
     expect(g.useFifo()).toBe(0);
     expect(g.setPriority(p, 3)).toBe(0);
+  });
+});
+
+describe('hvm_op upcall routing', () => {
+  it('setting CALLBACK_IRQ latches the shared_info width from the caller\'s mode', () => {
+    const m = buildModel({ domains: [{ id: 1, limits: { max_evtchn_port: 9999 } }] });
+    const d = m.domain(1)!;
+    const v = d.vcpus[0];
+    expect(d.width).toBe(64);
+    v.mode = 32;
+    d.memory.write(0x100000, new Uint8Array(16));
+    d.memory.setU16(0x100000, 0x7ff0);
+    d.memory.setU32(0x100004, HVM_PARAM.CALLBACK_IRQ);
+    d.memory.setU64(0x100008, 5n);
+    expect(hypercall(m, v, { rax: 34n, rbx: BigInt(HVMOP.set_param), rcx: 0x100000n }).ret).toBe(0n);
+    expect(d.width).toBe(32);
+  });
+
+  it('a per-vCPU vector is injected once per 0->1 of evtchn_upcall_pending', () => {
+    const m = buildModel({ vcpus: 2 });
+    const d = m.domain(1)!;
+    const g = new Guest(m, d.vcpus[0]);
+    d.memory.write(0x100000, new Uint8Array([1, 0, 0, 0, 0xf3, 0, 0, 0]));
+    expect(hypercall(m, d.vcpus[0], { rax: 34n, rdi: BigInt(HVMOP.set_evtchn_upcall_vector), rsi: 0x100000n }).ret).toBe(0n);
+    const before = hvmVcpu(d.vcpus[1]).vectorInjections;
+    const p = g.bindIpi(1);
+    const q = g.bindIpi(1);
+    g.send(p);
+    g.send(q);
+    expect(hvmVcpu(d.vcpus[1]).vectorInjections - before).toBe(1);
+    expect(new Guest(m, d.vcpus[1]).runUpcall()).toEqual([p, q]);
+    g.send(q);
+    expect(hvmVcpu(d.vcpus[1]).vectorInjections - before).toBe(2);
+    expect(hvmVcpu(d.vcpus[0]).vectorInjections).toBe(0);
   });
 });
