@@ -374,7 +374,7 @@ export function hostSend(m: XenModel, d: Domain, port: number, vcpuId: number, p
   void m;
   const s = evtchnState(d);
   if (priority !== 0) return -22n;
-  if (port <= 0 || port >= s.ops.maxPorts(d)) return -22n;
+  if (port < 0 || port >= s.ops.maxPorts(d)) return -22n;
   if (!d.vcpu(vcpuId)) return -22n;
   // Ports beyond the allocated buckets have no struct evtchn: raise a transient one.
   const ch = channel(d, port) ?? newChannel(port);
