@@ -137,7 +137,9 @@ function getParam(ctx: HypercallContext, arg: bigint): number {
 }
 
 export function hvmOp(ctx: HypercallContext, args: bigint[]): number {
-  const op = Number(args[0] & 0xffffffffn);
+  // do_hvm_op(unsigned long op, ...) compares the whole register.
+  if (args[0] > 0xffffffffn) return err('ENOSYS');
+  const op = Number(args[0]);
   switch (op) {
     case HVMOP.set_param: return setParam(ctx, args[1]);
     case HVMOP.get_param: return getParam(ctx, args[1]);
