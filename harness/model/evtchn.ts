@@ -10,10 +10,10 @@
 import { err } from './errno.js';
 import { DOMID_SELF, modelHooks, type Domain, type Vcpu, type XenModel } from './domain.js';
 import { GuestMemory, PAGE_SIZE } from './guest-memory.js';
-import { HYPERVISOR, registerHypercalls, type HypercallContext } from './hypercall.js';
+import { HYPERVISOR, registerHypercalls, type GuestStruct, type HypercallContext } from './hypercall.js';
 import { provideEventChannels } from './event-delivery.js';
 import { ops2l } from './evtchn-2l.js';
-import { evtchnFifoExpandArray, evtchnFifoInitControl, fifoDestroy, opsFifo } from './evtchn-fifo.js';
+import { evtchnFifoExpandArray, evtchnFifoInitControl, fifoDestroy } from './evtchn-fifo.js';
 
 export const EVTCHNOP = {
   bind_interdomain: 0, bind_virq: 1, bind_pirq: 2, close: 3, send: 4, status: 5,
@@ -475,7 +475,8 @@ function setPriority(ctx: HypercallContext, port: number, prio: number): number 
 export function eventChannelOp(ctx: HypercallContext, args: bigint[]): number {
   const cmd = Number(BigInt.asIntN(32, args[0]));
   const arg = args[1];
-  const inOut = (size: number, fn: (a: NonNullable<ReturnType<HypercallContext['view']>>) => number, write?: (a: NonNullable<ReturnType<HypercallContext['view']>>, r: number) => void): number => {
+  // copy_from_guest, the operation, then (on success only) copy_to_guest of the whole struct.
+  const inOut = (size: number, fn: (a: GuestStruct) => number, write?: (a: GuestStruct, r: number) => void): number => {
     const a = ctx.view(arg, size);
     if (!a) return err('EFAULT');
     const r = fn(a);
