@@ -8,5 +8,7 @@ import './time.js';
 import './timer.js';
 import './sched.js';
 import './vcpu-op.js';
+import './evtchn.js';
+import './hvm-op.js';
 
 export { hypercall, wrmsr, hypercallHandlers } from './hypercall.js';

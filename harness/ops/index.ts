@@ -4,8 +4,9 @@ import * as core from './core.js';
 import * as xen from './xen.js';
 import * as runstate from './runstate.js';
 import * as sched from './sched.js';
+import * as evtchn from './evtchn.js';
 
-const modules: Array<Record<string, unknown>> = [core, xen, runstate, sched];
+const modules: Array<Record<string, unknown>> = [core, xen, runstate, sched, evtchn];
 
 export const ops = new Map<string, OpDef>();
 for (const m of modules) {
