@@ -5,8 +5,9 @@ import * as xen from './xen.js';
 import * as runstate from './runstate.js';
 import * as sched from './sched.js';
 import * as evtchn from './evtchn.js';
+import * as kvm from './kvm.js';
 
-const modules: Array<Record<string, unknown>> = [core, xen, runstate, sched, evtchn];
+const modules: Array<Record<string, unknown>> = [core, xen, runstate, sched, evtchn, kvm];
 
 export const ops = new Map<string, OpDef>();
 for (const m of modules) {

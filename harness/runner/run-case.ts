@@ -247,6 +247,15 @@ async function execute(
         }
         vars.set(name, v);
       }
+      for (const [expr, want] of s.expect.values) {
+        const got = evalArg(expr, vars);
+        const w = evalArg(want, vars);
+        if (got !== w) {
+          rec.status = 'fail';
+          rec.message = `${expr.src}: expected ${describeRet(w)}, got ${describeRet(got)}`;
+          return result('fail', `${where}: ${rec.message}`, `${c.file}:${s.line}`);
+        }
+      }
     }
     return result('pass');
   } finally {

@@ -14,6 +14,9 @@ describe('expressions', () => {
     expect(ev('~0 & 0xff')).toBe(0xffn);
     expect(ev('$p + X', { p: 5n })).toBe(21n);
     expect(ev('0x1_0000')).toBe(65536n);
+    expect(ev('1 + 1 == 2')).toBe(1n);
+    expect(ev('X >= 0x11 | 0')).toBe(0n);
+    expect(ev('(3 < 4) + (4 <= 4) + (5 > 6) + (2 != 2)')).toBe(2n);
   });
   it('rejects malformed input with an ExprError', () => {
     for (const s of ['', '1 +', '(1', '1 2', '$', '3x', '1 ** 2']) expect(() => parseExpr(s)).toThrow(ExprError);

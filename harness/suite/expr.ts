@@ -1,6 +1,6 @@
 // Integer expressions in case files: numbers, named constants (EINVAL,
-// DOMID_SELF, ...), variables ($port), unary minus/~, + - * / % << >> & | ^ and
-// parentheses. Parsed once at load time; evaluated with 64-bit-safe bigints.
+// DOMID_SELF, ...), variables ($port), unary minus/~, + - * / % << >> & | ^,
+// comparisons == != < <= > >= (giving 1 or 0) and parentheses. Parsed once at load time; evaluated with 64-bit-safe bigints.
 
 export type Expr =
   | { k: 'num'; v: bigint }
@@ -14,6 +14,7 @@ export class ExprError extends Error {
 }
 
 const BIN_PREC: Record<string, number> = {
+  '==': 0.5, '!=': 0.5, '<': 0.7, '<=': 0.7, '>': 0.7, '>=': 0.7,
   '|': 1, '^': 2, '&': 3, '<<': 4, '>>': 4, '+': 5, '-': 5, '*': 6, '/': 6, '%': 6,
 };
 
@@ -37,8 +38,8 @@ function lex(src: string): Tok[] {
     const id = /^[A-Za-z_][A-Za-z0-9_]*/.exec(src.slice(i));
     if (id) { out.push({ t: 'id', v: id[0] }); i += id[0].length; continue; }
     const two = src.slice(i, i + 2);
-    if (two === '<<' || two === '>>') { out.push({ t: 'op', v: two }); i += 2; continue; }
-    if ('+-*/%&|^~()'.includes(c)) { out.push({ t: 'op', v: c }); i++; continue; }
+    if (['<<', '>>', '==', '!=', '<=', '>='].includes(two)) { out.push({ t: 'op', v: two }); i += 2; continue; }
+    if ('+-*/%&|^~()<>'.includes(c)) { out.push({ t: 'op', v: c }); i++; continue; }
     throw new ExprError(`unexpected '${c}'`);
   }
   return out;
@@ -47,6 +48,7 @@ function lex(src: string): Tok[] {
 export function parseExpr(src: string): Expr {
   const toks = lex(src);
   let p = 0;
+  // Comparisons give 1 or 0 and bind loosest, as in C (minus && and ||).
   const peek = (): Tok | undefined => toks[p];
   function primary(): Expr {
     const t = toks[p++];
@@ -130,6 +132,12 @@ export function evalExpr(e: Expr, consts: ReadonlyMap<string, bigint>, vars: Rea
         case '&': return a & b;
         case '|': return a | b;
         case '^': return a ^ b;
+        case '==': return a === b ? 1n : 0n;
+        case '!=': return a !== b ? 1n : 0n;
+        case '<': return a < b ? 1n : 0n;
+        case '<=': return a <= b ? 1n : 0n;
+        case '>': return a > b ? 1n : 0n;
+        case '>=': return a >= b ? 1n : 0n;
       }
     }
   }

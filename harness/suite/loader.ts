@@ -38,6 +38,7 @@ export interface LoadedStep {
     out: Array<[string, Expected]>;
     memory: Array<{ path: MemoryPath; expected: Expected }>;
     servedBy?: 'kernel' | 'vmm' | 'model';
+    values: Array<[IntArg, IntArg]>;
   };
   save: Array<[string, string]>;
 }
@@ -382,13 +383,23 @@ export function loadFile(file: string, id: string): { case?: LoadedCase; problem
       }
       save.push([name, from]);
     }
+    for (const [name] of save) defined.add(name);
+    const values: Array<[IntArg, IntArg]> = [];
+    for (const [src, raw] of Object.entries(exp.values ?? {})) {
+      const p = [...base, 'expect', 'values'];
+      const k = compileInt(src);
+      const w = compileInt(raw);
+      if (!(k instanceof IntArg)) { problems.push(loc.problem(p, k.code, k.message, src)); continue; }
+      if (!(w instanceof IntArg)) { problems.push(loc.problem([...p, src], w.code, w.message)); continue; }
+      useVars([{ arg: k, path: p }, { arg: w, path: [...p, src] }]);
+      values.push([k, w]);
+    }
     steps.push({
       index: i, line, op, label: s.name ?? op.name, args: a.data,
       dom: s.dom, vcpu: s.vcpu, cpl: s.cpl, via: s.via,
-      expect: { ret: exp.ret, fault: exp.fault, out, memory, servedBy: exp.served_by },
+      expect: { ret: exp.ret, fault: exp.fault, out, memory, servedBy: exp.served_by, values },
       save,
     });
-    for (const [name] of save) defined.add(name);
   });
   if (problems.length) return { problems };
   return {

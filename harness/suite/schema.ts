@@ -46,6 +46,8 @@ export const expectSchema = z.strictObject({
   out: z.record(z.string(), z.union([scalar, z.array(scalar)])).optional(),
   memory: z.record(z.string(), scalar).optional(),
   served_by: z.enum(['kernel', 'vmm', 'model']).optional(),
+  /** Expressions over variables (after this step's save) and the values they must have. */
+  values: z.record(z.string(), scalar).optional(),
 });
 
 export const stepSchema = z.strictObject({
