@@ -3,5 +3,7 @@
 import './version.js';
 import './vm-assist.js';
 import './memory-op.js';
+import './gnttab.js';
+import './backend-memory.js';
 
 export { hypercall, wrmsr, hypercallHandlers } from './hypercall.js';

@@ -2,8 +2,9 @@
 import type { OpDef } from './types.js';
 import * as core from './core.js';
 import * as xen from './xen.js';
+import * as gnttab from './gnttab.js';
 
-const modules: Array<Record<string, unknown>> = [core, xen];
+const modules: Array<Record<string, unknown>> = [core, xen, gnttab];
 
 export const ops = new Map<string, OpDef>();
 for (const m of modules) {
