@@ -362,18 +362,18 @@ export const backendMapOp = defineOp({
 
 export const backendFlood = defineOp({
   name: 'gnttab.backend_flood',
-  summary: 'The backend maps refs first_ref.. of `frontend` (`count` maps; `same_ref` maps one ref repeatedly); OUT ok, no_space, enomem, general_error, other, last_status',
+  summary: 'The backend maps refs first_ref.. of `frontend` (`count` maps; `same_ref` maps one ref repeatedly); OUT ok, refused (by the backend: -ENOMEM/-ENOSPC), no_space, general_error, other, last_status',
   args: z.strictObject({ frontend: int(), first_ref: int(), count: int(), same_ref: z.boolean().optional(), readonly: z.boolean().optional() }),
   requires: CAPS,
-  out: ['ok', 'no_space', 'enomem', 'general_error', 'other', 'last_status'],
+  out: ['ok', 'refused', 'no_space', 'general_error', 'other', 'last_status'],
   encode: (a): Action => ({ kind: 'host', op: 'gnttab.backend_flood', args: a }),
   model(m, a, { vcpu }): Outcome {
-    const c = { ok: 0n, no_space: 0n, enomem: 0n, general_error: 0n, other: 0n, last_status: 0n };
+    const c = { ok: 0n, refused: 0n, no_space: 0n, general_error: 0n, other: 0n, last_status: 0n };
     for (let i = 0; i < Number(a.count); i++) {
       const ref = Number(a.first_ref) + (a.same_ref ? 0 : i);
       const r = backendMap(m, vcpu, Number(a.frontend), ref, a.readonly ?? false);
       c.last_status = BigInt(r.status);
-      if (r.ret < 0) c.enomem++;
+      if (r.ret < 0) c.refused++;
       else if (r.status === GNTST.okay) c.ok++;
       else if (r.status === GNTST.no_space) c.no_space++;
       else if (r.status === GNTST.general_error) c.general_error++;
