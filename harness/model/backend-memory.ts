@@ -29,21 +29,30 @@
 // A backend-side refusal (-ENOMEM for memory, -ENOSPC for the per-frontend bound)
 // makes no hypercall; a Xen failure returns the frame and reports Xen's status.
 //
-// In-host backends (xen-shim or a VMM serving grants in the host) ask Xen for no
-// host mapping: GNTMAP_device_map alone is general_error for HVM (check 2 of
-// map_grant_ref), so the model's backend always maps with GNTMAP_host_map into a
-// frame it chose; `kind: host` backends are not a separate case here.
+// Backend kinds (limit `backend_kind`):
+//   0 guest  a backend kernel in an HVM guest. It must map with GNTMAP_host_map
+//            into a frame of its own p2m: Xen refuses GNTMAP_device_map alone
+//            (general_error, check 2 of map_grant_ref), so the policy above decides
+//            where that frame comes from.
+//   1 host   an in-host backend (the VMM that emulates Xen, or xen-shim serving the
+//            device itself). It asks for no guest mapping at all: the grant is
+//            validated, pinned (GTF_reading/GTF_writing, pin counters) and tracked in
+//            the backend's maptrack (so max_maptrack_frames still bounds it), but no
+//            guest frame is used, no RAM is ballooned and the policy is irrelevant.
+//            Only the per-frontend bound applies.
 
 import { PAGE_SIZE } from './guest-memory.js';
 import { type Domain, type Vcpu, type XenModel } from './domain.js';
-import { GNTMAP, GNTST, gnttabState, maptrackUsed, mapGrantRef, onMappingsReleased, unmapGrantRef } from './gnttab.js';
+import { GNTMAP, GNTST, gnttabState, maptrackUsed, mapGrantRef, onMappingsReleased, releaseHandle, unmapGrantRef } from './gnttab.js';
 import { err } from './errno.js';
 
 export const BACKEND_POLICY = { balloon_unlimited: 0, balloon_reserve: 1, unpopulated: 2 } as const;
+export const BACKEND_KIND = { guest: 0, host: 1 } as const;
 
-interface BackendMapping { gfn: number; frontend: number; source: 'balloon' | 'unpopulated'; hostAddr: bigint }
+interface BackendMapping { gfn: number; frontend: number; source: 'balloon' | 'unpopulated' | 'host'; hostAddr: bigint }
 
 export interface BackendState {
+  kind: number;
   policy: number;
   pages: number;
   reserve: number;
@@ -75,6 +84,7 @@ export function backendState(d: Domain): BackendState {
     const pages = d.limit('backend_pages', ramPages);
     const free = pages - d.limit('backend_used_pages', 0);
     s = {
+      kind: d.limit('backend_kind', BACKEND_KIND.guest),
       policy: d.limit('backend_policy', BACKEND_POLICY.balloon_reserve),
       pages, reserve: d.limit('backend_reserve_pages', 0),
       maxRetries: d.limit('backend_max_retries', 4),
@@ -122,7 +132,8 @@ function takePage(s: BackendState): { gfn: number; source: 'balloon' | 'unpopula
   return { gfn: s.balloonPool.pop() ?? s.nextBalloonGfn--, source: 'balloon' };
 }
 
-function givePage(s: BackendState, m: { gfn: number; source: 'balloon' | 'unpopulated' }): void {
+function givePage(s: BackendState, m: { gfn: number; source: 'balloon' | 'unpopulated' | 'host' }): void {
+  if (m.source === 'host') return;
   if (m.source === 'unpopulated') {
     s.unpopulatedUsed--;
     s.unpopPool.push(m.gfn);
@@ -139,9 +150,15 @@ export interface BackendMapResult { ret: number; status: number; handle?: number
 export function backendMap(model: XenModel, vcpu: Vcpu, frontend: number, ref: number, readonly: boolean): BackendMapResult {
   const d = vcpu.domain;
   const s = backendState(d);
-  if (s.policy !== BACKEND_POLICY.balloon_unlimited && frontendCount(s, frontend) >= s.perFrontend) {
+  if ((s.kind === BACKEND_KIND.host || s.policy !== BACKEND_POLICY.balloon_unlimited) && frontendCount(s, frontend) >= s.perFrontend) {
     s.refusals++;
     return { ret: err('ENOSPC'), status: GNTST.no_space };
+  }
+  if (s.kind === BACKEND_KIND.host) {
+    const r = mapGrantRef(model, vcpu, { hostAddr: 0n, flags: GNTMAP.host_map | (readonly ? GNTMAP.readonly : 0), ref, dom: frontend, inHost: true });
+    if (r.status !== GNTST.okay || r.handle === undefined) return { ret: 0, status: r.status };
+    s.mappings.set(r.handle, { gfn: -1, source: 'host', frontend, hostAddr: 0n });
+    return { ret: 0, status: GNTST.okay, handle: r.handle };
   }
   const page = takePage(s);
   if (page === 'enomem') return { ret: err('ENOMEM'), status: GNTST.no_space };
@@ -168,6 +185,11 @@ export function backendUnmap(model: XenModel, vcpu: Vcpu, handle: number): numbe
   const s = backendState(vcpu.domain);
   const m = s.mappings.get(handle);
   if (!m) return GNTST.bad_handle;
+  if (m.source === 'host') {
+    if (!releaseHandle(vcpu.domain, handle)) return GNTST.bad_handle;
+    s.mappings.delete(handle);
+    return GNTST.okay;
+  }
   const st = unmapGrantRef(model, vcpu, { hostAddr: m.hostAddr, devBusAddr: 0n, handle });
   if (st === GNTST.okay) {
     s.mappings.delete(handle);
@@ -190,7 +212,7 @@ export function backendUnmapAll(model: XenModel, vcpu: Vcpu, frontend?: number):
 export interface BackendStats {
   free_pages: bigint; reserve: bigint; above_reserve: bigint; min_free_pages: bigint; initial_free: bigint;
   ballooned: bigint; unpopulated: bigint; mapped: bigint; maptrack_used: bigint; oom: bigint;
-  retries: bigint; refusals: bigint; frontend_mapped: bigint; policy: bigint;
+  retries: bigint; refusals: bigint; frontend_mapped: bigint; policy: bigint; kind: bigint;
 }
 
 export function backendStats(d: Domain, frontend?: number): BackendStats {
@@ -201,7 +223,7 @@ export function backendStats(d: Domain, frontend?: number): BackendStats {
     unpopulated: BigInt(s.unpopulatedUsed), mapped: BigInt(s.mappings.size), maptrack_used: BigInt(maptrackUsed(d)),
     oom: BigInt(s.oom), retries: BigInt(s.retries), refusals: BigInt(s.refusals),
     frontend_mapped: BigInt(frontend === undefined ? s.mappings.size : frontendCount(s, frontend)),
-    policy: BigInt(s.policy),
+    policy: BigInt(s.policy), kind: BigInt(s.kind),
   };
 }
 

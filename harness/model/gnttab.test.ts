@@ -11,7 +11,7 @@ import {
   entryField, GNTMAP, GNTPIN, GNTST, GNTTABOP, gnttabState, GTF, mapGrantRef, maptrackUsed, nrGrantEntries,
   setEntryField, statusWord, unmapGrantRef,
 } from './gnttab.js';
-import { BACKEND_POLICY, backendMap, backendState, backendStats, backendUnmap, backendUnmapAll } from './backend-memory.js';
+import { BACKEND_KIND, BACKEND_POLICY, backendMap, backendState, backendStats, backendUnmap, backendUnmapAll } from './backend-memory.js';
 import { physmapSpaces, XENMAPSPACE } from './memory-op.js';
 import { HypercallContext } from './hypercall.js';
 
@@ -174,10 +174,11 @@ describe('properties', () => {
         fc.array(actArb, { minLength: 10, maxLength: 200, size: 'max' }),
         fc.constantFrom(BACKEND_POLICY.balloon_reserve, BACKEND_POLICY.unpopulated),
         fc.integer({ min: 0, max: 3 }),
-        (acts, policy, maptrackFrames) => {
+        fc.constantFrom(BACKEND_KIND.guest, BACKEND_KIND.host),
+        (acts, policy, maptrackFrames, kind) => {
           const m = build([
             { id: 1 },
-            { id: 2, vcpus: 2, limits: { backend_policy: policy, backend_pages: 24, backend_reserve_pages: 8, backend_max_per_frontend: 10, max_maptrack_frames: maptrackFrames, backend_unpopulated_pages: 30 } },
+            { id: 2, vcpus: 2, limits: { backend_kind: kind, backend_policy: policy, backend_pages: 24, backend_reserve_pages: 8, backend_max_per_frontend: 10, max_maptrack_frames: maptrackFrames, backend_unpopulated_pages: 30 } },
             { id: 3 },
           ]);
           for (const fe of FRONTENDS) {

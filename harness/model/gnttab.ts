@@ -392,7 +392,15 @@ function pagedFrameOk(rd: Domain, gfn: number | bigint): boolean {
   return rd.memory.contains(g * PAGE_SIZE, PAGE_SIZE);
 }
 
-export interface MapRequest { hostAddr: bigint; flags: number; ref: number; dom: number }
+export interface MapRequest {
+  hostAddr: bigint; flags: number; ref: number; dom: number;
+  /**
+   * An in-host backend (the VMM that emulates Xen also serves the device): the
+   * grant is pinned and tracked, but no frame of the mapper's p2m is used.
+   * Model-only; a guest's hypercall never sets it.
+   */
+  inHost?: boolean;
+}
 export interface MapResult { status: number; handle?: number; devBusAddr?: bigint }
 
 /** map_grant_ref, with Xen's check order (spec 4.6). */
@@ -455,12 +463,15 @@ export function mapGrantRef(model: XenModel, vcpu: Vcpu, op: MapRequest): MapRes
     return fail(GNTST.general_error);
   };
   if (cacheFlags !== 0 || (op.flags & ~GNTMAP.readonly) !== GNTMAP.host_map) return rollback();
-  // guest_physmap_add_entry: a gfn past the p2m's range, or one already holding a grant, fails.
-  if (hostGfn >= 1n << 40n || ls.p2m.has(Number(hostGfn))) return rollback();
-  const g = Number(hostGfn);
-  if (!ls.holes.has(g) && ld.memory.contains(g * PAGE_SIZE, PAGE_SIZE)) ls.orphaned++;
-  ls.holes.delete(g);
-  ls.p2m.set(g, { granter: rd, gfn: act.gfn, readonly });
+  let g = -1;
+  if (!op.inHost) {
+    // guest_physmap_add_entry: a gfn past the p2m's range, or one already holding a grant, fails.
+    if (hostGfn >= 1n << 40n || ls.p2m.has(Number(hostGfn))) return rollback();
+    g = Number(hostGfn);
+    if (!ls.holes.has(g) && ld.memory.contains(g * PAGE_SIZE, PAGE_SIZE)) ls.orphaned++;
+    ls.holes.delete(g);
+    ls.p2m.set(g, { granter: rd, gfn: act.gfn, readonly });
+  }
   // 11. Fill the maptrack entry.
   const e = ls.maptrack[handle];
   e.flags = op.flags;
@@ -489,7 +500,7 @@ export function unmapGrantRef(model: XenModel, vcpu: Vcpu, op: UnmapRequest): nu
   if (op.hostAddr !== 0n && (flags & GNTMAP.host_map)) {
     // replace_grant_p2m_mapping: the gfn must hold a grant mapping of this frame.
     const g = op.hostAddr >> BigInt(PAGE_SHIFT);
-    const m = g < 1n << 40n ? ls.p2m.get(Number(g)) : undefined;
+    const m = g < 1n << 40n && map.hostGfn >= 0 ? ls.p2m.get(Number(g)) : undefined;
     if (!m || m.granter !== rd || m.gfn !== act.gfn) return GNTST.general_error;
     ls.p2m.delete(Number(g));
     ls.holes.add(Number(g));
@@ -510,18 +521,27 @@ export function releaseMappings(d: Domain): number {
   const ls = gnttabState(d);
   let n = 0;
   ls.maptrack.forEach((map, h) => {
-    if (map.flags === 0 || !map.granter) return;
-    const rd = map.granter;
-    const act = activeEntry(gnttabState(rd), map.ref);
-    act.pin -= map.flags & GNTMAP.readonly ? GNTPIN.hstr_inc : GNTPIN.hstw_inc;
-    reduceStatus(rd, map.ref, act);
-    ls.p2m.delete(map.hostGfn);
-    ls.holes.add(map.hostGfn);
-    putMaptrackHandle(ls, d, h);
-    n++;
+    if (releaseHandle(d, h)) n++;
   });
   for (const l of releaseListeners) l(d);
   return n;
+}
+
+/** Drop one mapping whatever its address (domain death, in-host backend unmap). */
+export function releaseHandle(d: Domain, h: number): boolean {
+  const ls = gnttabState(d);
+  const map = ls.maptrack[h];
+  if (!map || map.flags === 0 || !map.granter) return false;
+  const rd = map.granter;
+  const act = activeEntry(gnttabState(rd), map.ref);
+  act.pin -= map.flags & GNTMAP.readonly ? GNTPIN.hstr_inc : GNTPIN.hstw_inc;
+  reduceStatus(rd, map.ref, act);
+  if (map.hostGfn >= 0) {
+    ls.p2m.delete(map.hostGfn);
+    ls.holes.add(map.hostGfn);
+  }
+  putMaptrackHandle(ls, d, h);
+  return true;
 }
 
 const releaseListeners: Array<(d: Domain) => void> = [];

@@ -12,7 +12,7 @@ import {
   entryField, GNTCOPY, GNTMAP, GNTPIN, GNTST, GNTTABOP, gnttabState, GTF, maptrackUsed, MAPTRACK_PER_PAGE,
   readMapped, setEntryField, statusWord, writeMapped, XENMAPIDX_grant_table_status,
 } from '../model/gnttab.js';
-import { BACKEND_POLICY, backendMap, backendStats, backendUnmap, backendUnmapAll } from '../model/backend-memory.js';
+import { BACKEND_KIND, BACKEND_POLICY, backendMap, backendStats, backendUnmap, backendUnmapAll } from '../model/backend-memory.js';
 import type { Domain } from '../model/domain.js';
 
 defineConstants('GNTTABOP_', GNTTABOP);
@@ -21,6 +21,7 @@ defineConstants('GNTMAP_', GNTMAP);
 defineConstants('GNTST_', GNTST);
 defineConstants('GNTCOPY_', GNTCOPY);
 defineConstants('BACKEND_POLICY_', BACKEND_POLICY);
+defineConstants('BACKEND_KIND_', BACKEND_KIND);
 defineConstants('', { XENMAPIDX_grant_table_status });
 
 const CAPS = ['gnttab.v1'] as const;
@@ -413,7 +414,7 @@ export const backendStatsOp = defineOp({
   args: z.strictObject({ frontend: opt() }),
   requires: CAPS,
   out: ['free_pages', 'reserve', 'above_reserve', 'min_free_pages', 'initial_free', 'ballooned', 'unpopulated', 'mapped',
-    'maptrack_used', 'oom', 'retries', 'refusals', 'frontend_mapped', 'policy'],
+    'maptrack_used', 'oom', 'retries', 'refusals', 'frontend_mapped', 'policy', 'kind'],
   encode: (a): Action => ({ kind: 'host', op: 'gnttab.backend_stats', args: a }),
   model(_m, a, { dom }): Outcome {
     return { out: { ...backendStats(dom, a.frontend === undefined ? undefined : Number(a.frontend)) } };
