@@ -10,5 +10,7 @@ import './sched.js';
 import './vcpu-op.js';
 import './evtchn.js';
 import './hvm-op.js';
+import './gnttab.js';
+import './backend-memory.js';
 
 export { hypercall, wrmsr, hypercallHandlers } from './hypercall.js';

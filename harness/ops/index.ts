@@ -6,8 +6,9 @@ import * as runstate from './runstate.js';
 import * as sched from './sched.js';
 import * as evtchn from './evtchn.js';
 import * as kvm from './kvm.js';
+import * as gnttab from './gnttab.js';
 
-const modules: Array<Record<string, unknown>> = [core, xen, runstate, sched, evtchn, kvm];
+const modules: Array<Record<string, unknown>> = [core, xen, runstate, sched, evtchn, gnttab, kvm];
 
 export const ops = new Map<string, OpDef>();
 for (const m of modules) {
