@@ -211,13 +211,14 @@ export function maxEvtchnPort(d: Domain): number {
 export function getFreePort(d: Domain): number {
   if (d.dying) return err('EINVAL');
   const s = evtchnState(d);
+  const max = maxEvtchnPort(d);
   let port = 0;
   for (; port < s.chans.length; port++) {
-    if (port > maxEvtchnPort(d)) return err('ENOSPC');
+    if (port > max) return err('ENOSPC');
     const ch = s.chans[port];
     if (ch.state === ECS.free && !s.ops.isBusy(d, port)) return port;
   }
-  if (port > maxEvtchnPort(d) || port >= s.ops.maxPorts(d)) return err('ENOSPC');
+  if (port > max || port >= s.ops.maxPorts(d)) return err('ENOSPC');
   for (let i = 0; i < EVTCHNS_PER_BUCKET; i++) s.chans.push(newChannel(port + i));
   return port;
 }

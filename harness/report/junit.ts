@@ -34,17 +34,13 @@ export function junitXml(run: RunSummary, opts: { times?: boolean } = {}): strin
       if (r.detail) tc.standardOutput(r.detail);
     }
   }
-  let xml = builder.build();
-  // junit-report-builder writes <skipped/> without a message: add the reason.
-  for (const r of run.results) {
-    if (r.status !== 'skip') continue;
-    const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
-    const marker = `name="${esc(r.name)}"`;
-    const at = xml.indexOf(marker);
-    if (at < 0) continue;
-    const sk = xml.indexOf('<skipped/>', at);
-    const end = xml.indexOf('</testcase>', at);
-    if (sk >= 0 && sk < end) xml = `${xml.slice(0, sk)}<skipped message="${esc(r.message ?? 'skipped')}"/>${xml.slice(sk + '<skipped/>'.length)}`;
-  }
+  // junit-report-builder writes <skipped/> without a message: add each reason
+  // in one pass over the testcase elements.
+  const esc = (x: string) => x.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+  const reasons = new Map(run.results.filter((r) => r.status === 'skip').map((r) => [esc(r.name), esc(r.message ?? 'skipped')]));
+  const xml = builder.build().replace(/<testcase [^>]*? name="([^"]*)"[\s\S]*?<\/testcase>|<testcase [^>]*? name="([^"]*)"[^>]*\/>/g, (block, n1?: string, n2?: string) => {
+    const why = reasons.get(n1 ?? n2 ?? '');
+    return why === undefined ? block : block.replace('<skipped/>', `<skipped message="${why}"/>`);
+  });
   return xml;
 }
