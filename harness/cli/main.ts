@@ -45,6 +45,8 @@ Exit codes: 0 no failures (skips allowed), 1 a case failed, 2 usage or suite err
   --ktap=PATH       also write KTAP version 1 output
   --timeout=SECONDS per-case time limit (default 30; a case's own timeout wins)
   --seed=SEED       recorded in reports (the model is deterministic)
+  --isolate         run every case in its own child process (default for --target=kvm)
+  --in-process      run kvm cases in this process (faster; a crash ends the run)
   --verbose         print every case, not only failures`,
   validate: `Usage: xconf validate PATHS...
 
@@ -78,6 +80,7 @@ async function cmdRun(argv: string[]): Promise<ExitCode> {
     target: { type: 'string', default: 'model' }, filter: { type: 'string' }, shard: { type: 'string' },
     junit: { type: 'string', default: 'reports/junit.xml' }, ktap: { type: 'string' },
     timeout: { type: 'string' }, seed: { type: 'string', default: '0' }, verbose: { type: 'boolean' },
+    isolate: { type: 'boolean' }, 'in-process': { type: 'boolean' },
   });
   if (v.help) return help('run');
   const timeout = v.timeout === undefined ? undefined : Number(v.timeout);
@@ -104,6 +107,8 @@ async function cmdRun(argv: string[]): Promise<ExitCode> {
   let last = performance.now();
   const run = await runPlan(planned, driver, {
     timeoutSeconds: timeout, seed: String(v.seed),
+    // kvm cases run in a child process each, so a crash costs one case.
+    isolate: !v['in-process'] && (!!v.isolate || driver.name === 'kvm'),
     onResult: (_r, done) => {
       if (performance.now() - last < PROGRESS_INTERVAL_MS) return;
       persist(partial(done));

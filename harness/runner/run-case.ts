@@ -153,6 +153,25 @@ function readScalar(b: Uint8Array, t: Scalar): bigint {
 
 export interface RunCaseOptions {
   timeoutSeconds?: number;
+  /** Called as each step starts (isolated runs report progress to the parent with it). */
+  onStep?: (index: number, label: string) => void;
+}
+
+export function caseTimeoutMs(c: LoadedCase, opts: RunCaseOptions): number {
+  return (c.timeout ?? opts.timeoutSeconds ?? DEFAULTS.timeoutSeconds) * 1000;
+}
+
+/** Whether a variant can run on a target, and if not, the skip message. */
+export function skipReason(pc: PlannedCase, caps: Capabilities): string | undefined {
+  try {
+    const vars: Vars = new Map(pc.variant.bindings);
+    for (const [k, a] of pc.case.vars) vars.set(k, evalArg(a, vars));
+    const missing = requirements(pc.case, resolveSetup(pc.case, vars)).filter((r) => !caps.has.has(r));
+    if (!missing.length) return undefined;
+    return `Requirement not met: ${missing.map((m) => `${m}${caps.missing.get(m) ? ` (${caps.missing.get(m)})` : ''}`).join(', ')}`;
+  } catch {
+    return undefined; // the case itself reports setup errors when it runs
+  }
 }
 
 export async function runCase(pc: PlannedCase, driver: Driver, caps: Capabilities, opts: RunCaseOptions = {}): Promise<CaseResult> {
@@ -176,13 +195,13 @@ export async function runCase(pc: PlannedCase, driver: Driver, caps: Capabilitie
     const why = missing.map((m) => `${m}${caps.missing.get(m) ? ` (${caps.missing.get(m)})` : ''}`).join(', ');
     return result('skip', `Requirement not met: ${why}`);
   }
-  const limit = (c.timeout ?? opts.timeoutSeconds ?? DEFAULTS.timeoutSeconds) * 1000;
+  const limit = caseTimeoutMs(c, opts);
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<CaseResult>((res) => {
     timer = setTimeout(() => res(result('error', `timeout: case did not finish within ${limit / 1000}s`)), limit);
   });
   try {
-    return await Promise.race([execute(c, setup, vars, driver, steps, result), timeout]);
+    return await Promise.race([execute(c, setup, vars, driver, steps, result, opts.onStep), timeout]);
   } finally {
     clearTimeout(timer);
   }
@@ -191,6 +210,7 @@ export async function runCase(pc: PlannedCase, driver: Driver, caps: Capabilitie
 async function execute(
   c: LoadedCase, setup: SessionSetup, vars: Vars, driver: Driver, steps: StepRecord[],
   result: (s: CaseResult['status'], m?: string, d?: string) => CaseResult,
+  onStep?: (index: number, label: string) => void,
 ): Promise<CaseResult> {
   let session;
   try {
@@ -203,6 +223,7 @@ async function execute(
     for (const s of c.steps) {
       const rec = steps[s.index];
       const where = `step ${s.index + 1} (${s.label}, line ${s.line})`;
+      onStep?.(s.index, s.label);
       let outcome: Outcome;
       let place: StepPlacement;
       try {

@@ -3,13 +3,19 @@
 
 import type { Driver } from '../drivers/driver.js';
 import type { PlannedCase } from './plan.js';
-import { runCase, type RunCaseOptions } from './run-case.js';
+import { runCase, skipReason, type RunCaseOptions } from './run-case.js';
+import { runIsolated } from './isolate.js';
 import type { CaseResult, RunSummary } from './results.js';
 
 export async function runPlan(
   planned: PlannedCase[],
   driver: Driver,
-  opts: RunCaseOptions & { seed?: string; onResult?: (r: CaseResult, done: CaseResult[]) => void } = {},
+  opts: RunCaseOptions & {
+    seed?: string;
+    onResult?: (r: CaseResult, done: CaseResult[]) => void;
+    /** Run each case that is not skipped in a fresh child process. */
+    isolate?: boolean;
+  } = {},
 ): Promise<RunSummary> {
   const caps = await driver.probe();
   const started = new Date();
@@ -18,7 +24,9 @@ export async function runPlan(
   for (const pc of planned) {
     let r: CaseResult;
     try {
-      r = await runCase(pc, driver, caps, opts);
+      const skip = opts.isolate ? skipReason(pc, caps) : undefined;
+      if (opts.isolate && skip === undefined) r = await runIsolated(pc, driver.name, opts);
+      else r = await runCase(pc, driver, caps, opts);
     } catch (e) {
       r = {
         id: pc.case.id, variant: pc.variant.name, name: pc.name, file: pc.case.file,
