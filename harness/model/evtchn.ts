@@ -84,6 +84,8 @@ export interface DomainEvtchn {
   chans: Channel[];
   ops: PortOps;
   pirqToPort: Map<number, number>;
+  /** Every port below this one is in use: where the lowest-free-port search starts. */
+  freeHint: number;
 }
 
 export interface VcpuEvtchn {
@@ -108,7 +110,7 @@ export function newChannel(port: number): Channel {
 export function evtchnState(d: Domain): DomainEvtchn {
   let s = domStates.get(d);
   if (!s) {
-    s = { chans: [], ops: ops2l, pirqToPort: new Map() };
+    s = { chans: [], ops: ops2l, pirqToPort: new Map(), freeHint: 1 };
     for (let i = 0; i < EVTCHNS_PER_BUCKET; i++) s.chans.push(newChannel(i));
     s.chans[0].state = ECS.reserved;
     domStates.set(d, s);
@@ -212,12 +214,20 @@ export function getFreePort(d: Domain): number {
   if (d.dying) return err('EINVAL');
   const s = evtchnState(d);
   const max = maxEvtchnPort(d);
-  let port = 0;
+  let port = s.freeHint;
+  let firstFree: number | undefined;
   for (; port < s.chans.length; port++) {
     if (port > max) return err('ENOSPC');
     const ch = s.chans[port];
-    if (ch.state === ECS.free && !s.ops.isBusy(d, port)) return port;
+    if (ch.state !== ECS.free) continue;
+    firstFree ??= port;
+    if (!s.ops.isBusy(d, port)) {
+      // Not past `port`: the caller may still leave it free if its own checks fail.
+      s.freeHint = firstFree;
+      return port;
+    }
   }
+  if (firstFree !== undefined) s.freeHint = firstFree;
   if (port > max || port >= s.ops.maxPorts(d)) return err('ENOSPC');
   for (let i = 0; i < EVTCHNS_PER_BUCKET; i++) s.chans.push(newChannel(port + i));
   return port;
@@ -228,6 +238,8 @@ function freeChannel(d: Domain, ch: Channel): void {
   evtchnState(d).ops.clearPending(d, ch);
   ch.state = ECS.free;
   ch.notifyVcpu = 0;
+  const st = evtchnState(d);
+  st.freeHint = Math.min(st.freeHint, ch.port);
 }
 
 /** evtchn_close (__evtchn_close). */

@@ -80,15 +80,26 @@ function analyse(states: Uint8Array[], committed: Uint8Array[], guard: Guard, re
   for (let i = 0; i < n; i++) {
     const g = guard.read(states[i]);
     if (!guard.stable(g)) continue;
-    // Per-byte value sets over the window [i, k], grown as k increases.
-    const sets: Array<Set<number>> = Array.from({ length: size }, (_, b) => new Set([states[i][b]]));
+    // Per-byte value sets over the window [i, k], grown as k increases
+    // (a 256-entry membership table per byte plus the values in order).
+    const seen = new Uint8Array(size * 256);
+    const sets: number[][] = Array.from({ length: size }, (_, b) => {
+      seen[b * 256 + states[i][b]] = 1;
+      return [states[i][b]];
+    });
     for (let k = i; k < n; k++) {
-      if (k > i) for (let b = 0; b < size; b++) sets[b].add(states[k][b]);
+      if (k > i) {
+        const st = states[k];
+        for (let b = 0; b < size; b++) {
+          const at = b * 256 + st[b];
+          if (!seen[at]) { seen[at] = 1; sets[b].push(st[b]); }
+        }
+      }
       if (guard.read(states[k]) !== g) continue;
       // The snapshots the reader can assemble: the product of the per-byte sets.
       let count = 1;
       for (const st of sets) {
-        count *= st.size;
+        count *= st.length;
         if (count > committed.length) break;
       }
       let torn: Uint8Array | undefined;
@@ -96,19 +107,22 @@ function analyse(states: Uint8Array[], committed: Uint8Array[], guard: Guard, re
       if (count > committed.length) {
         // More combinations than committed images: by counting, one is not committed.
         found = true;
-        torn = Uint8Array.from(sets, (st) => [...st][0]);
-        for (let b = 0; b < size && isCommitted(torn); b++) {
-          for (const alt of sets[b]) {
-            const prev = torn[b];
-            torn[b] = alt;
-            if (!isCommitted(torn)) break;
-            torn[b] = prev;
+        // Build the example only once: the count already proves a torn snapshot exists.
+        if (report.example === undefined) {
+          torn = Uint8Array.from(sets, (st) => st[0]);
+          for (let b = 0; b < size && isCommitted(torn); b++) {
+            for (const alt of sets[b]) {
+              const prev = torn[b];
+              torn[b] = alt;
+              if (!isCommitted(torn)) break;
+              torn[b] = prev;
+            }
           }
         }
       } else {
         // Enumerate the (at most committed.length) combinations.
         let combos: number[][] = [[]];
-        for (const st of sets) combos = combos.flatMap((c) => [...st].map((v) => [...c, v]));
+        for (const st of sets) combos = combos.flatMap((c) => st.map((v) => [...c, v]));
         torn = combos.map((c) => Uint8Array.from(c)).find((c) => !isCommitted(c));
         found = torn !== undefined;
       }
