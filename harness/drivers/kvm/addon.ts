@@ -268,7 +268,7 @@ export interface NativeAddon {
 
 export type Unavailable = { ok: false; reason: string; code: string; errno?: number };
 
-const nativeDir = fileURLToPath(new URL('../../../native/build/', import.meta.url));
+const nativeDir = process.env.XCONF_NATIVE_BUILD_DIR ?? fileURLToPath(new URL('../../../native/build/', import.meta.url));
 export const NATIVE_BUILD_DIR = nativeDir;
 const NATIVE_ABI_VERSION = 1;
 
