@@ -1,0 +1,387 @@
+#!/usr/bin/env bash
+# Live Xen-on-KVM test environment (`npm run test:live`): builds Linux kernels with
+# CONFIG_KVM_XEN=y, boots each under QEMU/TCG with an initramfs holding busybox,
+# node and this repository, runs xconf against the guest's /dev/kvm, and merges the
+# JUnit files that come back over the serial console into reports/live-kvm.xml.
+# See ci/live-kvm/README.md for the environment variables and for debugging.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+
+default_cmd='node bin/xconf.js run --target=kvm --junit=/tmp/junit.xml'
+kernels=${XCONF_LIVE_KERNELS:-6.1 6.12}
+inner_cmd=${XCONF_LIVE_CMD:-$default_cmd}
+guest_junit=${XCONF_LIVE_JUNIT:-/tmp/junit.xml}
+timeout_s=${XCONF_LIVE_TIMEOUT:-1200}
+cache=${XCONF_LIVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/xconf}
+jobs=${XCONF_LIVE_JOBS:-$(nproc)}
+mem=${XCONF_LIVE_MEM:-4096}
+smp=${XCONF_LIVE_SMP:-2}
+append_extra=${XCONF_LIVE_APPEND:-}
+shell_mode=${XCONF_LIVE_SHELL:-0}
+quiet=${XCONF_LIVE_QUIET:-0}
+report=${XCONF_LIVE_REPORT:-$repo/reports/live-kvm.xml}
+results=$repo/reports/live-kvm
+work=$cache/work
+
+die() {
+	echo "live-kvm: error: $*" >&2
+	exit 1
+}
+say() { echo "live-kvm: $*"; }
+
+declare -A timing=()
+timing_order=()
+took() { # took <step> <start-seconds>
+	timing[$1]=$((SECONDS - $2))
+	timing_order+=("$1")
+}
+
+stage_dir=
+cleanup() { if [[ -n $stage_dir ]]; then rm -rf "$stage_dir"; fi; }
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- arguments
+
+for k in $kernels; do
+	[[ $k =~ ^[0-9]+\.[0-9]+$ ]] || die "XCONF_LIVE_KERNELS: '$k' is not a kernel series like 6.1"
+done
+[[ -n ${kernels// /} ]] || die "XCONF_LIVE_KERNELS is empty"
+[[ $timeout_s =~ ^[0-9]+$ ]] || die "XCONF_LIVE_TIMEOUT must be a number of seconds, not '$timeout_s'"
+[[ $jobs =~ ^[0-9]+$ ]] || die "XCONF_LIVE_JOBS must be a number, not '$jobs'"
+if [[ -z ${XCONF_LIVE_CMD:-} && ! -f $repo/dist/cli/main.js ]]; then
+	die "dist/cli/main.js is missing, so the default inner command ($default_cmd) cannot run; run 'npm ci' first, or set XCONF_LIVE_CMD"
+fi
+command -v node >/dev/null || die "node is not on PATH"
+mkdir -p "$cache" "$work" "$results"
+total_start=$SECONDS
+
+# ---------------------------------------------------------------- packages
+
+install_packages() {
+	local t=$SECONDS pkgs=(build-essential bc bison flex libelf-dev libssl-dev xz-utils dwarves rsync kmod
+		qemu-system-x86 busybox-static cpio)
+	local k p missing=() sudo=()
+	for k in $kernels; do pkgs+=("linux-source-$k"); done
+	for p in "${pkgs[@]}"; do
+		[[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == 'install ok installed' ]] || missing+=("$p")
+	done
+	if ((${#missing[@]} == 0)); then
+		say "packages: all present"
+		took apt "$t"
+		return
+	fi
+	[[ ${XCONF_LIVE_NO_APT:-0} != 1 ]] || die "missing packages (${missing[*]}) and XCONF_LIVE_NO_APT=1"
+	if ((EUID != 0)); then
+		command -v sudo >/dev/null || die "missing packages (${missing[*]}); run as root or install sudo"
+		sudo=(sudo)
+	fi
+	say "packages: installing ${missing[*]}"
+	local aptlog=$work/apt.log
+	"${sudo[@]}" apt-get update >"$aptlog" 2>&1 || die "apt-get update failed: $(tail -n1 "$aptlog")"
+	for p in "${missing[@]}"; do
+		if [[ ! $(apt-cache policy "$p" 2>/dev/null) =~ Candidate:\ [0-9] ]]; then
+			if [[ $p == qemu-system-x86 ]]; then
+				die "qemu-system-x86_64 cannot be installed: package qemu-system-x86 has no installation candidate in the configured apt sources"
+			fi
+			die "package $p has no installation candidate in the configured apt sources"
+		fi
+	done
+	if ! DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >>"$aptlog" 2>&1; then
+		command -v qemu-system-x86_64 >/dev/null ||
+			die "qemu-system-x86_64 cannot be installed: apt-get install failed: $(tail -n1 "$aptlog")"
+		die "apt-get install failed (log: $aptlog): $(tail -n1 "$aptlog")"
+	fi
+	took apt "$t"
+	say "packages: installed in ${timing[apt]} s"
+}
+
+install_packages
+command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 is not installed (package qemu-system-x86)"
+
+# ---------------------------------------------------------------- kernels
+
+declare -A kernel_image=() kernel_release=()
+
+# Print the fragment lines of the given files that did not survive in config $1.
+check_config() {
+	local cfg=$1 line opt got
+	shift
+	while IFS= read -r line; do
+		case $line in
+		"# CONFIG_"*" is not set")
+			opt=${line#\# }
+			opt=${opt%% *}
+			if got=$(grep -E "^$opt=" "$cfg"); then echo "$opt should be off but is $got"; fi
+			;;
+		CONFIG_*=*)
+			grep -qxF -- "$line" "$cfg" && continue
+			opt=${line%%=*}
+			got=$(grep -E "^($opt=|# $opt is not set)" "$cfg" || echo "absent (unmet dependencies)")
+			echo "$line but got $got"
+			;;
+		esac
+	done < <(cat "$@")
+}
+
+build_kernel() {
+	local series=$1 label=linux-$1
+	local tarball=/usr/src/linux-source-$series.tar.xz
+	[[ -f $tarball ]] || die "$label: $tarball is missing (package linux-source-$series)"
+	local fragments=("$here/kernel.config")
+	if [[ -f $here/kernel-$series.config ]]; then fragments+=("$here/kernel-$series.config"); fi
+	local pkgver sha key dest
+	pkgver=$(dpkg-query -W -f='${Version}' "linux-source-$series")
+	sha=$(cat "${fragments[@]}" | sha256sum | cut -c1-12)
+	key=$(printf '%s' "$pkgver" | tr -c 'A-Za-z0-9.+-' '_')-$sha
+	dest=$cache/kernels/$key
+	mkdir -p "$cache/kernels" "$results/$label"
+
+	local lock_fd
+	exec {lock_fd}>"$cache/kernels/.$key.lock"
+	flock "$lock_fd"
+	if [[ -f $dest/bzImage && -f $dest/release ]]; then
+		kernel_image[$series]=$dest/bzImage
+		kernel_release[$series]=$(<"$dest/release")
+		say "$label: cached kernel ${kernel_release[$series]} ($dest)"
+		exec {lock_fd}>&-
+		return
+	fi
+
+	local t=$SECONDS blog=$results/$label/build.log
+	local build=$cache/build/$key
+	say "$label: building from $tarball (package $pkgver, fragment $sha, make -j$jobs; log $blog)"
+	rm -rf "$build"
+	mkdir -p "$build"
+	tar -xf "$tarball" -C "$build" || die "$label: cannot extract $tarball"
+	local src=$build/linux-source-$series
+	[[ -d $src ]] || die "$label: $tarball did not contain linux-source-$series/"
+	{
+		make -C "$src" tinyconfig &&
+			(cd "$src" && scripts/kconfig/merge_config.sh -m .config "${fragments[@]}") &&
+			make -C "$src" olddefconfig
+	} >"$blog" 2>&1 || die "$label: configuring failed; see $blog"
+	local lost line
+	lost=$(check_config "$src/.config" "${fragments[@]}")
+	if [[ -n $lost ]]; then
+		while IFS= read -r line; do echo "live-kvm: $label: config: $line" >&2; done <<<"$lost"
+		die "$label: $(echo "$lost" | wc -l) option(s) of the config fragment did not survive olddefconfig: $(echo "$lost" | cut -d' ' -f1 | paste -sd' ')"
+	fi
+	if ! make -C "$src" -j"$jobs" bzImage >>"$blog" 2>&1; then
+		tail -n 20 "$blog" >&2
+		die "$label: make bzImage failed; see $blog"
+	fi
+	local staged=$cache/kernels/.$key.tmp
+	rm -rf "$staged"
+	mkdir -p "$staged"
+	cp "$src/arch/x86/boot/bzImage" "$staged/bzImage"
+	cp "$src/.config" "$staged/config"
+	cat "${fragments[@]}" >"$staged/fragment"
+	make -s -C "$src" kernelrelease >"$staged/release"
+	rm -rf "$dest"
+	mv -T "$staged" "$dest"
+	if [[ ${XCONF_LIVE_KEEP_BUILD:-0} != 1 ]]; then rm -rf "$build"; fi
+	exec {lock_fd}>&-
+	kernel_image[$series]=$dest/bzImage
+	kernel_release[$series]=$(<"$dest/release")
+	took "build $label" "$t"
+	say "$label: built ${kernel_release[$series]} in ${timing["build $label"]} s ($dest)"
+}
+
+for k in $kernels; do build_kernel "$k"; done
+
+# ---------------------------------------------------------------- initramfs
+
+# Copy file $1 (following symlinks) to the same path under directory $2.
+copy_to() {
+	mkdir -p "$2$(dirname "$1")"
+	cp -L "$1" "$2$1"
+}
+
+build_initramfs() {
+	local t=$SECONDS
+	initrd=$work/initramfs.cpio.gz
+	nonce=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+	stage_dir=$(mktemp -d "$work/initramfs.XXXXXX")
+	local s=$stage_dir
+	mkdir -p "$s"/{bin,sbin,usr/bin,usr/sbin,usr/libexec,dev,proc,sys,tmp,etc,xconf,xconf-live}
+
+	# busybox and its applets
+	local bb
+	bb=$(dpkg -L busybox-static | grep -E '/bin/busybox$' | head -n1)
+	[[ -x $bb ]] || die "busybox-static's busybox binary not found"
+	cp "$bb" "$s/bin/busybox"
+	local applet
+	while IFS= read -r applet; do
+		[[ -e $s/$applet || -L $s/$applet ]] || ln -s /bin/busybox "$s/$applet"
+	done < <("$s/bin/busybox" --list-full)
+
+	# node, the libraries it and any native addons need, and the loader
+	local nodebin f lib
+	nodebin=$(node -p process.execPath)
+	cp "$nodebin" "$s/usr/bin/node"
+	local elves=("$nodebin")
+	while IFS= read -r -d '' f; do elves+=("$f"); done < <(find "$repo" -name '*.node' -type f -not -path "$repo/.git/*" -print0)
+	for f in "${elves[@]}"; do
+		while IFS= read -r lib; do
+			[[ -n $lib && ! -e $s$lib ]] || continue
+			copy_to "$lib" "$s"
+		done < <(ldd "$f" 2>/dev/null | grep -oE '/[^[:space:]]+' || true)
+	done
+
+	# the probe, /init and its configuration
+	gcc -static -O2 -Wall -Werror -o "$s/usr/libexec/xconf-kvm-probe" "$here/probe.c" ||
+		die "cannot compile the static probe $here/probe.c (libc6-dev from build-essential is needed)"
+	install -m 0755 "$here/init.sh" "$s/init"
+	sq() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
+	{
+		echo "XCONF_NONCE=$nonce"
+		echo "XCONF_LIVE_JUNIT=$(sq "$guest_junit")"
+	} >"$s/xconf-live/config"
+	printf '%s\n' "$inner_cmd" >"$s/xconf-live/cmd.sh"
+	echo 'root:x:0:0:root:/tmp:/bin/sh' >"$s/etc/passwd"
+	echo 'root:x:0:' >"$s/etc/group"
+	# Without root, /init falls back to opening the console after mounting devtmpfs.
+	if ((EUID == 0)); then mknod -m 600 "$s/dev/console" c 5 1; fi
+
+	# the project as it is in the working tree
+	rsync -a --exclude=/.git --exclude=/reports --exclude=/coverage --exclude=node_modules/.cache \
+		"$repo/" "$s/xconf/"
+
+	local cpio=$work/initramfs.cpio
+	(cd "$s" && find . -mindepth 1 -print0 | LC_ALL=C sort -z | cpio --null -o -H newc -R 0:0 --quiet) >"$cpio" ||
+		die "cpio failed"
+	gzip -6 -c "$cpio" >"$initrd.tmp"
+	mv "$initrd.tmp" "$initrd"
+	local raw gz
+	raw=$(stat -c %s "$cpio")
+	gz=$(stat -c %s "$initrd")
+	rm -f "$cpio"
+	rm -rf "$stage_dir"
+	stage_dir=
+	took initramfs "$t"
+	say "initramfs: $((gz / 1048576)) MiB gzipped, $((raw / 1048576)) MiB cpio, in ${timing[initramfs]} s ($initrd)"
+}
+
+build_initramfs
+
+# ---------------------------------------------------------------- boot
+
+# Prefix the serial console with the kernel label and hide the base64 payload.
+show_console() {
+	if [[ $quiet == 1 ]]; then
+		cat >/dev/null
+		return
+	fi
+	awk -v p="[$1] " -v m="@@xconf-live:$nonce:" '
+		{ sub(/\r$/, "") }
+		index($0, m "junit-begin") { print p $0; skip = 1; fflush(); next }
+		index($0, m "junit-end") { skip = 0 }
+		!skip { print p $0; fflush() }'
+}
+
+# Value after marker $2 in the serial log $1 (last occurrence), or empty.
+marker() {
+	grep -a -F "@@xconf-live:$nonce:$2" "$1" | tail -n1 | sed "s/.*@@xconf-live:$nonce:$2 *//" || true
+}
+
+declare -A verdict=()
+
+boot_kernel() {
+	local series=$1 label=linux-$1
+	local dir=$results/$label
+	mkdir -p "$dir"
+	rm -f "$dir/serial.log" "$dir/junit.xml" "$dir/meta"
+	local append="console=ttyS0 panic=-1${append_extra:+ $append_extra}"
+	[[ $shell_mode != 1 ]] || append+=" xconf.shell=1"
+	local serial=stdio
+	[[ $shell_mode != 1 ]] || serial=mon:stdio
+	local qemu=(qemu-system-x86_64 -accel tcg -cpu max -smp "$smp" -m "$mem" -display none -nodefaults
+		-serial "$serial" -no-reboot -kernel "${kernel_image[$series]}" -initrd "$initrd" -append "$append")
+	say "$label: booting ${kernel_release[$series]} (timeout $timeout_s s; serial log $dir/serial.log)"
+	say "$label: $(printf '%q ' "${qemu[@]}")"
+	local t=$SECONDS rc
+	set +e
+	if [[ $shell_mode == 1 ]]; then
+		timeout --foreground "$timeout_s" "${qemu[@]}" | tee "$dir/serial.log"
+		rc=${PIPESTATUS[0]}
+	else
+		timeout -k 10 "$timeout_s" "${qemu[@]}" </dev/null 2>&1 | tee "$dir/serial.log" | show_console "$label"
+		rc=${PIPESTATUS[0]}
+	fi
+	set -e
+	local secs=$((SECONDS - t))
+	took "boot $label" "$t"
+
+	local log=$dir/serial.clean
+	tr -d '\r' <"$dir/serial.log" >"$log"
+	local code cap release taint fatal status=ok reason=
+	code=$(marker "$log" exit)
+	cap=$(marker "$log" probe | grep -oE 'KVM_CAP_XEN_HVM=0x[0-9a-f]+' | cut -d= -f2 || true)
+	release=$(marker "$log" release)
+	taint=$(marker "$log" taint)
+	fatal=$(marker "$log" fatal)
+
+	if grep -a -qF "@@xconf-live:$nonce:junit-begin" "$log"; then
+		local want got
+		want=$(marker "$log" junit-end)
+		awk -v m="@@xconf-live:$nonce:" '
+			index($0, m "junit-end") { exit }
+			on { print }
+			index($0, m "junit-begin") { on = 1 }' "$log" | base64 -d 2>/dev/null | gzip -dc >"$dir/junit.xml" 2>/dev/null || true
+		got=$(sha256sum "$dir/junit.xml" | cut -d' ' -f1)
+		if [[ -z $want || $got != "$want" ]]; then
+			status=failed reason="the JUnit file was corrupted on the serial console (sha256 mismatch)"
+			rm -f "$dir/junit.xml"
+		fi
+	fi
+	if ((rc == 124 || rc == 137)); then
+		status=failed reason="the boot timed out after $timeout_s s"
+	elif [[ -n $fatal ]]; then
+		status=failed reason="guest: $fatal"
+	elif [[ -z $code ]]; then
+		status=failed reason="the guest reported no exit code (qemu exit $rc)"
+	elif [[ $status == ok && ! -f $dir/junit.xml ]]; then
+		status=failed reason="the inner command (exit $code) left no JUnit file at $guest_junit"
+	fi
+	{
+		echo "label=$label"
+		echo "series=$series"
+		echo "release=${release:-${kernel_release[$series]}}"
+		echo "cap=$cap"
+		echo "exit=$code"
+		echo "status=$status"
+		echo "reason=$reason"
+		echo "boot_seconds=$secs"
+		echo "taint=$taint"
+	} >"$dir/meta"
+	if [[ $status == ok && ($code == 0 || $code == 4) ]]; then
+		verdict[$series]=ok
+	else
+		verdict[$series]=failed
+	fi
+	say "$label: done in $secs s: KVM_CAP_XEN_HVM=${cap:-?} exit=${code:-none} ${reason:+($reason)}"
+}
+
+result_dirs=()
+for k in $kernels; do
+	boot_kernel "$k"
+	result_dirs+=("$results/linux-$k")
+done
+
+# ---------------------------------------------------------------- report
+
+echo
+echo "live-kvm summary"
+node "$here/merge-junit.mjs" --out "$report" "${result_dirs[@]}" || die "merging the JUnit files failed"
+took total "$total_start"
+for step in "${timing_order[@]}"; do printf '  %-18s %5d s\n' "$step" "${timing[$step]}"; done
+
+failed=()
+for k in $kernels; do [[ ${verdict[$k]} == ok ]] || failed+=("linux-$k"); done
+if ((${#failed[@]})); then
+	say "FAILED: ${failed[*]} (serial logs under $results)"
+	exit 1
+fi
+say "passed on all kernels ($kernels)"
