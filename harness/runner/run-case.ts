@@ -79,6 +79,9 @@ export function requirements(c: LoadedCase, setup: SessionSetup): string[] {
   if (setup.domains.length > 1) req.add('domains.multi');
   req.add(setup.mode === 32 ? 'guest.mode32' : 'guest.mode64');
   if (setup.cpu) req.add(`cpu.${setup.cpu}`);
+  // A 32-bit guest calling from ring 3 needs more of the target than a 64-bit one
+  // (a TSS stack switch on the way back): its own capability.
+  if (setup.mode === 32 && c.steps.some((s) => s.cpl !== undefined)) req.add('hypercall.cpl32');
   if (setup.domains.some((d) => d.sharedInfo !== null)) req.add('shared_info');
   if (setup.domains.some((d) => d.hypercallPage !== null)) req.add('hypercall.page');
   return [...req].sort();
