@@ -51,3 +51,25 @@ describe('xconf CLI', () => {
     expect(r.stdout).toMatch(/hypercall\/page-iret-slot-kvm {2}requires: .*flavor\.kvm.* skip \(missing flavor\.kvm\)/);
   });
 });
+
+describe('xconf on a live /dev/kvm', () => {
+  const kvm = existsSync('/dev/kvm') && existsSync('native/build/Release/xconf_kvm.node');
+  it.skipIf(!kvm)('a guest that never returns is stopped and reported as a timeout error; the next case still runs', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'xconf-spin-'));
+    for (const mode of [[], ['--in-process']]) {
+      const r = cli('run', 'test/cases/kvm-spin', '--target=kvm', `--junit=${dir}/j.xml`, ...mode);
+      expect(r.status).toBe(1);
+      const xml = readFileSync(`${dir}/j.xml`, 'utf8');
+      expect(xml).toMatch(/<testcase [^>]*name="a-never-returns"[\s\S]*?<error message="[^"]*did not finish its commands in time/);
+      expect(xml).toMatch(/<testsuites tests="2" failures="0" errors="1" skipped="0">/);
+    }
+  });
+  it.skipIf(!kvm)('without Xen support, Xen cases skip naming the missing capability and suites/kvm passes', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'xconf-kvm-'));
+    const r = cli('run', '--target=kvm', `--junit=${dir}/j.xml`);
+    expect([0, 4]).toContain(r.status);
+    expect(r.stdout).toMatch(/ 0 failed,/);
+    const xml = readFileSync(`${dir}/j.xml`, 'utf8');
+    if (/kvm_cap_xen_hvm" value="0x0"/.test(xml)) expect(xml).toContain('KVM_CAP_XEN_HVM = 0');
+  });
+});

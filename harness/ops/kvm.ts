@@ -41,3 +41,11 @@ export const guestCpuid = defineOp({
   out: ['eax', 'ebx', 'ecx', 'edx'],
   encode: (a): Action => ({ kind: 'host', op: 'kvm.guest_cpuid', args: { leaf: a.leaf, subleaf: a.subleaf ?? 0n } }),
 });
+
+export const guestWaitUpcall = defineOp({
+  name: 'kvm.guest_wait_upcall',
+  summary: 'The guest halts until `count` upcalls have arrived; with none coming it never returns, and the run stops it after `timeout_ms`',
+  args: z.strictObject({ count: int(), timeout_ms: int().optional() }),
+  requires: ['kvm.plain'],
+  encode: (a): Action => ({ kind: 'host', op: 'kvm.guest_wait_upcall', args: { count: a.count, timeout_ms: a.timeout_ms ?? 2000n } }),
+});

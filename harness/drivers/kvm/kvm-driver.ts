@@ -164,8 +164,9 @@ class KvmSession implements Session {
     }
   }
 
-  private async runCommands(vcpu: number, cmds: GuestCommand[]): Promise<{ result: CommandResult | undefined; outcome?: Outcome; logs: number[] }> {
+  private async runCommands(vcpu: number, cmds: GuestCommand[], timeoutMs?: number): Promise<{ result: CommandResult | undefined; outcome?: Outcome; logs: number[] }> {
     const r = await this.guest.run(vcpu, cmds, {
+      timeoutMs,
       onXen: (exit) => this.serveXen(vcpu, exit.longmode !== 0, exit.cpl, exit.input, exit.params),
     });
     if (r.status === 'timeout') {
@@ -270,6 +271,10 @@ class KvmSession implements Session {
         if (outcome) return outcome;
         const c = result!.cpuid!;
         return { out: { eax: BigInt(c.eax), ebx: BigInt(c.ebx), ecx: BigInt(c.ecx), edx: BigInt(c.edx) } };
+      }
+      case 'kvm.guest_wait_upcall': {
+        const { outcome } = await this.runCommands(at.vcpu, [{ op: 'wait-upcall', count: n('count') }], n('timeout_ms'));
+        return outcome ?? {};
       }
       case 'evtchn.host_send':
         // KVM_XEN_HVM_EVTCHN_SEND: the kernel sets the 2-level bits itself.
