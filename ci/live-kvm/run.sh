@@ -38,8 +38,12 @@ took() { # took <step> <start-seconds>
 	timing_order+=("$1")
 }
 
-stage_dir=
-cleanup() { if [[ -n $stage_dir ]]; then rm -rf "$stage_dir"; fi; }
+stage_dir=''
+build_dir=''
+cleanup() {
+	if [[ -n $stage_dir ]]; then rm -rf "$stage_dir"; fi
+	if [[ -n $build_dir && ${XCONF_LIVE_KEEP_BUILD:-0} != 1 ]]; then rm -rf "$build_dir"; fi
+}
 trap cleanup EXIT
 
 # ---------------------------------------------------------------- arguments
@@ -154,6 +158,7 @@ build_kernel() {
 	say "$label: building from $tarball (package $pkgver, fragment $sha, make -j$jobs; log $blog)"
 	rm -rf "$build"
 	mkdir -p "$build"
+	build_dir=$build # removed on exit unless XCONF_LIVE_KEEP_BUILD=1
 	tar -xf "$tarball" -C "$build" || die "$label: cannot extract $tarball"
 	local src=$build/linux-source-$series
 	[[ -d $src ]] || die "$label: $tarball did not contain linux-source-$series/"
@@ -182,6 +187,7 @@ build_kernel() {
 	rm -rf "$dest"
 	mv -T "$staged" "$dest"
 	if [[ ${XCONF_LIVE_KEEP_BUILD:-0} != 1 ]]; then rm -rf "$build"; fi
+	build_dir=
 	exec {lock_fd}>&-
 	kernel_image[$series]=$dest/bzImage
 	kernel_release[$series]=$(<"$dest/release")
@@ -328,7 +334,7 @@ boot_kernel() {
 		want=$(marker "$log" junit-end)
 		awk -v m="@@xconf-live:$nonce:" '
 			index($0, m "junit-end") { exit }
-			on { print }
+			on && /^[A-Za-z0-9+\/=]+$/ { print }
 			index($0, m "junit-begin") { on = 1 }' "$log" | base64 -d 2>/dev/null | gzip -dc >"$dir/junit.xml" 2>/dev/null || true
 		got=$(sha256sum "$dir/junit.xml" | cut -d' ' -f1)
 		if [[ -z $want || $got != "$want" ]]; then
