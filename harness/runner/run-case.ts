@@ -72,10 +72,26 @@ export function resolveSetup(c: LoadedCase, vars: Vars): SessionSetup {
   };
 }
 
+export function hostOpCapability(op: string): string {
+  return `host-op:${op}`;
+}
+
 /** Capabilities a variant needs: the case's, its ops', and what its setup implies. */
-export function requirements(c: LoadedCase, setup: SessionSetup): string[] {
+export function requirements(c: LoadedCase, setup: SessionSetup, vars?: Vars): string[] {
   const req = new Set(c.requires);
-  for (const s of c.steps) for (const r of s.op.requires) req.add(r);
+  for (const s of c.steps) {
+    for (const r of s.op.requires) req.add(r);
+    // A host- or guest-side action is a capability of its own: a target runs only those it implements.
+    if (s.op.model) req.add(hostOpCapability(s.op.name));
+    if (s.cpl !== undefined && vars) {
+      try {
+        const cpl = evalArg(s.cpl, vars);
+        if (cpl === 1n || cpl === 2n) req.add('hypercall.cpl12');
+      } catch {
+        // depends on a value saved at run time: the step itself will tell
+      }
+    }
+  }
   if (setup.domains.length > 1) req.add('domains.multi');
   req.add(setup.mode === 32 ? 'guest.mode32' : 'guest.mode64');
   if (setup.cpu) req.add(`cpu.${setup.cpu}`);
@@ -169,9 +185,9 @@ export function skipReason(pc: PlannedCase, caps: Capabilities): string | undefi
   try {
     const vars: Vars = new Map(pc.variant.bindings);
     for (const [k, a] of pc.case.vars) vars.set(k, evalArg(a, vars));
-    const missing = requirements(pc.case, resolveSetup(pc.case, vars)).filter((r) => !caps.has.has(r));
+    const missing = requirements(pc.case, resolveSetup(pc.case, vars), vars).filter((r) => !caps.has.has(r));
     if (!missing.length) return undefined;
-    return `Requirement not met: ${missing.map((m) => `${m}${caps.missing.get(m) ? ` (${caps.missing.get(m)})` : ''}`).join(', ')}`;
+    return `Requirement not met: ${missing.map((m) => `${m} (${caps.missing.get(m) ?? 'not implemented by this target'})`).join(', ')}`;
   } catch {
     return undefined; // the case itself reports setup errors when it runs
   }
@@ -193,9 +209,9 @@ export async function runCase(pc: PlannedCase, driver: Driver, caps: Capabilitie
   } catch (e) {
     return result('error', `setup: ${(e as Error).message}`);
   }
-  const missing = requirements(c, setup).filter((r) => !caps.has.has(r));
+  const missing = requirements(c, setup, vars).filter((r) => !caps.has.has(r));
   if (missing.length) {
-    const why = missing.map((m) => `${m}${caps.missing.get(m) ? ` (${caps.missing.get(m)})` : ''}`).join(', ');
+    const why = missing.map((m) => `${m} (${caps.missing.get(m) ?? 'not implemented by this target'})`).join(', ');
     return result('skip', `Requirement not met: ${why}`);
   }
   const limit = caseTimeoutMs(c, opts);
@@ -219,6 +235,8 @@ async function execute(
   try {
     session = await driver.open(setup);
   } catch (e) {
+    // A setup the target cannot build (e.g. more vCPUs than its test guest has room for) is a skip.
+    if (e instanceof DriverError && e.code === 'EUNSUPPORTED') return result('skip', `Requirement not met: ${e.message}`);
     return result('error', `open: ${(e as Error).message}`);
   }
   const firstDom = setup.domains[0].id;

@@ -5,6 +5,7 @@ export const CAPABILITIES: Record<string, string> = {
   'hypercall.intercept': 'hypercalls from the guest reach the Xen emulation',
   'hypercall.page': 'writing the Xen hypercall MSR fills the hypercall page',
   'hypercall.cpl': 'hypercalls can be issued from guest CPL > 0',
+  'hypercall.cpl12': 'hypercalls can be issued from rings 1 and 2',
   'hypercall.cpl32': 'hypercalls can be issued from CPL > 0 by a 32-bit (compat) guest',
   'hypercall.raw_regs': 'arbitrary register values can be set for a hypercall',
   shared_info: 'the shared_info page can be placed in guest memory',

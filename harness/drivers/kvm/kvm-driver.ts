@@ -43,8 +43,12 @@ const NOT_PROVIDED: Record<string, string> = {
   'time.control': 'time on a live KVM is the host clock, not controlled by the case',
   'flavor.xen': 'KVM documents different behaviour here; the case checks Xen\'s',
   'hypercall.raw_regs': 'the test guest passes arguments by the calling convention only',
+  'hypercall.cpl12': 'the test guest runs its calls at CPL 0 or 3 only',
   'hypercall.cpl32': 'the test guest\'s 32-bit ring-3 path is not supported (QEMU TCG aborts on its TSS switch; unverified on hardware)',
 };
+
+/** Host- and guest-side actions this driver implements (see KvmSession.host). */
+const KVM_HOST_OPS = ['evtchn.host_send', 'runstate.host_set_addr'];
 
 function hostVendor(): 'intel' | 'amd' | undefined {
   try {
@@ -56,7 +60,7 @@ function hostVendor(): 'intel' | 'amd' | undefined {
 }
 
 export function kvmCapabilities(p: KvmProbe, vendor: 'intel' | 'amd' | undefined): Capabilities {
-  const has = new Set<string>(['kvm.plain', 'guest.mode64', 'guest.mode32', 'flavor.kvm']);
+  const has = new Set<string>(['kvm.plain', 'guest.mode64', 'guest.mode32', 'flavor.kvm', ...KVM_HOST_OPS.map((o) => `host-op:${o}`)]);
   const missing = new Map<string, string>();
   const xenHex = `0x${p.xenHvm.toString(16)}`;
   for (const [cap, bits] of Object.entries(XEN_CAP_BITS)) {
@@ -145,23 +149,28 @@ class KvmSession implements Session {
     this.guest.vm.xenSetAttr({ type: 'long_mode', longMode: this.setup.mode === 64 });
     this.guest.vm.xenSetAttr({ type: 'xen_version', version: (this.setup.xenVersion.major << 16) | this.setup.xenVersion.minor });
     if (d.sharedInfo !== null) {
-      this.guest.vm.xenSetAttr({ type: 'shared_info', gfn: BigInt(d.sharedInfo >> 12) });
       dom.sharedInfoGpa = d.sharedInfo;
       dom.areas.set('shared_info', d.sharedInfo);
-      this.areaMap.set('shared_info', d.sharedInfo);
-      for (let i = 0; i < Math.min(d.vcpus, 32); i++) {
-        this.guest.vcpus[i].xenSetAttr({ type: 'vcpu_info', gpa: BigInt(d.sharedInfo + i * 64) });
-      }
+      this.placeSharedInfo(d.sharedInfo);
     }
     if (d.hypercallPage !== null) {
       const r = await this.guest.run(0, [{ op: 'wrmsr', msr: 0x40000000, value: d.hypercallPage }]);
       if (r.status !== 'done' || r.results[0]?.status !== 'ok') {
         throw new DriverError(`setup: writing the hypercall MSR failed (${r.status}${r.results[0]?.fault ? `, fault ${r.results[0].fault.vector}` : ''})`, { code: 'EIO' });
       }
-      this.guest.setHypercallPage(0, d.hypercallPage);
+      for (let i = 0; i < this.guest.vcpus.length; i++) this.guest.setHypercallPage(i, d.hypercallPage);
       dom.hypercallPageGpa = d.hypercallPage;
       this.areaMap.set('hypercall_page', d.hypercallPage);
     }
+  }
+
+  /** KVM_XEN_ATTR_TYPE_SHARED_INFO plus the default vcpu_info slots. */
+  private placeSharedInfo(gpa: number): void {
+    this.guest.vm.xenSetAttr({ type: 'shared_info', gfn: BigInt(gpa >> 12) });
+    for (let i = 0; i < Math.min(this.guest.vcpus.length, 32); i++) {
+      this.guest.vcpus[i].xenSetAttr({ type: 'vcpu_info', gpa: BigInt(gpa + i * 64) });
+    }
+    this.areaMap.set('shared_info', gpa);
   }
 
   private async runCommands(vcpu: number, cmds: GuestCommand[], timeoutMs?: number): Promise<{ result: CommandResult | undefined; outcome?: Outcome; logs: number[] }> {
@@ -192,10 +201,13 @@ class KvmSession implements Session {
     const regs: Regs = longmode
       ? { rax: input, rdi: p[0], rsi: p[1], rdx: p[2], r10: p[3], r8: p[4], r9: p[5] }
       : { rax: input, rbx: p[0], rcx: p[1], rdx: p[2], rsi: p[3], rdi: p[4], rbp: p[5] };
+    const before = dom.sharedInfoGpa;
     try {
       return hypercall(this.vmm, v, regs).ret;
     } finally {
       v.cpl = 0;
+      // The guest moved shared_info (XENMEM_add_to_physmap): tell KVM, as QEMU does.
+      if (dom.sharedInfoGpa !== null && dom.sharedInfoGpa !== before) this.placeSharedInfo(dom.sharedInfoGpa);
     }
   }
 
@@ -220,7 +232,7 @@ class KvmSession implements Session {
         const fault = KvmSession.faultOf(result);
         if (!fault && action.msr === 0x40000000) {
           this.areaMap.set('hypercall_page', Number(action.value & ~0xfffn));
-          this.guest.setHypercallPage(at.vcpu, Number(action.value & ~0xfffn));
+          for (let i = 0; i < this.guest.vcpus.length; i++) this.guest.setHypercallPage(i, Number(action.value & ~0xfffn));
         }
         return { fault, servedBy: 'kernel' };
       }
@@ -333,12 +345,13 @@ export class KvmDriver implements Driver {
     await this.probe();
     const { probe, vendor } = this.probed!;
     const d = setup.domains[0];
-    if (setup.domains.length > 1) throw new DriverError('the kvm target runs one domain per case', { code: 'EINVAL' });
+    if (setup.domains.length > 1) throw new DriverError('the kvm target runs one domain per case', { code: 'EUNSUPPORTED' });
+    if (d.vcpus > GUEST_LAYOUT.maxVcpus) throw new DriverError(`the kvm test guest runs at most ${GUEST_LAYOUT.maxVcpus} vCPUs, the case asks for ${d.vcpus}`, { code: 'EUNSUPPORTED' });
     // The test guest owns low memory: its blocks end at this address.
     const reservedEnd = GUEST_LAYOUT.blockBase + d.vcpus * GUEST_LAYOUT.blockSize;
     for (const [what, gpa] of [['shared_info', d.sharedInfo], ['hypercall_page', d.hypercallPage], ['scratch', setup.scratch]] as const) {
       if (gpa !== null && gpa < reservedEnd) {
-        throw new DriverError(`setup.${what} at 0x${gpa.toString(16)} overlaps the kvm test guest (below 0x${reservedEnd.toString(16)})`, { code: 'EINVAL' });
+        throw new DriverError(`setup.${what} at 0x${gpa.toString(16)} overlaps the kvm test guest's ${d.vcpus} vCPU blocks (below 0x${reservedEnd.toString(16)})`, { code: 'EUNSUPPORTED' });
       }
     }
     const xen = probe.xenHvm !== 0;
