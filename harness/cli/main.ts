@@ -21,7 +21,7 @@ import { CAPABILITIES } from '../suite/vocabulary.js';
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /** Minimum time between progress rewrites of the reports during a run. */
-const PROGRESS_INTERVAL_MS = 1000;
+const PROGRESS_INTERVAL_MS = 250;
 
 const HELP: Record<string, string> = {
   main: `xconf ${VERSION}: conformance and fuzz harness for Xen-on-KVM
@@ -102,8 +102,8 @@ async function cmdRun(argv: string[]): Promise<ExitCode> {
     results: done, startedAt: started, durationMs: 0,
   });
   persist(partial([]));
-  // Model cases finish in microseconds: rewrite at most once a second, so a
-  // kill loses at most the last second's cases and the run stays quick. Slow
+  // Model cases finish in microseconds: rewrite at most every 250 ms, so a
+  // kill loses at most the last 250 ms of cases and the run stays quick. Slow
   // (kvm) cases take longer than that, so each one is persisted as it ends.
   let last = performance.now();
   const run = await runPlan(planned, driver, {
