@@ -529,6 +529,9 @@ describe('live KVM', () => {
     using g = GuestVm.create({ mode: 64, vcpus: 2, timeoutMs: 5000 });
     const ICR_HIGH = 0xfee00310;
     const ICR_LOW = 0xfee00300;
+    // vCPU 0 runs once first so its guest code has enabled its local APIC: an IPI
+    // sent to a software-disabled APIC is dropped, and the wait below would never end.
+    expect((await g.run(0, [{ op: 'cpuid', leaf: 1 }])).status).toBe('done');
     const [a, b] = await g.runAll([
       [{ op: 'wait-upcall', count: 1 }, { op: 'cpuid', leaf: 1 }],
       [
