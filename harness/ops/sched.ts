@@ -88,6 +88,9 @@ export const schedPoll = defineOp({
     timeout: int().optional(),
   }),
   requires: ['hypercall.intercept', 'sched.poll'],
+  // Linux 6.1's kvm_xen_schedop_poll() answers a 32-bit guest's poll as a yield
+  // (return 0, nothing checked); later kernels read compat_sched_poll (arch/x86/kvm/xen.c).
+  compatRequires: ['sched.poll.compat'],
   encode(a, ctx): Action {
     const ports = a.ports ?? [];
     const portsGpa = a.ports_addr ?? BigInt(ctx.scratch + 256);

@@ -17,6 +17,7 @@ export const CAPABILITIES: Record<string, string> = {
   'evtchn.send': 'EVTCHNOP_send is handled',
   'evtchn.host_send': 'the host can raise an event on a port (KVM_XEN_HVM_EVTCHN_SEND)',
   'sched.poll': 'SCHEDOP_poll',
+  'sched.poll.compat': 'SCHEDOP_poll from a 32-bit (compat) guest is handled as a poll (not degraded to a yield)',
   timer: 'Xen one-shot / periodic timers and VIRQ_TIMER',
   'gnttab.v1': 'grant tables, version 1',
   'gnttab.v2': 'grant tables, version 2',

@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest';
+import { kvmCapabilities } from './kvm-driver.js';
+import { compatPollVerdict } from './feature-probe.js';
+import { XEN_HVM_FLAG, xenHvmFlagNames, type KvmProbe } from './addon.js';
+import { loadPaths } from '../../suite/loader.js';
+import { plan } from '../../runner/plan.js';
+import { skipReason } from '../../runner/run-case.js';
+import { CAPABILITIES } from '../../suite/vocabulary.js';
+
+function probe(xenHvm: number, irqchip = true): KvmProbe {
+  return {
+    module: 'kvm_amd' as KvmProbe['module'], apiVersion: 12, xenHvm, xenHvmFlags: xenHvmFlagNames(xenHvm),
+    irqchip, irqRouting: true, irqfd: true, immediateExit: true, maxVcpus: 8,
+  };
+}
+
+describe('kvm capabilities', () => {
+  it('names the missing KVM_CAP_XEN_HVM bit for each Xen capability', () => {
+    const caps = kvmCapabilities(probe(0x3f), 'amd');
+    expect(caps.has.has('runstate')).toBe(true);
+    expect(caps.has.has('runstate.update_flag')).toBe(false);
+    expect(caps.missing.get('runstate.update_flag')).toMatch(/KVM_CAP_XEN_HVM = 0x3f lacks RUNSTATE_UPDATE_FLAG \(bit 6\)/);
+    const none = kvmCapabilities(probe(0), 'amd');
+    expect(none.has.has('kvm.plain')).toBe(true);
+    expect(none.missing.get('shared_info')).toMatch(/KVM_CAP_XEN_HVM = 0/);
+    // Every vocabulary capability is either present or explained.
+    for (const c of Object.keys(CAPABILITIES)) expect(none.has.has(c) || none.missing.has(c)).toBe(true);
+  });
+
+  it('leaves sched.poll.compat to the behaviour probe, and explains it when sched.poll itself is missing', () => {
+    const full = kvmCapabilities(probe(0x1ff), 'amd');
+    expect(full.has.has('sched.poll')).toBe(true);
+    expect(full.has.has('sched.poll.compat')).toBe(false);
+    const noSend = kvmCapabilities(probe(0x1ff & ~XEN_HVM_FLAG.EVTCHN_SEND), 'amd');
+    expect(noSend.missing.get('sched.poll.compat')).toMatch(/needs sched.poll \(.*EVTCHN_SEND/);
+    const noLapic = kvmCapabilities(probe(0x1ff, false), 'amd');
+    expect(noLapic.missing.get('sched.poll.compat')).toMatch(/in-kernel LAPIC/);
+  });
+});
+
+describe('32-bit SCHEDOP_poll probe verdict', () => {
+  it('accepts only an in-kernel -EINVAL for the out-of-range port', () => {
+    expect(compatPollVerdict({ kind: 'ret', ret: -22n, servedBy: 'kernel' })).toBeUndefined();
+    expect(compatPollVerdict({ kind: 'ret', ret: 0n, servedBy: 'kernel' })).toMatch(/as SCHEDOP_yield/);
+    expect(compatPollVerdict({ kind: 'ret', ret: -22n, servedBy: 'vmm' })).toMatch(/leaves .* to the VMM/);
+    expect(compatPollVerdict({ kind: 'ret', ret: -14n, servedBy: 'kernel' })).toMatch(/returned -14/);
+    expect(compatPollVerdict({ kind: 'failed', what: 'guest timeout' })).toMatch(/did not complete \(guest timeout\)/);
+  });
+});
+
+describe('mode-dependent requirements', () => {
+  it('a 32-bit case using SCHEDOP_poll needs sched.poll.compat; the 64-bit variant does not', () => {
+    const { cases, problems } = loadPaths(['suites/sched/poll-events-deliverable-kvm.yaml']);
+    expect(problems).toEqual([]);
+    const caps = kvmCapabilities(probe(0x3f), 'amd');
+    (caps.missing as Map<string, string>).set('sched.poll.compat', 'answered as a yield');
+    const byVariant = new Map(plan(cases, {}).map((pc) => [pc.variant.name, skipReason(pc, caps)]));
+    expect(byVariant.get('mode=64')).toBeUndefined();
+    expect(byVariant.get('mode=32')).toBe('Requirement not met: sched.poll.compat (answered as a yield)');
+  });
+});
