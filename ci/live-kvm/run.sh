@@ -38,10 +38,14 @@ took() { # took <step> <start-seconds>
 	timing_order+=("$1")
 }
 
-stage_dir=''
+run_dir=''
 build_dir=''
 cleanup() {
-	if [[ -n $stage_dir ]]; then rm -rf "$stage_dir"; fi
+	if [[ -n $run_dir ]]; then
+		# Keep the last initramfs for manual boots (a rename: a concurrent run's copy is never torn).
+		if [[ -f $run_dir/initramfs.cpio.gz ]]; then mv -f "$run_dir/initramfs.cpio.gz" "$work/initramfs.cpio.gz" || true; fi
+		rm -rf "$run_dir"
+	fi
 	if [[ -n $build_dir && ${XCONF_LIVE_KEEP_BUILD:-0} != 1 ]]; then rm -rf "$build_dir"; fi
 }
 trap cleanup EXIT
@@ -207,10 +211,13 @@ copy_to() {
 
 build_initramfs() {
 	local t=$SECONDS
-	initrd=$work/initramfs.cpio.gz
+	# Each run has its own directory, so two runs sharing the cache never boot each other's tree.
+	# Leftovers of runs that were killed outright are removed after a day.
+	find "$work" -mindepth 1 -maxdepth 1 -name 'run.*' -mmin +1440 -exec rm -rf {} + 2>/dev/null || true
+	run_dir=$(mktemp -d "$work/run.XXXXXX")
+	initrd=$run_dir/initramfs.cpio.gz
 	nonce=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
-	stage_dir=$(mktemp -d "$work/initramfs.XXXXXX")
-	local s=$stage_dir
+	local s=$run_dir/stage
 	mkdir -p "$s"/{bin,sbin,usr/bin,usr/sbin,usr/libexec,dev,proc,sys,tmp,etc,xconf,xconf-live}
 
 	# busybox and its applets
@@ -255,7 +262,7 @@ build_initramfs() {
 	rsync -a --exclude=/.git --exclude=/reports --exclude=/coverage --exclude=node_modules/.cache \
 		"$repo/" "$s/xconf/"
 
-	local cpio=$work/initramfs.cpio
+	local cpio=$run_dir/initramfs.cpio
 	(cd "$s" && find . -mindepth 1 -print0 | LC_ALL=C sort -z | cpio --null -o -H newc -R 0:0 --quiet) >"$cpio" ||
 		die "cpio failed"
 	gzip -6 -c "$cpio" >"$initrd.tmp"
@@ -264,8 +271,7 @@ build_initramfs() {
 	raw=$(stat -c %s "$cpio")
 	gz=$(stat -c %s "$initrd")
 	rm -f "$cpio"
-	rm -rf "$stage_dir"
-	stage_dir=
+	rm -rf "$s"
 	took initramfs "$t"
 	say "initramfs: $((gz / 1048576)) MiB gzipped, $((raw / 1048576)) MiB cpio, in ${timing[initramfs]} s ($initrd)"
 }

@@ -76,6 +76,11 @@ export function hostOpCapability(op: string): string {
   return `host-op:${op}`;
 }
 
+/** A host op's OUT value that a case reads: a target may implement an op but not observe every value. */
+export function hostOpOutCapability(op: string, key: string): string {
+  return `host-op:${op}.${key}`;
+}
+
 /** Capabilities a variant needs: the case's, its ops', and what its setup implies. */
 export function requirements(c: LoadedCase, setup: SessionSetup, vars?: Vars): string[] {
   const req = new Set(c.requires);
@@ -83,7 +88,11 @@ export function requirements(c: LoadedCase, setup: SessionSetup, vars?: Vars): s
     for (const r of s.op.requires) req.add(r);
     if (setup.mode === 32) for (const r of s.op.compatRequires ?? []) req.add(r);
     // A host- or guest-side action is a capability of its own: a target runs only those it implements.
-    if (s.op.model) req.add(hostOpCapability(s.op.name));
+    if (s.op.model) {
+      req.add(hostOpCapability(s.op.name));
+      for (const [k] of s.expect.out) req.add(hostOpOutCapability(s.op.name, k));
+      for (const [, from] of s.save) if (from !== 'ret') req.add(hostOpOutCapability(s.op.name, from));
+    }
     if (s.cpl !== undefined && vars) {
       try {
         const cpl = evalArg(s.cpl, vars);

@@ -59,3 +59,19 @@ describe('mode-dependent requirements', () => {
     expect(byVariant.get('mode=32')).toBe('Requirement not met: sched.poll.compat (answered as a yield)');
   });
 });
+
+describe('host-op OUT values', () => {
+  it('a case reading an OUT value KVM cannot show skips naming it; one reading only observable values runs', () => {
+    const caps = kvmCapabilities(probe(0x1ff), 'amd');
+    (caps.has as Set<string>).add('sched.poll.compat');
+    const reasons = (file: string) => {
+      const { cases, problems } = loadPaths([file]);
+      expect(problems).toEqual([]);
+      return plan(cases, {}).map((pc) => skipReason(pc, caps));
+    };
+    for (const r of reasons('suites/sched/sched-yield-unknown.yaml')) {
+      expect(r).toMatch(/host-op:sched\.status\.yields \(KVM answers SCHEDOP_yield in-kernel/);
+    }
+    for (const r of reasons('suites/sched/poll-too-many-ports.yaml')) expect(r).toBeUndefined();
+  });
+});

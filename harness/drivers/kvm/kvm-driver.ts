@@ -14,8 +14,12 @@ import type { Regs } from '../../model/hypercall.js';
 import type { AreaView } from '../../model/areas.js';
 import type { Action, Outcome, StepPlacement } from '../../ops/types.js';
 import { CAPABILITIES } from '../../suite/vocabulary.js';
+import { ops } from '../../ops/index.js';
+import { guestSetMask, runUpcall } from '../../ops/evtchn.js';
+import { domainSchedOf, schedOf } from '../../model/sched.js';
+import { hostOpCapability, hostOpOutCapability } from '../../runner/run-case.js';
 import type { Capabilities, Driver, Session, SessionSetup } from '../driver.js';
-import { GuestVm, loadAddon, probeKvm, XEN_HVM_FLAG, type KvmProbe } from './addon.js';
+import { GuestVm, loadAddon, MP_STATE, probeKvm, XEN_HVM_FLAG, type KvmProbe } from './addon.js';
 import { GUEST_LAYOUT, type CommandResult, type GuestCommand } from './guest.js';
 import { compatPollVerdict, observeCompatPoll } from './feature-probe.js';
 
@@ -49,7 +53,26 @@ const NOT_PROVIDED: Record<string, string> = {
 };
 
 /** Host- and guest-side actions this driver implements (see KvmSession.host). */
-const KVM_HOST_OPS = ['evtchn.host_send', 'runstate.host_set_addr'];
+const KVM_HOST_OPS = ['evtchn.host_send', 'runstate.host_set_addr', 'sched.status', 'evtchn.set_mask', 'evtchn.run_upcall'];
+
+/** OUT values of those ops that a live KVM does not show, and why. */
+const KVM_UNOBSERVABLE_OUT: Record<string, string> = {
+  'sched.status.yields': 'KVM answers SCHEDOP_yield in-kernel (kvm_vcpu_on_spin) and keeps no count',
+  'sched.status.wakeups': 'KVM wakes a polling vCPU in-kernel and keeps no count',
+  'sched.status.poll_port': 'KVM keeps the polled port (vcpu->arch.xen.poll_evtchn) to itself',
+};
+
+function hostOpCapabilities(has: Set<string>, missing: Map<string, string>): void {
+  for (const name of KVM_HOST_OPS) {
+    has.add(hostOpCapability(name));
+    for (const k of ops.get(name)?.out ?? []) {
+      const cap = hostOpOutCapability(name, k);
+      const why = KVM_UNOBSERVABLE_OUT[`${name}.${k}`];
+      if (why) missing.set(cap, why);
+      else has.add(cap);
+    }
+  }
+}
 
 function hostVendor(): 'intel' | 'amd' | undefined {
   try {
@@ -61,8 +84,9 @@ function hostVendor(): 'intel' | 'amd' | undefined {
 }
 
 export function kvmCapabilities(p: KvmProbe, vendor: 'intel' | 'amd' | undefined): Capabilities {
-  const has = new Set<string>(['kvm.plain', 'guest.mode64', 'guest.mode32', 'flavor.kvm', ...KVM_HOST_OPS.map((o) => `host-op:${o}`)]);
+  const has = new Set<string>(['kvm.plain', 'guest.mode64', 'guest.mode32', 'flavor.kvm']);
   const missing = new Map<string, string>();
+  hostOpCapabilities(has, missing);
   const xenHex = `0x${p.xenHvm.toString(16)}`;
   for (const [cap, bits] of Object.entries(XEN_CAP_BITS)) {
     const lacking = bits.filter((b) => (p.xenHvm & XEN_HVM_FLAG[b]) === 0);
@@ -203,12 +227,20 @@ class KvmSession implements Session {
       ? { rax: input, rdi: p[0], rsi: p[1], rdx: p[2], r10: p[3], r8: p[4], r9: p[5] }
       : { rax: input, rbx: p[0], rcx: p[1], rdx: p[2], rsi: p[3], rdi: p[4], rbp: p[5] };
     const before = dom.sharedInfoGpa;
+    const vcpuInfoBefore = dom.vcpus.map((x) => x.vcpuInfoGpa);
     try {
       return hypercall(this.vmm, v, regs).ret;
     } finally {
       v.cpl = 0;
       // The guest moved shared_info (XENMEM_add_to_physmap): tell KVM, as QEMU does.
       if (dom.sharedInfoGpa !== null && dom.sharedInfoGpa !== before) this.placeSharedInfo(dom.sharedInfoGpa);
+      // VCPUOP_register_vcpu_info is the VMM's; KVM delivers to the new place once told
+      // (KVM_XEN_VCPU_ATTR_TYPE_VCPU_INFO), as QEMU does.
+      dom.vcpus.forEach((x, i) => {
+        if (x.vcpuInfoGpa !== null && x.vcpuInfoGpa !== vcpuInfoBefore[i] && i < this.guest.vcpus.length) {
+          this.guest.vcpus[i].xenSetAttr({ type: 'vcpu_info', gpa: BigInt(x.vcpuInfoGpa) });
+        }
+      });
     }
   }
 
@@ -294,6 +326,31 @@ class KvmSession implements Session {
         return this.ioctlRet(() => this.guest.vm.xenEvtchnSend(n('port'), n('vcpu'), args.priority === undefined || args.priority === 0n ? undefined : n('priority')));
       case 'runstate.host_set_addr':
         return this.ioctlRet(() => this.guest.vcpus[at.vcpu].xenSetAttr({ type: 'runstate_addr', gpa: args.gpa as bigint }));
+      case 'sched.status': {
+        // The kernel's view is the vCPU's mp_state (HALTED while KVM polls or blocks it);
+        // SCHEDOP_block and SCHEDOP_shutdown reach the VMM layer, whose model state is the rest.
+        const dom = this.vmm.domain(this.domid)!;
+        const s = schedOf(dom.vcpu(at.vcpu)!);
+        const d = domainSchedOf(dom);
+        const halted = this.guest.vcpus[at.vcpu].getMpState() === MP_STATE.HALTED;
+        return {
+          out: {
+            blocked: halted || s.blocked ? 1n : 0n,
+            polling: halted || s.pollPort !== null ? 1n : 0n,
+            shutdown: d.shuttingDown ? 1n : 0n,
+            shutdown_code: BigInt(d.shutdownCode),
+          },
+        };
+      }
+      case 'evtchn.set_mask': {
+        // A plain guest memory op on the shared_info mask bitmap (KVM has only 2-level channels).
+        const dom = this.vmm.domain(this.domid)!;
+        return guestSetMask(dom, n('port'), args.masked === undefined || args.masked !== 0n) ? {} : { fault: `port ${n('port')} has no mask bit` };
+      }
+      case 'evtchn.run_upcall':
+        // Linux's 2-level upcall scan (xen_evtchn_handle_events) over the VM's own memory,
+        // exactly as the model's guest does it, between two guest runs.
+        return { out: { handled: runUpcall(this.vmm.domain(this.domid)!.vcpu(at.vcpu)!).map(BigInt) } };
     }
     throw new DriverError(`op ${op} is not implemented by the kvm target`, { code: 'ENOSYS' });
   }

@@ -9,14 +9,18 @@ import type { Regs } from '../../model/hypercall.js';
 import { ops } from '../../ops/index.js';
 import type { Action, Outcome, StepPlacement } from '../../ops/types.js';
 import { CAPABILITIES } from '../../suite/vocabulary.js';
-import { hostOpCapability } from '../../runner/run-case.js';
+import { hostOpCapability, hostOpOutCapability } from '../../runner/run-case.js';
 import type { Capabilities, Driver, Session, SessionSetup } from '../driver.js';
 import type { AreaView } from '../../model/areas.js';
 
 /** Capabilities that only a target with another flavour or CPU has. */
 function modelCapabilities(flavor: Flavor): Capabilities {
   const has = new Set(Object.keys(CAPABILITIES));
-  for (const op of ops.values()) if (op.model) has.add(hostOpCapability(op.name));
+  for (const op of ops.values()) {
+    if (!op.model) continue;
+    has.add(hostOpCapability(op.name));
+    for (const k of op.out ?? []) has.add(hostOpOutCapability(op.name, k));
+  }
   const missing = new Map<string, string>();
   const drop = (c: string, why: string) => { has.delete(c); missing.set(c, why); };
   drop(flavor === 'xen' ? 'flavor.kvm' : 'flavor.xen', `the ${flavor === 'xen' ? 'model' : 'model-kvm'} target follows ${flavor === 'xen' ? 'Xen' : 'KVM'}`);
