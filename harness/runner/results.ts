@@ -9,6 +9,19 @@ export interface StepRecord {
   status: 'pass' | 'fail' | 'error' | 'not-run';
   servedBy?: string;
   message?: string;
+  /** What the target observed, as strings (JSON- and IPC-safe): compared by differential runs. */
+  observed?: StepObservation;
+}
+
+/**
+ * A step's observation: the return value (decimal), the fault, and the OUT
+ * values the step's expectation names (deterministic by the case's own claim).
+ * `servedBy` is deliberately not here: who answered may differ between targets.
+ */
+export interface StepObservation {
+  ret?: string;
+  fault?: string;
+  out?: Record<string, string>;
 }
 
 export interface CaseResult {
