@@ -50,6 +50,24 @@ export interface RunSummary {
   results: CaseResult[];
   startedAt: string;
   durationMs: number;
+  /** Present when the run was compared against a reference target (--diff-against). */
+  differential?: DiffSummary;
+}
+
+/** One case of a differential run: how its run on the target compares with the reference's. */
+export interface DiffEntry {
+  name: string;
+  id: string;
+  file: string;
+  verdict: 'agree' | 'disagree' | 'not-compared';
+  /** disagree: every difference, one line each; not-compared: the reference's skip reason. */
+  reasons: string[];
+}
+
+export interface DiffSummary {
+  target: string;
+  reference: string;
+  entries: DiffEntry[];
 }
 
 export function counts(results: CaseResult[]) {
