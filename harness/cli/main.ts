@@ -35,7 +35,8 @@ Commands:
   list [PATHS...]      list cases, their requirements, and whether the target can run them
 
 Options: --help, --version. 'xconf <command> --help' for a command's options.
-Exit codes: 0 no failures (skips allowed), 1 a case failed, 2 usage or suite error,
+Exit codes: 0 no failures (skips allowed), 1 a case failed (or disagreed with the
+--diff-against reference), 2 usage or suite error,
 3 driver/environment error, 4 everything skipped.`,
   run: `Usage: xconf run [PATHS...] [options]
 
