@@ -36,8 +36,8 @@ Commands:
 
 Options: --help, --version. 'xconf <command> --help' for a command's options.
 Exit codes: 0 no failures (skips allowed), 1 a case failed (or disagreed with the
---diff-against reference), 2 usage or suite error,
-3 driver/environment error, 4 everything skipped.`,
+--diff-against reference), 2 usage or suite error, 3 driver/environment error,
+4 everything skipped.`,
   run: `Usage: xconf run [PATHS...] [options]
 
   --target=NAME     ${TARGETS.join(' | ')} (default: model, the reference model)
