@@ -20,6 +20,9 @@ describe('isolated cases', () => {
     const r = await runIsolated(pcs[0], 'model', {}, fileURLToPath(new URL('../dist/runner/case-worker.js', import.meta.url)));
     expect(r.status).toBe('pass');
     expect(r.name).toBe(pcs[0].name);
+    // What each step observed crosses the process boundary for differential runs.
+    expect(r.steps.every((s) => s.status === 'pass' && typeof s.observed === 'object')).toBe(true);
+    expect(r.steps.some((s) => typeof s.observed?.ret === 'string')).toBe(true);
   });
 
   it('reports a child killed by a signal as an error with the signal and the last step', async () => {

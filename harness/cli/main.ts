@@ -10,7 +10,8 @@ import { loadPaths } from '../suite/loader.js';
 import { plan, parseShard } from '../runner/plan.js';
 import { requirements, resolveSetup } from '../runner/run-case.js';
 import { runPlan } from '../runner/run.js';
-import { counts, type RunSummary } from '../runner/results.js';
+import { counts, type DiffSummary, type RunSummary } from '../runner/results.js';
+import { diffCounts, runDifferential } from '../runner/differential.js';
 import { junitXml } from '../report/junit.js';
 import { ktap } from '../report/ktap.js';
 import { consoleSummary } from '../report/console.js';
@@ -34,8 +35,9 @@ Commands:
   list [PATHS...]      list cases, their requirements, and whether the target can run them
 
 Options: --help, --version. 'xconf <command> --help' for a command's options.
-Exit codes: 0 no failures (skips allowed), 1 a case failed, 2 usage or suite error,
-3 driver/environment error, 4 everything skipped.`,
+Exit codes: 0 no failures (skips allowed), 1 a case failed (or disagreed with the
+--diff-against reference), 2 usage or suite error, 3 driver/environment error,
+4 everything skipped.`,
   run: `Usage: xconf run [PATHS...] [options]
 
   --target=NAME     ${TARGETS.join(' | ')} (default: model, the reference model)
@@ -47,6 +49,11 @@ Exit codes: 0 no failures (skips allowed), 1 a case failed, 2 usage or suite err
   --seed=SEED       recorded in reports (the model is deterministic)
   --isolate         run every case in its own child process (default for --target=kvm)
   --in-process      run kvm cases in this process (faster; a crash ends the run)
+  --diff-against=NAME
+                    also run every case that ran on the target on reference target NAME
+                    (${TARGETS.join(' | ')}; same variant and seed) and compare status, ret,
+                    fault and expected OUT values; disagreements are listed, reported in
+                    the 'xconf.differential' JUnit suite, and exit 1
   --verbose         print every case, not only failures`,
   validate: `Usage: xconf validate PATHS...
 
@@ -80,15 +87,23 @@ async function cmdRun(argv: string[]): Promise<ExitCode> {
     target: { type: 'string', default: 'model' }, filter: { type: 'string' }, shard: { type: 'string' },
     junit: { type: 'string', default: 'reports/junit.xml' }, ktap: { type: 'string' },
     timeout: { type: 'string' }, seed: { type: 'string', default: '0' }, verbose: { type: 'boolean' },
-    isolate: { type: 'boolean' }, 'in-process': { type: 'boolean' },
+    isolate: { type: 'boolean' }, 'in-process': { type: 'boolean' }, 'diff-against': { type: 'string' },
   });
   if (v.help) return help('run');
+  const against = v['diff-against'] as string | undefined;
+  if (against !== undefined && !(TARGETS as readonly string[]).includes(against)) {
+    throw new UsageError(`--diff-against: unknown target '${against}' (targets: ${TARGETS.join(', ')})`);
+  }
   const timeout = v.timeout === undefined ? undefined : Number(v.timeout);
   if (timeout !== undefined && !(timeout > 0)) throw new UsageError(`--timeout takes a positive number of seconds (got '${v.timeout}')`);
   const shard = v.shard ? parseShard(String(v.shard)) : undefined;
   const cases = loadOrThrow(positionals.length ? positionals : ['suites']);
   const planned = plan(cases, { filter: v.filter as string | undefined, shard });
   const driver = await createDriver(String(v.target));
+  // The reference is created and probed before anything runs, so a reference
+  // that cannot work (no /dev/kvm) stops the run up front.
+  const reference = against === undefined ? undefined : await createDriver(against);
+  await reference?.probe();
   const persist = (run: RunSummary) => {
     writeAtomic(String(v.junit), junitXml(run));
     if (v.ktap) writeAtomic(String(v.ktap), ktap(run));
@@ -117,9 +132,27 @@ async function cmdRun(argv: string[]): Promise<ExitCode> {
     },
   });
   persist(run);
+  let diff: DiffSummary | undefined;
+  if (reference) {
+    last = performance.now();
+    diff = await runDifferential(planned, run.results, driver.name, reference, {
+      timeoutSeconds: timeout, seed: String(v.seed),
+      // Model references run in this process (fast); a kvm reference is isolated like a kvm target.
+      isolate: !v['in-process'] && (!!v.isolate || reference.name === 'kvm'),
+      onProgress: (d) => {
+        if (performance.now() - last < PROGRESS_INTERVAL_MS) return;
+        persist({ ...run, differential: d });
+        last = performance.now();
+      },
+    });
+    run.differential = diff;
+    persist(run);
+  }
   process.stdout.write(consoleSummary(run, { verbose: !!v.verbose }));
   const c = counts(run.results);
   if (c.fail + c.error > 0) return EXIT.failed;
+  // A disagreement with the reference is a failure even if every case passed on the target.
+  if (diff && diffCounts(diff).disagree > 0) return EXIT.failed;
   if (c.total > 0 && c.skip === c.total) return EXIT.allSkipped;
   return EXIT.ok;
 }

@@ -1,9 +1,14 @@
 // JUnit XML via junit-report-builder: one testsuite per subsystem (first part
 // of the case id), a <failure> for a mismatch, an <error> for a harness or
 // driver fault, <skipped message> for an unmet requirement. Deterministic
-// order; properties record target, seed and capabilities.
+// order; properties record target, seed and capabilities. A differential run
+// adds the suite 'xconf.differential': one testcase per case compared with the
+// reference target, a <failure> for a disagreement, <skipped> when not compared.
 import junitModule, { type Builder } from 'junit-report-builder';
 import type { RunSummary } from '../runner/results.js';
+import { diffReason } from '../runner/differential.js';
+
+const DIFF_SUITE = 'xconf.differential';
 
 export function junitXml(run: RunSummary, opts: { times?: boolean } = {}): string {
   const times = opts.times ?? true;
@@ -34,12 +39,33 @@ export function junitXml(run: RunSummary, opts: { times?: boolean } = {}): strin
       if (r.detail) tc.standardOutput(r.detail);
     }
   }
+  const d = run.differential;
+  if (d) {
+    const suite = builder.testSuite().name(DIFF_SUITE);
+    if (times) suite.timestamp(run.startedAt);
+    suite.property('target', d.target).property('reference', d.reference).property('seed', run.seed);
+    for (const e of [...d.entries].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+      const tc = suite.testCase().className(DIFF_SUITE).name(e.name).file(e.file);
+      tc.property('reference', d.reference);
+      if (e.verdict === 'disagree') {
+        tc.failure(diffReason(e), 'disagreement');
+        tc.standardOutput(e.reasons.join('\n'));
+      } else if (e.verdict === 'not-compared') tc.skipped();
+    }
+  }
   // junit-report-builder writes <skipped/> without a message: add each reason
-  // in one pass over the testcase elements.
+  // in one pass over the testcase elements (keyed by classname and name, as a
+  // case appears both in its subsystem's suite and in the differential one).
   const esc = (x: string) => x.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
-  const reasons = new Map(run.results.filter((r) => r.status === 'skip').map((r) => [esc(r.name), esc(r.message ?? 'skipped')]));
-  const xml = builder.build().replace(/<testcase [^>]*? name="([^"]*)"[\s\S]*?<\/testcase>|<testcase [^>]*? name="([^"]*)"[^>]*\/>/g, (block, n1?: string, n2?: string) => {
-    const why = reasons.get(n1 ?? n2 ?? '');
+  const unesc = (x: string) => x.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&amp;/g, '&');
+  const key = (cls: string, name: string) => `${cls}\0${name}`;
+  const reasons = new Map(run.results.filter((r) => r.status === 'skip').map((r) => {
+    const sub = r.id.includes('/') ? r.id.slice(0, r.id.indexOf('/')) : r.id;
+    return [key(`xconf.${sub}`, r.name), esc(r.message ?? 'skipped')];
+  }));
+  for (const e of d?.entries ?? []) if (e.verdict === 'not-compared') reasons.set(key(DIFF_SUITE, e.name), esc(`not compared: ${e.reasons[0]}`));
+  const xml = builder.build().replace(/<testcase classname="([^"]*)" name="([^"]*)"[^>]*?(?:\/>|>[\s\S]*?<\/testcase>)/g, (block, cls: string, name: string) => {
+    const why = reasons.get(key(unesc(cls), unesc(name)));
     return why === undefined ? block : block.replace('<skipped/>', `<skipped message="${why}"/>`);
   });
   return xml;

@@ -1,6 +1,9 @@
 // KTAP version 1 for kselftest-style runners: one subtest group per case with
 // variants, one line per case otherwise; SKIP directives carry the reason.
-import type { CaseResult, RunSummary } from '../runner/results.js';
+// A differential run adds one last subtest group, xconf.differential: one line
+// per case compared with the reference (not ok = disagreement, SKIP = not compared).
+import type { CaseResult, DiffSummary, RunSummary } from '../runner/results.js';
+import { diffCounts, diffReason } from '../runner/differential.js';
 
 const oneLine = (s: string) => s.replace(/\s*\n\s*/g, ' | ');
 
@@ -13,13 +16,25 @@ function line(i: number, r: CaseResult, name: string, indent: string): string[] 
   return out;
 }
 
+function differential(i: number, d: DiffSummary): string[] {
+  const entries = [...d.entries].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const out = [`    KTAP version 1`, `    # Subtest: xconf.differential`, `    # ${d.target} vs reference ${d.reference}`, `    1..${entries.length}`];
+  entries.forEach((e, j) => {
+    if (e.verdict === 'disagree') out.push(`    # DISAGREE: ${oneLine(diffReason(e))}`, `    not ok ${j + 1} ${e.name}`);
+    else out.push(`    ok ${j + 1} ${e.name}${e.verdict === 'not-compared' ? ` # SKIP not compared: ${oneLine(e.reasons[0])}` : ''}`);
+  });
+  const c = diffCounts(d);
+  out.push(`${c.disagree ? 'not ok' : 'ok'} ${i} xconf.differential${entries.length && !c.compared ? ' # SKIP nothing compared' : ''}`);
+  return out;
+}
+
 export function ktap(run: RunSummary): string {
   const groups = new Map<string, CaseResult[]>();
   for (const r of [...run.results].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
     if (!groups.has(r.id)) groups.set(r.id, []);
     groups.get(r.id)!.push(r);
   }
-  const out = ['KTAP version 1', `# xconf target=${run.target} seed=${run.seed}`, `1..${groups.size}`];
+  const out = ['KTAP version 1', `# xconf target=${run.target} seed=${run.seed}`, `1..${groups.size + (run.differential ? 1 : 0)}`];
   let i = 0;
   for (const [id, rs] of groups) {
     i++;
@@ -33,6 +48,7 @@ export function ktap(run: RunSummary): string {
     const allSkip = rs.every((r) => r.status === 'skip');
     out.push(`${failed ? 'not ok' : 'ok'} ${i} ${id}${allSkip ? ` # SKIP ${oneLine(rs[0].message ?? '')}` : ''}`);
   }
+  if (run.differential) out.push(...differential(i + 1, run.differential));
   const c = { pass: 0, fail: 0, skip: 0, error: 0 };
   for (const r of run.results) c[r.status]++;
   out.push(`# Totals: pass:${c.pass} fail:${c.fail + c.error} xfail:0 xpass:0 skip:${c.skip} error:0`);

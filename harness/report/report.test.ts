@@ -38,6 +38,35 @@ describe('reporters', () => {
     const out = consoleSummary(run).trim().split('\n');
     expect(out.at(-1)).toBe('1 passed, 2 failed, 1 skipped');
   });
+  it('a differential run adds the xconf.differential suite, a KTAP group and a console block; the counts line stays last', () => {
+    const diffRun: RunSummary = {
+      ...run,
+      differential: {
+        target: 'model', reference: 'model-kvm', entries: [
+          { name: 'x/b', id: 'x/b', file: 'suites/x/a.yaml', verdict: 'disagree', reasons: ['step 1 (op, line 3): ret model=0 model-kvm=-22 (-EINVAL)'] },
+          { name: 'x/a[mode=32]', id: 'x/a', file: 'suites/x/a.yaml', verdict: 'not-compared', reasons: ['Requirement not met: flavor.xen (why)'] },
+          { name: 'y/c', id: 'y/c', file: 'suites/x/a.yaml', verdict: 'agree', reasons: [] },
+        ],
+      },
+    };
+    const xml = junitXml(diffRun, { times: false });
+    expect(xml).toMatch(/<testsuite name="xconf\.differential" tests="3" failures="1" errors="0" skipped="1">/);
+    expect(xml).toContain('<failure message="step 1 (op, line 3): ret model=0 model-kvm=-22 (-EINVAL)" type="disagreement"/>');
+    expect(xml).toContain('<skipped message="not compared: Requirement not met: flavor.xen (why)"/>');
+    // The main suites are as before (only the <testsuites> totals grow): skip reasons stay with their own testcases.
+    const suites = (x: string) => x.slice(x.indexOf('<testsuite '), x.includes('xconf.differential') ? x.indexOf('<testsuite name="xconf.differential"') : x.indexOf('</testsuites>')).trimEnd();
+    expect(suites(xml)).toBe(suites(junitXml(run, { times: false })));
+    expect(xml).toMatch(/<testsuites tests="7" failures="2" errors="1" skipped="2">/);
+    const k = ktap(diffRun);
+    expect(k).toContain('1..4\n');
+    expect(k).toContain('    # DISAGREE: step 1 (op, line 3): ret model=0 model-kvm=-22 (-EINVAL)\n    not ok 2 x/b\n');
+    expect(k).toContain('    ok 1 x/a[mode=32] # SKIP not compared: Requirement not met: flavor.xen (why)\n');
+    expect(k).toContain('\nnot ok 4 xconf.differential\n');
+    const out = consoleSummary(diffRun).trim().split('\n');
+    expect(out).toContain('DISAGREE x/b: step 1 (op, line 3): ret model=0 model-kvm=-22 (-EINVAL)');
+    expect(out).toContain('differential: model vs model-kvm: 2 compared, 1 agree, 1 disagree, 1 not compared');
+    expect(out.at(-1)).toBe('1 passed, 2 failed, 1 skipped');
+  });
   it('writes atomically: no temp file is left and the content is whole', () => {
     const dir = mkdtempSync(join(tmpdir(), 'xconf-rep-'));
     const p = join(dir, 'sub', 'junit.xml');

@@ -9,6 +9,19 @@ export interface StepRecord {
   status: 'pass' | 'fail' | 'error' | 'not-run';
   servedBy?: string;
   message?: string;
+  /** What the target observed, as strings (JSON- and IPC-safe): compared by differential runs. */
+  observed?: StepObservation;
+}
+
+/**
+ * A step's observation: the return value (decimal), the fault, and the OUT
+ * values the step's expectation names (deterministic by the case's own claim).
+ * `servedBy` is deliberately not here: who answered may differ between targets.
+ */
+export interface StepObservation {
+  ret?: string;
+  fault?: string;
+  out?: Record<string, string>;
 }
 
 export interface CaseResult {
@@ -37,6 +50,24 @@ export interface RunSummary {
   results: CaseResult[];
   startedAt: string;
   durationMs: number;
+  /** Present when the run was compared against a reference target (--diff-against). */
+  differential?: DiffSummary;
+}
+
+/** One case of a differential run: how its run on the target compares with the reference's. */
+export interface DiffEntry {
+  name: string;
+  id: string;
+  file: string;
+  verdict: 'agree' | 'disagree' | 'not-compared';
+  /** disagree: every difference, one line each; not-compared: the reference's skip reason. */
+  reasons: string[];
+}
+
+export interface DiffSummary {
+  target: string;
+  reference: string;
+  entries: DiffEntry[];
 }
 
 export function counts(results: CaseResult[]) {

@@ -13,7 +13,7 @@ import { evalExpr, ExprError, type VarValue } from '../suite/expr.js';
 import type { Expected, LoadedCase, LoadedStep } from '../suite/loader.js';
 import type { MemoryPath } from '../suite/memory-path.js';
 import type { PlannedCase } from './plan.js';
-import type { CaseResult, StepRecord } from './results.js';
+import type { CaseResult, StepObservation, StepRecord } from './results.js';
 
 export const DEFAULTS = {
   timeoutSeconds: 30,
@@ -281,6 +281,7 @@ async function execute(
         const code = e instanceof DriverError ? ` [${e.code}${e.syscall ? ` ${e.syscall}` : ''}]` : '';
         return result('error', `${where}: ${(e as Error).message}${code}`);
       }
+      rec.observed = observe(s, outcome);
       try {
         await checkStep(s, outcome, vars, session, place.dom);
         rec.status = 'pass';
@@ -313,6 +314,25 @@ async function execute(
   } finally {
     await session[Symbol.asyncDispose]();
   }
+}
+
+function observedValue(v: OutValue): string {
+  return Array.isArray(v) ? `[${v.map((x) => x.toString()).join(', ')}]` : v.toString();
+}
+
+/** What a step observed, for differential runs: ret, fault, and the OUT keys its expectation names. */
+export function observe(s: LoadedStep, o: Outcome): StepObservation {
+  const obs: StepObservation = {};
+  if (o.ret !== undefined) obs.ret = o.ret.toString();
+  if (o.fault !== undefined) obs.fault = o.fault;
+  if (s.expect.out.length) {
+    obs.out = {};
+    for (const [k] of s.expect.out) {
+      const v = o.out?.[k];
+      if (v !== undefined) obs.out[k] = observedValue(v);
+    }
+  }
+  return obs;
 }
 
 async function checkStep(s: LoadedStep, o: Outcome, vars: Vars, session: Awaited<ReturnType<Driver['open']>>, dom: number): Promise<void> {
