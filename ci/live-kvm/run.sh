@@ -9,7 +9,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
-default_cmd='node bin/xconf.js run --target=kvm --junit=/tmp/junit.xml'
+default_cmd='node bin/xconf.js run --target=kvm --in-process --diff-against=model-kvm --junit=/tmp/junit.xml'
 kernels=${XCONF_LIVE_KERNELS:-6.1 6.12}
 inner_cmd=${XCONF_LIVE_CMD:-$default_cmd}
 guest_junit=${XCONF_LIVE_JUNIT:-/tmp/junit.xml}
