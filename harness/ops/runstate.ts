@@ -13,6 +13,7 @@ import {
   runstateChange, runstateOf, sumRuleHolds, XEN_RUNSTATE_UPDATE,
 } from '../model/runstate.js';
 import { checkUpdate, runstateGuard, versionGuard, type TornReport } from '../model/runstate-torn-read.js';
+import { raceArgs, raceModel, raceOut, RACE_OUT } from '../model/runstate-race.js';
 import { updateVcpuTime, writeWallclock, XEN_PVCLOCK_GUEST_STOPPED, XEN_PVCLOCK_TSC_STABLE_BIT } from '../model/time.js';
 import { timerOf, VIRQ_TIMER } from '../model/timer.js';
 import { VCPU_SSHOTTMR_future, VCPUOP } from '../model/vcpu-op.js';
@@ -50,6 +51,9 @@ function tornOut(r: TornReport): Record<string, OutValue> {
 }
 
 const RUNSTATE_OUT = ['state', 'state_entry_time', 'time_running', 'time_runnable', 'time_blocked', 'time_offline', 'sum_ok'] as const;
+
+// The KVM attribute ops need no controlled clock themselves: a case asserting
+// exact times says so by requiring time.control (time.advance does).
 
 export const vcpuOpRaw = defineOp({
   name: 'vcpu.op',
@@ -207,9 +211,9 @@ export const runstateSwitch = defineOp({
 
 export const runstateGet = defineOp({
   name: 'runstate.get',
-  summary: 'Host view of the vCPU\'s runstate; sum_ok = the flavour\'s accounting rule holds',
+  summary: 'Host view of the vCPU\'s runstate (KVM: KVM_XEN_VCPU_GET_ATTR RUNSTATE_DATA); sum_ok = the flavour\'s accounting rule holds',
   args: z.strictObject({}).optional(),
-  requires: ['runstate', 'time.control'],
+  requires: ['runstate'],
   out: [...RUNSTATE_OUT],
   encode: (): Action => ({ kind: 'host', op: 'runstate.get', args: {} }),
   model: (m, _a, { vcpu }): Outcome => ({ out: runstateOut(m, vcpu) }),
@@ -228,7 +232,7 @@ export const runstateHostSetCurrent = defineOp({
   name: 'runstate.host_set_current',
   summary: 'KVM_XEN_VCPU_ATTR_TYPE_RUNSTATE_CURRENT: switch the vCPU to `state` now (state > offline -> -EINVAL)',
   args: z.strictObject({ state: int() }),
-  requires: ['runstate', 'flavor.kvm', 'time.control'],
+  requires: ['runstate', 'flavor.kvm'],
   out: [...RUNSTATE_OUT],
   encode: (a): Action => ({ kind: 'host', op: 'runstate.host_set_current', args: a }),
   model(m, a, { vcpu }): Outcome {
@@ -250,7 +254,7 @@ export const runstateHostSetData = defineOp({
   name: 'runstate.host_set_data',
   summary: 'KVM_XEN_VCPU_ATTR_TYPE_RUNSTATE_DATA: set the whole runstate (entry must equal sum(time) and not be in the future)',
   args: dataArgs,
-  requires: ['runstate', 'flavor.kvm', 'time.control'],
+  requires: ['runstate', 'flavor.kvm'],
   out: [...RUNSTATE_OUT],
   encode: (a): Action => ({ kind: 'host', op: 'runstate.host_set_data', args: a }),
   model(m, a, { vcpu }): Outcome {
@@ -263,7 +267,7 @@ export const runstateHostAdjust = defineOp({
   name: 'runstate.host_adjust',
   summary: 'KVM_XEN_VCPU_ATTR_TYPE_RUNSTATE_ADJUST: add deltas (they must add up; state ~0 = unchanged)',
   args: dataArgs,
-  requires: ['runstate', 'flavor.kvm', 'time.control'],
+  requires: ['runstate', 'flavor.kvm'],
   out: [...RUNSTATE_OUT],
   encode: (a): Action => ({ kind: 'host', op: 'runstate.host_adjust', args: a }),
   model(m, a, { vcpu }): Outcome {
@@ -287,6 +291,27 @@ export const runstateCheckAtomic = defineOp({
       runstateChange(m, vcpu, Number(a.state));
     });
     return { out: { ...tornOut(r), ...runstateOut(m, vcpu) } };
+  },
+});
+
+export const runstateRaceCheck = defineOp({
+  name: 'runstate.race_check',
+  summary: 'Torn-read race: vCPU `reader` runs the update-flag protocol reader over this vCPU\'s KVM runstate area while the host makes `flips` updates (writer current: RUNSTATE_CURRENT cycling through `states`; run: the vCPU re-entering KVM_RUN). The model replays every intermediate state of each update instead',
+  args: z.strictObject({
+    reader: int(),
+    flips: int(),
+    states: z.array(int()).min(1).max(4).optional(),
+    writer: z.enum(['current', 'run']).optional(),
+  }),
+  requires: ['runstate', 'flavor.kvm'],
+  out: [...RACE_OUT],
+  encode: (a): Action => ({ kind: 'host', op: 'runstate.race_check', args: a }),
+  model(m, a, { dom, vcpu }): Outcome {
+    const o = raceArgs(a);
+    if (typeof o === 'string') return { fault: o };
+    if (dom.vcpu(Number(a.reader)) === undefined || Number(a.reader) === vcpu.id) return { fault: `reader vCPU ${a.reader} must be another vCPU of the domain` };
+    const r = raceModel(m, dom, vcpu, o);
+    return typeof r === 'string' ? { fault: r } : { out: raceOut(r) };
   },
 });
 

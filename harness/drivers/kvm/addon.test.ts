@@ -122,8 +122,15 @@ describe('struct codecs', () => {
     expect(adj.readUInt16LE(0)).toBe(5);
     expect(adj.readBigUInt64LE(8)).toBe((1n << 64n) - 1n);
     expect(adj.readBigInt64LE(24)).toBe(-5n);
-    expect(() => encodeXenVcpuAttr({ type: 'runstate_data', state: -1, stateEntryTime: 0, timeRunning: 0, timeRunnable: 0, timeBlocked: 0, timeOffline: 0 })).toThrow(RangeError);
-    expect(() => encodeXenVcpuAttr({ type: 'runstate_current', state: 4 })).toThrow(RangeError);
+    // Out-of-range states and wrapping times reach KVM, which answers -EINVAL itself.
+    const data = encodeXenVcpuAttr({ type: 'runstate_data', state: -1, stateEntryTime: 0, timeRunning: -5, timeRunnable: 5, timeBlocked: 0, timeOffline: 0 });
+    expect(data.readBigUInt64LE(8)).toBe((1n << 64n) - 1n);
+    expect(data.readBigUInt64LE(24)).toBe((1n << 64n) - 5n);
+    expect(encodeXenVcpuAttr({ type: 'runstate_current', state: 4 }).readBigUInt64LE(8)).toBe(4n);
+    expect(encodeXenVcpuAttr({ type: 'runstate_current', state: 0xffffffffn }).readBigUInt64LE(8)).toBe(0xffffffffn);
+    expect(encodeXenVcpuAttr({ type: 'runstate_current', state: -1 }).readBigUInt64LE(8)).toBe((1n << 64n) - 1n);
+    expect(() => encodeXenVcpuAttr({ type: 'runstate_current', state: 1n << 64n })).toThrow(RangeError);
+    expect(() => encodeXenVcpuAttr({ type: 'runstate_data', state: 0, stateEntryTime: -(1n << 64n), timeRunning: 0, timeRunnable: 0, timeBlocked: 0, timeOffline: 0 })).toThrow(RangeError);
   });
 
   it('encodes kvm_xen_hvm_config and GSI routes', () => {

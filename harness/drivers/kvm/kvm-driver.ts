@@ -22,6 +22,10 @@ import type { Capabilities, Driver, Session, SessionSetup } from '../driver.js';
 import { GuestVm, loadAddon, MP_STATE, probeKvm, XEN_HVM_FLAG, type KvmProbe } from './addon.js';
 import { GUEST_LAYOUT, type CommandResult, type GuestCommand } from './guest.js';
 import { compatPollVerdict, observeCompatPoll } from './feature-probe.js';
+import { kvmRunstate, raceLive, runstateDataArg, runstateOutOf } from './runstate-live.js';
+import { KVM_XEN_INVALID_GPA } from '../../model/runstate.js';
+import { raceArgs, raceOut } from '../../model/runstate-race.js';
+import { vmAssistEnabled, VMASST_TYPE } from '../../model/vm-assist.js';
 
 /** KVM_CAP_XEN_HVM bits each capability needs (spec/kvm-xen-bugs-and-scope.md). */
 const XEN_CAP_BITS: Record<string, Array<keyof typeof XEN_HVM_FLAG>> = {
@@ -53,7 +57,10 @@ const NOT_PROVIDED: Record<string, string> = {
 };
 
 /** Host- and guest-side actions this driver implements (see KvmSession.host). */
-const KVM_HOST_OPS = ['evtchn.host_send', 'runstate.host_set_addr', 'sched.status', 'evtchn.set_mask', 'evtchn.run_upcall'];
+const KVM_HOST_OPS = [
+  'evtchn.host_send', 'evtchn.set_mask', 'evtchn.run_upcall', 'sched.status', 'runstate.host_set_addr',
+  'runstate.host_set_current', 'runstate.host_set_data', 'runstate.host_adjust', 'runstate.get', 'runstate.race_check',
+];
 
 /** OUT values of those ops that a live KVM does not show, and why. */
 const KVM_UNOBSERVABLE_OUT: Record<string, string> = {
@@ -152,6 +159,7 @@ class KvmSession implements Session {
   /** The VMM layer: the model, answering KVM_EXIT_XEN on the VM's own memory. */
   private readonly vmm: XenModel;
   private readonly areaMap = new Map<string, number>();
+  private updateFlagSynced = false;
 
   constructor(private readonly guest: GuestVm, private readonly setup: SessionSetup, private readonly xen: boolean, private readonly vendor: 'intel' | 'amd') {
     const d = setup.domains[0];
@@ -324,8 +332,6 @@ class KvmSession implements Session {
       case 'evtchn.host_send':
         // KVM_XEN_HVM_EVTCHN_SEND: the kernel sets the 2-level bits itself.
         return this.ioctlRet(() => this.guest.vm.xenEvtchnSend(n('port'), n('vcpu'), args.priority === undefined || args.priority === 0n ? undefined : n('priority')));
-      case 'runstate.host_set_addr':
-        return this.ioctlRet(() => this.guest.vcpus[at.vcpu].xenSetAttr({ type: 'runstate_addr', gpa: args.gpa as bigint }));
       case 'sched.status': {
         // The kernel's view is the vCPU's mp_state (HALTED while KVM polls or blocks it);
         // SCHEDOP_block and SCHEDOP_shutdown reach the VMM layer, whose model state is the rest.
@@ -351,8 +357,57 @@ class KvmSession implements Session {
         // Linux's 2-level upcall scan (xen_evtchn_handle_events) over the VM's own memory,
         // exactly as the model's guest does it, between two guest runs.
         return { out: { handled: runUpcall(this.vmm.domain(this.domid)!.vcpu(at.vcpu)!).map(BigInt) } };
+      case 'runstate.host_set_addr': {
+        const gpa = BigInt.asUintN(64, args.gpa as bigint);
+        this.syncRunstateUpdateFlag();
+        const r = this.ioctlRet(() => this.guest.vcpus[at.vcpu].xenSetAttr({ type: 'runstate_addr', gpa }));
+        // Where the area is, for memory paths (runstate[N]) and the race; a failed set deactivates it.
+        if (r.ret === 0n && gpa !== KVM_XEN_INVALID_GPA) this.areaMap.set(`runstate/${at.vcpu}`, Number(gpa));
+        else this.areaMap.delete(`runstate/${at.vcpu}`);
+        return r;
+      }
+      case 'runstate.host_set_current':
+      case 'runstate.host_set_data':
+      case 'runstate.host_adjust': {
+        this.syncRunstateUpdateFlag();
+        const v = this.guest.vcpus[at.vcpu];
+        const r = this.ioctlRet(() => v.xenSetAttr(op === 'runstate.host_set_current'
+          ? { type: 'runstate_current', state: BigInt.asUintN(64, args.state as bigint) }
+          : { type: op === 'runstate.host_set_data' ? 'runstate_data' : 'runstate_adjust', ...runstateDataArg(args) }));
+        return { ...r, out: runstateOutOf(kvmRunstate(this.guest, at.vcpu)) };
+      }
+      case 'runstate.get':
+        return { out: runstateOutOf(kvmRunstate(this.guest, at.vcpu)), servedBy: 'kernel' };
+      case 'runstate.race_check': {
+        const o = raceArgs(args as Parameters<typeof raceArgs>[0]);
+        if (typeof o === 'string') return { fault: o };
+        const reader = n('reader');
+        if (reader === at.vcpu || reader >= this.guest.vcpus.length) return { fault: `reader vCPU ${reader} must be another vCPU of the domain` };
+        const area = this.areaMap.get(`runstate/${at.vcpu}`);
+        if (area === undefined) return { fault: 'no runstate area registered for this vCPU' };
+        this.syncRunstateUpdateFlag();
+        const r = await raceLive(this.guest, { ...o, target: at.vcpu, reader, area, width: this.setup.mode });
+        return { out: raceOut(r), servedBy: 'kernel' };
+      }
     }
     throw new DriverError(`op ${op} is not implemented by the kvm target`, { code: 'ENOSYS' });
+  }
+
+  /**
+   * A VMM forwards the guest's VMASST_TYPE_runstate_update_flag to KVM
+   * (KVM_XEN_ATTR_TYPE_RUNSTATE_UPDATE_FLAG, Linux 6.2+); the VMM layer here
+   * records the VM assist, and the runstate host ops pass it on before use.
+   * Kernels without the attribute (6.1) always write the flag, whole-word.
+   */
+  private syncRunstateUpdateFlag(): void {
+    const d = this.vmm.domain(this.domid);
+    if (!this.xen || !d || !vmAssistEnabled(d, VMASST_TYPE.runstate_update_flag) || this.updateFlagSynced) return;
+    this.updateFlagSynced = true;
+    try {
+      this.guest.vm.xenSetAttr({ type: 'runstate_update_flag', enabled: true });
+    } catch (e) {
+      if (!(e instanceof DriverError)) throw e;
+    }
   }
 
   /** A host ioctl whose errno is the step's result (as KVM's own checks answer it), not a harness fault. */
