@@ -92,3 +92,12 @@ describe('differential comparison', () => {
     ]);
   });
 });
+
+describe('observations', () => {
+  it('records ret, fault and OUT keys fixed by the case, not those expected relative to a value saved at run time', async () => {
+    const { observe } = await import('./run-case.js');
+    const step = { expect: { out: [['state', { src: 'RUNSTATE_runnable' }], ['time_running', { src: '$a1 + 5' }], ['flips', { src: '$n' }]] } };
+    const obs = observe(step as never, { ret: -22n, out: { state: 1n, time_running: 99n, flips: 7n } }, new Set(['a1']));
+    expect(obs).toEqual({ ret: '-22', out: { state: '1', flips: '7' } });
+  });
+});

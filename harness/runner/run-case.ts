@@ -241,6 +241,7 @@ async function execute(
   result: (s: CaseResult['status'], m?: string, d?: string) => CaseResult,
   onStep?: (index: number, label: string) => void,
 ): Promise<CaseResult> {
+  const savedNames = savedVariables(c);
   let session;
   try {
     session = await driver.open(setup);
@@ -281,7 +282,7 @@ async function execute(
         const code = e instanceof DriverError ? ` [${e.code}${e.syscall ? ` ${e.syscall}` : ''}]` : '';
         return result('error', `${where}: ${(e as Error).message}${code}`);
       }
-      rec.observed = observe(s, outcome);
+      rec.observed = observe(s, outcome, savedNames);
       try {
         await checkStep(s, outcome, vars, session, place.dom);
         rec.status = 'pass';
@@ -320,14 +321,30 @@ function observedValue(v: OutValue): string {
   return Array.isArray(v) ? `[${v.map((x) => x.toString()).join(', ')}]` : v.toString();
 }
 
-/** What a step observed, for differential runs: ret, fault, and the OUT keys its expectation names. */
-export function observe(s: LoadedStep, o: Outcome): StepObservation {
+/** Names the case saves from its steps' results: values a target observed at run time. */
+export function savedVariables(c: LoadedCase): Set<string> {
+  return new Set(c.steps.flatMap((s) => s.save.map(([name]) => name)));
+}
+
+function refersTo(src: string, names: ReadonlySet<string>): boolean {
+  for (const m of src.matchAll(/\$([A-Za-z_][A-Za-z0-9_]*)/g)) if (names.has(m[1])) return true;
+  return false;
+}
+
+/**
+ * What a step observed, for differential runs: ret, fault, and the OUT keys its
+ * expectation names with a value fixed by the case. A key expected relative to a
+ * value saved at run time (a live clock, say) is left out: two targets agree on
+ * the relation, not on the number, and the step's status already compares that.
+ */
+export function observe(s: LoadedStep, o: Outcome, saved: ReadonlySet<string> = new Set()): StepObservation {
   const obs: StepObservation = {};
   if (o.ret !== undefined) obs.ret = o.ret.toString();
   if (o.fault !== undefined) obs.fault = o.fault;
-  if (s.expect.out.length) {
+  const fixed = s.expect.out.filter(([, want]) => !refersTo(want.src, saved));
+  if (fixed.length) {
     obs.out = {};
-    for (const [k] of s.expect.out) {
+    for (const [k] of fixed) {
       const v = o.out?.[k];
       if (v !== undefined) obs.out[k] = observedValue(v);
     }
