@@ -7,9 +7,11 @@
 
 import { readFileSync } from 'node:fs';
 import { DriverError } from '../../errors.js';
-import { XenModel } from '../../model/domain.js';
+import { DOMID_SELF, XenModel } from '../../model/domain.js';
 import { GuestMemory } from '../../model/guest-memory.js';
 import { hypercall } from '../../model/hypercall-table.js';
+import { HYPERVISOR } from '../../model/hypercall.js';
+import { EVTCHNOP } from '../../model/evtchn.js';
 import type { Regs } from '../../model/hypercall.js';
 import type { AreaView } from '../../model/areas.js';
 import type { Action, Outcome, StepPlacement } from '../../ops/types.js';
@@ -58,7 +60,7 @@ const NOT_PROVIDED: Record<string, string> = {
 
 /** Host- and guest-side actions this driver implements (see KvmSession.host). */
 const KVM_HOST_OPS = [
-  'evtchn.host_send', 'evtchn.set_mask', 'evtchn.run_upcall', 'sched.status', 'runstate.host_set_addr',
+  'evtchn.host_send', 'evtchn.set_mask', 'evtchn.run_upcall', 'evtchn.alloc_many', 'sched.status', 'runstate.host_set_addr',
   'runstate.host_set_current', 'runstate.host_set_data', 'runstate.host_adjust', 'runstate.get', 'runstate.race_check',
 ];
 
@@ -206,7 +208,7 @@ class KvmSession implements Session {
     this.areaMap.set('shared_info', gpa);
   }
 
-  private async runCommands(vcpu: number, cmds: GuestCommand[], timeoutMs?: number): Promise<{ result: CommandResult | undefined; outcome?: Outcome; logs: number[] }> {
+  private async runCommands(vcpu: number, cmds: GuestCommand[], timeoutMs?: number): Promise<{ result: CommandResult | undefined; results: CommandResult[]; outcome?: Outcome; logs: number[] }> {
     const r = await this.guest.run(vcpu, cmds, {
       timeoutMs,
       onXen: (exit) => this.serveXen(vcpu, exit.longmode !== 0, exit.cpl, exit.input, exit.params),
@@ -216,13 +218,13 @@ class KvmSession implements Session {
       throw new DriverError(`vCPU ${vcpu}: the guest did not finish its commands in time (stopped with immediate_exit)`, { code: 'ETIMEDOUT' });
     }
     if (r.status === 'exit') {
-      return { result: r.results[0], outcome: { fault: `exit:${r.exit?.reasonName ?? 'unknown'}`, out: { exit: r.exit?.reasonName ?? 'unknown' } }, logs: r.logs };
+      return { result: r.results[0], results: r.results, outcome: { fault: `exit:${r.exit?.reasonName ?? 'unknown'}`, out: { exit: r.exit?.reasonName ?? 'unknown' } }, logs: r.logs };
     }
     if (r.status === 'guest-fault') {
       this.guest.resetVcpu(vcpu);
-      return { result: undefined, outcome: { fault: `guest-fault vector ${r.fault?.vector ?? '?'}` }, logs: r.logs };
+      return { result: undefined, results: r.results, outcome: { fault: `guest-fault vector ${r.fault?.vector ?? '?'}` }, logs: r.logs };
     }
-    return { result: r.results[0], logs: r.logs };
+    return { result: r.results[0], results: r.results, logs: r.logs };
   }
 
   /** The VMM layer: answer a hypercall KVM did not handle, with the model's semantics. */
@@ -250,6 +252,47 @@ class KvmSession implements Session {
         }
       });
     }
+  }
+
+  /** The guest command for one hypercall: through the hypercall page once there is one, else the CPU's own instruction. */
+  private callCommand(nr: bigint, args: readonly bigint[], via: StepPlacement['via'], cpl3 = false): GuestCommand {
+    const usePage = via === 'page' || (via === 'auto' && this.areaMap.has('hypercall_page'));
+    return usePage
+      ? { op: 'hypercall', nr: Number(nr & 0x7fn), args, cpl3 }
+      : { op: via === 'vmcall' || (via === 'auto' && this.vendor === 'intel') ? 'vmcall' : 'vmmcall', rax: nr, args, cpl3 };
+  }
+
+  /**
+   * evtchn.alloc_many: the guest's loop of EVTCHNOP_alloc_unbound, in queues of up to
+   * GUEST_LAYOUT.maxCmds calls (one native crossing each). The struct's dom and
+   * remote_dom are inputs only and the port is written back on success alone
+   * (xen/common/event_channel.c, do_event_channel_op), so one struct serves every call
+   * and holds the last port allocated. A queue runs to its end: the calls after a
+   * failure fail the same way and change nothing.
+   */
+  private async allocMany(args: Record<string, unknown>, at: StepPlacement): Promise<Outcome> {
+    const count = args.count as bigint;
+    const scratch = Number(args.scratch as bigint);
+    const remote = args.remote_dom === undefined ? DOMID_SELF : Number(args.remote_dom as bigint);
+    const b = Buffer.alloc(8);
+    b.writeUInt16LE(DOMID_SELF, 0);
+    b.writeUInt16LE(remote & 0xffff, 2);
+    this.guest.vm.write(scratch, b);
+    let allocated = 0n;
+    const call = this.callCommand(BigInt(HYPERVISOR.event_channel_op), [BigInt(EVTCHNOP.alloc_unbound), BigInt(scratch)], at.via);
+    while (allocated < count) {
+      const n = Number(count - allocated < BigInt(GUEST_LAYOUT.maxCmds) ? count - allocated : BigInt(GUEST_LAYOUT.maxCmds));
+      const { results, outcome } = await this.runCommands(at.vcpu, Array(n).fill(call));
+      if (outcome) return outcome;
+      for (const r of results) {
+        const fault = KvmSession.faultOf(r);
+        if (fault) return { fault };
+        const last = BigInt(this.guest.vm.read(scratch + 4, 4).readUInt32LE(0));
+        if (r.retSigned !== 0n) return { ret: r.retSigned, out: { allocated, last: allocated === 0n ? 0n : last } };
+        allocated++;
+      }
+    }
+    return { ret: 0n, out: { allocated, last: allocated === 0n ? 0n : BigInt(this.guest.vm.read(scratch + 4, 4).readUInt32LE(0)) } };
   }
 
   private static faultOf(r: CommandResult | undefined): string | undefined {
@@ -284,10 +327,7 @@ class KvmSession implements Session {
         for (const w of action.writes) this.guest.vm.write(w.gpa, Buffer.from(w.bytes));
         const cpl3 = at.cpl === 3;
         if (at.cpl !== 0 && !cpl3) throw new DriverError(`the kvm test guest runs at CPL 0 or 3, not ${at.cpl}`, { code: 'ENOTSUP' });
-        const usePage = at.via === 'page' || (at.via === 'auto' && this.areaMap.has('hypercall_page'));
-        const cmd: GuestCommand = usePage
-          ? { op: 'hypercall', nr: Number(BigInt(action.nr) & 0x7fn), args: action.args, cpl3 }
-          : { op: at.via === 'vmcall' || (at.via === 'auto' && this.vendor === 'intel') ? 'vmcall' : 'vmmcall', rax: BigInt(action.nr), args: action.args, cpl3 };
+        const cmd = this.callCommand(BigInt(action.nr), action.args, at.via, cpl3);
         const { result, outcome } = await this.runCommands(at.vcpu, [cmd]);
         if (outcome) return outcome;
         const fault = KvmSession.faultOf(result);
@@ -332,6 +372,8 @@ class KvmSession implements Session {
       case 'evtchn.host_send':
         // KVM_XEN_HVM_EVTCHN_SEND: the kernel sets the 2-level bits itself.
         return this.ioctlRet(() => this.guest.vm.xenEvtchnSend(n('port'), n('vcpu'), args.priority === undefined || args.priority === 0n ? undefined : n('priority')));
+      case 'evtchn.alloc_many':
+        return this.allocMany(args, at);
       case 'sched.status': {
         // The kernel's view is the vCPU's mp_state (HALTED while KVM polls or blocks it);
         // SCHEDOP_block and SCHEDOP_shutdown reach the VMM layer, whose model state is the rest.
