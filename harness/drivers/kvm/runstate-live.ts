@@ -9,7 +9,7 @@ import type { Width } from '../../model/memory-layout.js';
 import { decodeRunstate, RUNSTATE_INFO, type RunstateInfo } from '../../model/runstate.js';
 import { areaConsistent, raceStates, type RaceOptions, type RaceResult } from '../../model/runstate-race.js';
 import type { GuestVm, RunstateData } from './addon.js';
-import type { GuestCommand } from './guest.js';
+import type { GuestCommand, RunstateCounts } from './guest.js';
 
 const U64 = (1n << 64n) - 1n;
 
@@ -59,14 +59,7 @@ export interface LiveRaceOptions extends RaceOptions {
 }
 
 /** Reader counts summed over its runstate-check commands. */
-interface ReaderTotals {
-  ok: bigint;
-  busy: bigint;
-  raced: bigint;
-  torn: bigint;
-  changes: bigint;
-  iterations: bigint;
-}
+type ReaderTotals = RunstateCounts;
 
 const tick = () => new Promise<void>((r) => setImmediate(r));
 
