@@ -139,6 +139,16 @@ export interface OpDef<S extends z.ZodType = z.ZodType> {
   model?: ModelImpl<Resolved<z.output<S>>>;
 }
 
+/** A host- or guest-side action is a capability of its own: a target runs only those it implements. */
+export function hostOpCapability(op: string): string {
+  return `host-op:${op}`;
+}
+
+/** A host op's OUT value that a case reads: a target may implement an op but not observe every value. */
+export function hostOpOutCapability(op: string, key: string): string {
+  return `host-op:${op}.${key}`;
+}
+
 export function defineOp<S extends z.ZodType>(def: OpDef<S>): OpDef<S> {
   return def;
 }

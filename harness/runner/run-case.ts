@@ -5,7 +5,7 @@
 import { DriverError } from '../errors.js';
 import type { Capabilities, Driver, DomainSetup, SessionSetup } from '../drivers/driver.js';
 import { constants } from '../ops/index.js';
-import { IntArg, type Outcome, type OutValue, type StepPlacement } from '../ops/types.js';
+import { hostOpCapability, hostOpOutCapability, IntArg, type Outcome, type OutValue, type StepPlacement } from '../ops/types.js';
 import { areaDefs } from '../model/areas.js';
 import { describeRet } from '../model/errno.js';
 import { elementSize, fieldOffset, SCALAR_SIZE, type Scalar } from '../model/memory-layout.js';
@@ -70,15 +70,6 @@ export function resolveSetup(c: LoadedCase, vars: Vars): SessionSetup {
     scratch: num(s.scratch, DEFAULTS.scratch),
     domains,
   };
-}
-
-export function hostOpCapability(op: string): string {
-  return `host-op:${op}`;
-}
-
-/** A host op's OUT value that a case reads: a target may implement an op but not observe every value. */
-export function hostOpOutCapability(op: string, key: string): string {
-  return `host-op:${op}.${key}`;
 }
 
 /** Capabilities a variant needs: the case's, its ops', and what its setup implies. */

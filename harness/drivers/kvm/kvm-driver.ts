@@ -19,7 +19,7 @@ import { CAPABILITIES } from '../../suite/vocabulary.js';
 import { ops } from '../../ops/index.js';
 import { guestSetMask, runUpcall } from '../../ops/evtchn.js';
 import { domainSchedOf, schedOf } from '../../model/sched.js';
-import { hostOpCapability, hostOpOutCapability } from '../../runner/run-case.js';
+import { hostOpCapability, hostOpOutCapability } from '../../ops/types.js';
 import type { Capabilities, Driver, Session, SessionSetup } from '../driver.js';
 import { GuestVm, loadAddon, MP_STATE, probeKvm, XEN_HVM_FLAG, type KvmProbe } from './addon.js';
 import { GUEST_LAYOUT, type CommandResult, type GuestCommand } from './guest.js';

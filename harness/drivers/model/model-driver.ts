@@ -9,7 +9,7 @@ import type { Regs } from '../../model/hypercall.js';
 import { ops } from '../../ops/index.js';
 import type { Action, Outcome, StepPlacement } from '../../ops/types.js';
 import { CAPABILITIES } from '../../suite/vocabulary.js';
-import { hostOpCapability, hostOpOutCapability } from '../../runner/run-case.js';
+import { hostOpCapability, hostOpOutCapability } from '../../ops/types.js';
 import type { Capabilities, Driver, Session, SessionSetup } from '../driver.js';
 import type { AreaView } from '../../model/areas.js';
 
