@@ -30,6 +30,12 @@ export interface HvmVcpu {
   /** Vectors injected into the LAPIC for event upcalls (per-vCPU vector mode). */
   vectorInjections: number;
   lastVector: number;
+  /**
+   * Per-vCPU upcall vectors injected and not yet taken by the guest: the LAPIC's
+   * IRR, one bit per vector, so a vector injected twice before the guest takes it
+   * is taken once (xen/arch/x86/hvm/vlapic.c, vlapic_set_irq: test_and_set_bit).
+   */
+  irr: Set<number>;
 }
 
 const doms = new WeakMap<Domain, HvmDomain>();
@@ -47,7 +53,7 @@ function hvmDomain(d: Domain): HvmDomain {
 export function hvmVcpu(v: Vcpu): HvmVcpu {
   let s = vcpus.get(v);
   if (!s) {
-    s = { upcallVector: 0, vectorInjections: 0, lastVector: 0 };
+    s = { upcallVector: 0, vectorInjections: 0, lastVector: 0, irr: new Set() };
     vcpus.set(v, s);
   }
   return s;
@@ -59,6 +65,7 @@ function assertEvtchnIrq(v: Vcpu): void {
   if (hv.upcallVector !== 0) {
     hv.vectorInjections++;
     hv.lastVector = hv.upcallVector;
+    hv.irr.add(hv.upcallVector);
   }
   // Callback vector / GSI / INTx are level-like: see callbackAsserted().
 }
@@ -80,6 +87,12 @@ export function callbackAsserted(v: Vcpu): boolean {
     return v.id === 0 && vi0 !== null && v.domain.memory.u8(vi0) !== 0;
   }
   return false;
+}
+
+/** The domain's callback vector (HVM_PARAM_CALLBACK_IRQ of the vector type), or null. */
+export function callbackVector(d: Domain): number | null {
+  const s = hvmDomain(d);
+  return s.callbackType === CALLBACK.vector ? Number(s.callbackRaw & 0xffn) : null;
 }
 
 upcallAssertHooks.push(assertEvtchnIrq);

@@ -16,6 +16,7 @@ import {
 import { maskBase, pendingBase, pendingSelAddress } from '../model/evtchn-2l.js';
 import { controlBlockAddress, EVTCHN_FIFO, wordAddress } from '../model/evtchn-fifo.js';
 import { callbackAsserted, HVM_PARAM, HVMOP, hvmVcpu } from '../model/hvm-op.js';
+import { takeUpcalls } from '../model/upcall-take.js';
 
 defineConstants('EVTCHNOP_', EVTCHNOP);
 defineConstants('EVTCHNSTAT_', EVTCHNSTAT);
@@ -430,6 +431,26 @@ export const upcallCount = defineOp({
         callback_asserted: callbackAsserted(at.vcpu) ? 1n : 0n,
       },
     };
+  },
+});
+
+/** Default wait of evtchn.take_upcalls: long enough for an upcall already injected, under emulation too. */
+export const TAKE_UPCALLS_DEFAULT_TIMEOUT_MS = 1000n;
+
+export const takeUpcallsOp = defineOp({
+  name: 'evtchn.take_upcalls',
+  summary: "The guest on the step's vCPU enables interrupts and takes its pending upcalls (handler: record the vector, clear evtchn_upcall_pending, EOI), waiting up to timeout_ms (default 1000) for `count` (default 1) of them. OUT taken (upcall interrupts taken; a vector injected again before it was taken is taken once), last_vector (0 if none)",
+  args: z.strictObject({ count: int().optional(), timeout_ms: int().optional() }).optional(),
+  requires: ['vcpu_info'],
+  out: ['taken', 'last_vector'],
+  encode: (a): Action => ({
+    kind: 'host', op: 'evtchn.take_upcalls',
+    args: { count: a?.count ?? 1n, timeout_ms: a?.timeout_ms ?? TAKE_UPCALLS_DEFAULT_TIMEOUT_MS },
+  }),
+  // Nothing arrives while the model's guest waits: it takes what is pending now.
+  model: (_m, _a, at) => {
+    const { vectors } = takeUpcalls(at.vcpu);
+    return { out: { taken: BigInt(vectors.length), last_vector: BigInt(vectors.at(-1) ?? 0) } };
   },
 });
 

@@ -24,6 +24,7 @@ import type { Capabilities, Driver, Session, SessionSetup } from '../driver.js';
 import { GuestVm, loadAddon, MP_STATE, probeKvm, XEN_HVM_FLAG, type KvmProbe } from './addon.js';
 import { GUEST_LAYOUT, type CommandResult, type GuestCommand } from './guest.js';
 import { compatPollVerdict, observeCompatPoll } from './feature-probe.js';
+import { takeUpcallsLive, upcallForwarding, upcallVectors } from './upcall-live.js';
 import { kvmRunstate, raceLive, runstateDataArg, runstateOutOf } from './runstate-live.js';
 import { KVM_XEN_INVALID_GPA } from '../../model/runstate.js';
 import { raceArgs, raceOut } from '../../model/runstate-race.js';
@@ -41,6 +42,10 @@ const XEN_CAP_BITS: Record<string, Array<keyof typeof XEN_HVM_FLAG>> = {
   'evtchn.2l': ['EVTCHN_2LEVEL'],
   'evtchn.send': ['EVTCHN_SEND'],
   'evtchn.host_send': ['EVTCHN_SEND'],
+  // KVM_XEN_VCPU_ATTR_TYPE_UPCALL_VECTOR came with EVTCHN_SEND (Documentation/virt/kvm/api.rst;
+  // arch/x86/kvm/xen.c has it in 6.1); the VM-wide KVM_XEN_ATTR_TYPE_UPCALL_VECTOR with SHARED_INFO.
+  'evtchn.upcall_vector': ['EVTCHN_SEND'],
+  'evtchn.callback_vector': ['SHARED_INFO'],
   'sched.poll': ['EVTCHN_SEND'],
   timer: ['EVTCHN_SEND'],
 };
@@ -60,7 +65,7 @@ const NOT_PROVIDED: Record<string, string> = {
 
 /** Host- and guest-side actions this driver implements (see KvmSession.host). */
 const KVM_HOST_OPS = [
-  'evtchn.host_send', 'evtchn.set_mask', 'evtchn.run_upcall', 'evtchn.alloc_many', 'sched.status', 'runstate.host_set_addr',
+  'evtchn.host_send', 'evtchn.set_mask', 'evtchn.run_upcall', 'evtchn.take_upcalls', 'evtchn.alloc_many', 'sched.status', 'runstate.host_set_addr',
   'runstate.host_set_current', 'runstate.host_set_data', 'runstate.host_adjust', 'runstate.get', 'runstate.race_check',
 ];
 
@@ -104,6 +109,14 @@ export function kvmCapabilities(p: KvmProbe, vendor: 'intel' | 'amd' | undefined
       missing.set(cap, p.xenHvm === 0
         ? `KVM_CAP_XEN_HVM = 0: this kernel has no Xen emulation (CONFIG_KVM_XEN); needs ${lacking.join(', ')}`
         : `KVM_CAP_XEN_HVM = ${xenHex} lacks ${lacking.map((b) => `${b} (bit ${Math.log2(XEN_HVM_FLAG[b])})`).join(', ')}`);
+    }
+  }
+  // Both vectors are delivered through the in-kernel LAPIC (kvm_xen_inject_vcpu_vector,
+  // kvm_cpu_has_extint -> kvm_xen_has_interrupt).
+  for (const cap of ['evtchn.upcall_vector', 'evtchn.callback_vector']) {
+    if (has.has(cap) && !p.irqchip) {
+      has.delete(cap);
+      missing.set(cap, 'upcall vectors need an in-kernel LAPIC (KVM_CREATE_IRQCHIP failed)');
     }
   }
   if (has.has('sched.poll') && !p.irqchip) {
@@ -238,6 +251,7 @@ class KvmSession implements Session {
       : { rax: input, rbx: p[0], rcx: p[1], rdx: p[2], rsi: p[3], rdi: p[4], rbp: p[5] };
     const before = dom.sharedInfoGpa;
     const vcpuInfoBefore = dom.vcpus.map((x) => x.vcpuInfoGpa);
+    const vectorsBefore = upcallVectors(dom);
     try {
       return hypercall(this.vmm, v, regs).ret;
     } finally {
@@ -251,6 +265,17 @@ class KvmSession implements Session {
           this.guest.vcpus[i].xenSetAttr({ type: 'vcpu_info', gpa: BigInt(x.vcpuInfoGpa) });
         }
       });
+      // HVMOP_set_evtchn_upcall_vector and HVM_PARAM_CALLBACK_IRQ (vector type) are the
+      // VMM's; KVM injects the vector once told, as QEMU tells it (upcall-live.ts).
+      for (const a of upcallForwarding(vectorsBefore, upcallVectors(dom))) {
+        try {
+          if (a.kind === 'vm') this.guest.vm.xenSetAttr({ type: 'upcall_vector', vector: a.vector });
+          else if (a.vcpu < this.guest.vcpus.length) this.guest.vcpus[a.vcpu].xenSetAttr({ type: 'upcall_vector', vector: a.vector });
+        } catch (e) {
+          // KVM refuses vectors 1..0x0f (-EINVAL); Xen accepted the parameter, so the guest's answer stands.
+          if (!(e instanceof DriverError)) throw e;
+        }
+      }
     }
   }
 
@@ -374,6 +399,11 @@ class KvmSession implements Session {
         return this.ioctlRet(() => this.guest.vm.xenEvtchnSend(n('port'), n('vcpu'), args.priority === undefined || args.priority === 0n ? undefined : n('priority')));
       case 'evtchn.alloc_many':
         return this.allocMany(args, at);
+      case 'evtchn.take_upcalls': {
+        const vi = this.vmm.domain(this.domid)!.vcpu(at.vcpu)!.vcpuInfoAddress();
+        const r = await takeUpcallsLive(this.guest, at.vcpu, vi, n('count'), n('timeout_ms'));
+        return { out: { taken: BigInt(r.taken), last_vector: BigInt(r.lastVector) }, servedBy: 'kernel' };
+      }
       case 'sched.status': {
         // The kernel's view is the vCPU's mp_state (HALTED while KVM polls or blocks it);
         // SCHEDOP_block and SCHEDOP_shutdown reach the VMM layer, whose model state is the rest.
