@@ -139,9 +139,9 @@ async function cmdRun(argv: string[]): Promise<ExitCode> {
       timeoutSeconds: timeout, seed: String(v.seed),
       // Model references run in this process (fast); a kvm reference is isolated like a kvm target.
       isolate: !v['in-process'] && (!!v.isolate || reference.name === 'kvm'),
-      onProgress: (d) => {
+      onProgress: (soFar) => {
         if (performance.now() - last < PROGRESS_INTERVAL_MS) return;
-        persist({ ...run, differential: d });
+        persist({ ...run, differential: soFar() });
         last = performance.now();
       },
     });

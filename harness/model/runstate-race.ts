@@ -16,7 +16,7 @@
 
 import type { Domain, Vcpu, XenModel } from './domain.js';
 import { decodeRunstate, RUNSTATE, RUNSTATE_INFO, runstateChange, timeSum, XEN_RUNSTATE_UPDATE, type RunstateInfo } from './runstate.js';
-import { checkUpdate, runstateGuard } from './runstate-torn-read.js';
+import { checkUpdate, runstateGuard, same } from './runstate-torn-read.js';
 
 export type RaceWriter = 'current' | 'run';
 
@@ -58,7 +58,6 @@ export function raceModel(m: XenModel, dom: Domain, vcpu: Vcpu, o: RaceOptions):
   const L = RUNSTATE_INFO[dom.width];
   const guard = runstateGuard(L.fields.state_entry_time.offset);
   const r: RaceResult = { tornAccepted: 0, reads: 0, changes: 0, flips: 0, finalConsistent: false, finalState: 0 };
-  const same = (a: Uint8Array, b: Uint8Array) => a.every((x, i) => x === b[i]);
   for (let k = 0; k < o.flips; k++) {
     m.advance(o.stepNs ?? 1000n);
     const before = dom.memory.read(base, L.size);

@@ -70,7 +70,8 @@ function replay(before: Uint8Array, base: number, stores: StoreRecord[], descend
   return out;
 }
 
-const same = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((x, i) => x === b[i]);
+/** Two memory images are byte for byte the same. */
+export const same = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 function analyse(states: Uint8Array[], committed: Uint8Array[], guard: Guard, report: TornReport): void {
   const isCommitted = (img: Uint8Array) => committed.some((c) => same(c, img));

@@ -3,9 +3,7 @@
 // A differential run adds one last subtest group, xconf.differential: one line
 // per case compared with the reference (not ok = disagreement, SKIP = not compared).
 import type { CaseResult, DiffSummary, RunSummary } from '../runner/results.js';
-import { diffCounts, diffReason } from '../runner/differential.js';
-
-const oneLine = (s: string) => s.replace(/\s*\n\s*/g, ' | ');
+import { diffCounts, diffReason, oneLine } from '../runner/differential.js';
 
 function line(i: number, r: CaseResult, name: string, indent: string): string[] {
   const ok = r.status === 'pass' || r.status === 'skip';

@@ -13,7 +13,8 @@ import type { CaseResult, DiffEntry, DiffSummary, StepObservation, StepRecord } 
 /** At most this many differences are spelled out in a disagreement's one-line reason. */
 const REASON_LIMIT = 3;
 
-const oneLine = (s: string) => s.replace(/\s*\n\s*/g, ' | ');
+/** A multi-line message on one line (console, JUnit message, KTAP directive). */
+export const oneLine = (s: string) => s.replace(/\s*\n\s*/g, ' | ');
 
 function showRet(v: string | undefined): string {
   if (v === undefined) return 'none';
@@ -129,21 +130,22 @@ export function diffCounts(d: DiffSummary) {
 
 /**
  * Runs, on the reference driver, every planned case that ran (was not skipped)
- * on the target, and compares. `onProgress` gets the comparison so far after
- * each reference case, so reports can be persisted as the run goes.
+ * on the target, and compares. After each reference case `onProgress` gets a
+ * function computing the comparison so far, so reports can be persisted as the
+ * run goes without comparing everything again after every case.
  */
 export async function runDifferential(
   planned: PlannedCase[],
   results: CaseResult[],
   target: string,
   reference: Driver,
-  opts: RunCaseOptions & { seed?: string; isolate?: boolean; onProgress?: (d: DiffSummary) => void } = {},
+  opts: RunCaseOptions & { seed?: string; isolate?: boolean; onProgress?: (soFar: () => DiffSummary) => void } = {},
 ): Promise<DiffSummary> {
   const ran = new Set(results.filter((r) => r.status !== 'skip').map((r) => r.name));
   const again = planned.filter((pc) => ran.has(pc.name));
   const ref = await runPlan(again, reference, {
     timeoutSeconds: opts.timeoutSeconds, seed: opts.seed, isolate: opts.isolate,
-    onResult: (_r, done) => opts.onProgress?.(compareRuns(target, reference.name, results, done)),
+    onResult: (_r, done) => opts.onProgress?.(() => compareRuns(target, reference.name, results, done)),
   });
   return compareRuns(target, reference.name, results, ref.results);
 }

@@ -15,7 +15,8 @@ export interface StepRecord {
 
 /**
  * A step's observation: the return value (decimal), the fault, and the OUT
- * values the step's expectation names (deterministic by the case's own claim).
+ * values the step's expectation fixes (not those expected relative to a value
+ * saved at run time; see observe() in run-case.ts).
  * `servedBy` is deliberately not here: who answered may differ between targets.
  */
 export interface StepObservation {

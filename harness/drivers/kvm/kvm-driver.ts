@@ -174,7 +174,6 @@ class KvmSession implements Session {
   /** The VMM layer: the model, answering KVM_EXIT_XEN on the VM's own memory. */
   private readonly vmm: XenModel;
   private readonly areaMap = new Map<string, number>();
-  private updateFlagSynced = false;
 
   constructor(private readonly guest: GuestVm, private readonly setup: SessionSetup, private readonly xen: boolean, private readonly vendor: 'intel' | 'amd') {
     const d = setup.domains[0];
@@ -252,6 +251,7 @@ class KvmSession implements Session {
     const before = dom.sharedInfoGpa;
     const vcpuInfoBefore = dom.vcpus.map((x) => x.vcpuInfoGpa);
     const vectorsBefore = upcallVectors(dom);
+    const updateFlagBefore = vmAssistEnabled(dom, VMASST_TYPE.runstate_update_flag);
     try {
       return hypercall(this.vmm, v, regs).ret;
     } finally {
@@ -265,6 +265,17 @@ class KvmSession implements Session {
           this.guest.vcpus[i].xenSetAttr({ type: 'vcpu_info', gpa: BigInt(x.vcpuInfoGpa) });
         }
       });
+      // VMASST_TYPE_runstate_update_flag is the VMM's; KVM follows it once told
+      // (KVM_XEN_ATTR_TYPE_RUNSTATE_UPDATE_FLAG, Linux 6.2+), as QEMU tells it. Kernels
+      // without the attribute (6.1) refuse it and always write the flag, whole-word.
+      const updateFlag = vmAssistEnabled(dom, VMASST_TYPE.runstate_update_flag);
+      if (updateFlag !== updateFlagBefore) {
+        try {
+          this.guest.vm.xenSetAttr({ type: 'runstate_update_flag', enabled: updateFlag });
+        } catch (e) {
+          if (!(e instanceof DriverError)) throw e;
+        }
+      }
       // HVMOP_set_evtchn_upcall_vector and HVM_PARAM_CALLBACK_IRQ (vector type) are the
       // VMM's; KVM injects the vector once told, as QEMU tells it (upcall-live.ts).
       for (const a of upcallForwarding(vectorsBefore, upcallVectors(dom))) {
@@ -303,21 +314,21 @@ class KvmSession implements Session {
     b.writeUInt16LE(DOMID_SELF, 0);
     b.writeUInt16LE(remote & 0xffff, 2);
     this.guest.vm.write(scratch, b);
-    let allocated = 0n;
+    // The port field of the struct: the last port allocated (0 before the first).
+    const lastPort = () => BigInt(this.guest.vm.read(scratch + 4, 4).readUInt32LE(0));
     const call = this.callCommand(BigInt(HYPERVISOR.event_channel_op), [BigInt(EVTCHNOP.alloc_unbound), BigInt(scratch)], at.via);
+    let allocated = 0n;
     while (allocated < count) {
-      const n = Number(count - allocated < BigInt(GUEST_LAYOUT.maxCmds) ? count - allocated : BigInt(GUEST_LAYOUT.maxCmds));
-      const { results, outcome } = await this.runCommands(at.vcpu, Array(n).fill(call));
+      const { results, outcome } = await this.runCommands(at.vcpu, Array(Math.min(Number(count - allocated), GUEST_LAYOUT.maxCmds)).fill(call));
       if (outcome) return outcome;
       for (const r of results) {
         const fault = KvmSession.faultOf(r);
         if (fault) return { fault };
-        const last = BigInt(this.guest.vm.read(scratch + 4, 4).readUInt32LE(0));
-        if (r.retSigned !== 0n) return { ret: r.retSigned, out: { allocated, last: allocated === 0n ? 0n : last } };
+        if (r.retSigned !== 0n) return { ret: r.retSigned, out: { allocated, last: lastPort() } };
         allocated++;
       }
     }
-    return { ret: 0n, out: { allocated, last: allocated === 0n ? 0n : BigInt(this.guest.vm.read(scratch + 4, 4).readUInt32LE(0)) } };
+    return { ret: 0n, out: { allocated, last: lastPort() } };
   }
 
   private static faultOf(r: CommandResult | undefined): string | undefined {
@@ -431,7 +442,6 @@ class KvmSession implements Session {
         return { out: { handled: runUpcall(this.vmm.domain(this.domid)!.vcpu(at.vcpu)!).map(BigInt) } };
       case 'runstate.host_set_addr': {
         const gpa = BigInt.asUintN(64, args.gpa as bigint);
-        this.syncRunstateUpdateFlag();
         const r = this.ioctlRet(() => this.guest.vcpus[at.vcpu].xenSetAttr({ type: 'runstate_addr', gpa }));
         // Where the area is, for memory paths (runstate[N]) and the race; a failed set deactivates it.
         if (r.ret === 0n && gpa !== KVM_XEN_INVALID_GPA) this.areaMap.set(`runstate/${at.vcpu}`, Number(gpa));
@@ -441,7 +451,6 @@ class KvmSession implements Session {
       case 'runstate.host_set_current':
       case 'runstate.host_set_data':
       case 'runstate.host_adjust': {
-        this.syncRunstateUpdateFlag();
         const v = this.guest.vcpus[at.vcpu];
         const r = this.ioctlRet(() => v.xenSetAttr(op === 'runstate.host_set_current'
           ? { type: 'runstate_current', state: BigInt.asUintN(64, args.state as bigint) }
@@ -457,29 +466,11 @@ class KvmSession implements Session {
         if (reader === at.vcpu || reader >= this.guest.vcpus.length) return { fault: `reader vCPU ${reader} must be another vCPU of the domain` };
         const area = this.areaMap.get(`runstate/${at.vcpu}`);
         if (area === undefined) return { fault: 'no runstate area registered for this vCPU' };
-        this.syncRunstateUpdateFlag();
         const r = await raceLive(this.guest, { ...o, target: at.vcpu, reader, area, width: this.setup.mode });
         return { out: raceOut(r), servedBy: 'kernel' };
       }
     }
     throw new DriverError(`op ${op} is not implemented by the kvm target`, { code: 'ENOSYS' });
-  }
-
-  /**
-   * A VMM forwards the guest's VMASST_TYPE_runstate_update_flag to KVM
-   * (KVM_XEN_ATTR_TYPE_RUNSTATE_UPDATE_FLAG, Linux 6.2+); the VMM layer here
-   * records the VM assist, and the runstate host ops pass it on before use.
-   * Kernels without the attribute (6.1) always write the flag, whole-word.
-   */
-  private syncRunstateUpdateFlag(): void {
-    const d = this.vmm.domain(this.domid);
-    if (!this.xen || !d || !vmAssistEnabled(d, VMASST_TYPE.runstate_update_flag) || this.updateFlagSynced) return;
-    this.updateFlagSynced = true;
-    try {
-      this.guest.vm.xenSetAttr({ type: 'runstate_update_flag', enabled: true });
-    } catch (e) {
-      if (!(e instanceof DriverError)) throw e;
-    }
   }
 
   /** A host ioctl whose errno is the step's result (as KVM's own checks answer it), not a harness fault. */

@@ -12,7 +12,7 @@
 import type { Domain } from '../../model/domain.js';
 import { callbackVector, hvmVcpu } from '../../model/hvm-op.js';
 import type { GuestVm } from './addon.js';
-import { GUEST_LAYOUT, HDR, UPCALL_FLAG } from './guest.js';
+import { blockAddress, HDR, UPCALL_FLAG } from './guest.js';
 
 /** The upcall vectors the VMM layer's model holds for a domain. */
 export interface UpcallVectors {
@@ -70,7 +70,7 @@ export async function takeUpcallsLive(guest: GuestVm, vcpu: number, vcpuInfo: nu
     guest.resetVcpu(vcpu);
     // The queue did not reach `irq off`: clear the guest's interrupt flag word so the
     // next batch starts with interrupts disabled (batch_start: RESTORE_IF).
-    guest.vm.write(GUEST_LAYOUT.blockBase + vcpu * GUEST_LAYOUT.blockSize + HDR.irqOn, Buffer.alloc(4));
+    guest.vm.write(blockAddress(vcpu) + HDR.irqOn, Buffer.alloc(4));
   }
   const after = guest.header(vcpu).upcallCount;
   const taken = (after - before) >>> 0;
