@@ -8,6 +8,10 @@ export const EXIT = {
   usage: 2,
   environment: 3,
   allSkipped: 4,
+  /** Stopped by SIGINT (128 + 2, as shells report it); the reports say the run is partial. */
+  sigint: 130,
+  /** Stopped by SIGTERM or SIGHUP, or because the parent process went away. */
+  sigterm: 143,
 } as const;
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
 

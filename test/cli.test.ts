@@ -16,9 +16,9 @@ describe('xconf CLI', () => {
     const dir = mkdtempSync(join(tmpdir(), 'xconf-cli-'));
     const r = cli('run', 'suites/hypercall', `--junit=${dir}/j.xml`, `--ktap=${dir}/k.ktap`);
     expect(r.status).toBe(0);
-    expect(r.stdout).toMatch(/^\d+ passed, 0 failed, \d+ skipped$/m);
+    expect(r.stdout).toMatch(/^\d+ passed, 0 failed, \d+ skipped, 0 known divergences$/m);
     const xml = readFileSync(`${dir}/j.xml`, 'utf8');
-    expect(Number(/<testsuites tests="(\d+)" failures="0" errors="0"/.exec(xml)?.[1])).toBeGreaterThanOrEqual(20);
+    expect(Number(/<testsuites name="xconf model" tests="(\d+)" failures="0" errors="0"/.exec(xml)?.[1])).toBeGreaterThanOrEqual(20);
     expect(readFileSync(`${dir}/k.ktap`, 'utf8').startsWith('KTAP version 1\n')).toBe(true);
   });
   it('validate: malformed files exit 2 with file:line:col lines only', () => {
@@ -48,31 +48,35 @@ describe('xconf CLI', () => {
   it('run --diff-against: flavours that differ are listed as disagreements and exit 1, though every case passed', () => {
     const dir = mkdtempSync(join(tmpdir(), 'xconf-cli-'));
     const r = cli('run', 'test/cases/differential', 'suites/sched/timer-singleshot-missing-vcpu-xen.yaml', 'suites/sched/timer-singleshot-missing-vcpu-kvm.yaml',
-      '--target=model', '--diff-against=model-kvm', `--junit=${dir}/j.xml`, `--ktap=${dir}/k.ktap`);
+      '--target=model', '--diff-against=model-kvm', `--junit=${dir}/j.xml`, `--ktap=${dir}/k.ktap`, `--diff-report=${dir}/d.xml`);
     expect(r.status).toBe(1);
-    expect(r.stdout).toMatch(/^4 passed, 0 failed, 1 skipped$/m);
-    expect(r.stdout).toContain('differential: model vs model-kvm: 3 compared, 1 agree, 2 disagree, 1 not compared');
+    expect(r.stdout).toMatch(/^4 passed, 0 failed, 1 skipped, 0 known divergences$/m);
+    expect(r.stdout).toContain('differential: model vs model-kvm: 3 compared, 1 agree, 2 disagree, 0 known divergences, 1 not compared');
     expect(r.stdout).toContain('DISAGREE singleshot-missing-vcpu: step 2 (timer.set_singleshot, line 8): ret model=-2 (-ENOENT) model-kvm=-22 (-EINVAL)');
     expect(r.stdout).toMatch(/^DISAGREE pvclock-stable-bit: step 1 \(time\.update, line 7\): model=pass model-kvm=fail .*; status model=pass model-kvm=fail$/m);
     expect(r.stdout).toContain('NOT COMPARED x1: Requirement not met: flavor.xen');
-    const xml = readFileSync(`${dir}/j.xml`, 'utf8');
-    expect(xml).toMatch(/<testsuite name="xconf\.differential" [^>]*tests="4" failures="2" errors="0" skipped="1">/);
+    // The cases are counted once: the differential has its own report, and KTAP holds only the cases.
+    expect(readFileSync(`${dir}/j.xml`, 'utf8')).toMatch(/<testsuites name="xconf model" tests="5" failures="0" errors="0"/);
+    const xml = readFileSync(`${dir}/d.xml`, 'utf8');
+    expect(xml).toMatch(/<testsuite name="xconf\.differential" tests="4" failures="2" errors="0" skipped="1"/);
     expect(xml).toContain('<property name="reference" value="model-kvm"/>');
     expect(xml).toMatch(/name="sched\/timer-singleshot-missing-vcpu-xen"[^>]*>[\s\S]*?<skipped message="not compared: Requirement not met: flavor\.xen/);
-    expect(xml).toContain('<failure message="step 2 (timer.set_singleshot, line 8): ret model=-2 (-ENOENT) model-kvm=-22 (-EINVAL)" type="disagreement"/>');
+    expect(xml).toContain('<failure message="step 2 (timer.set_singleshot, line 8): ret model=-2 (-ENOENT) model-kvm=-22 (-EINVAL)" type="disagreement">');
     const k = readFileSync(`${dir}/k.ktap`, 'utf8');
-    expect(k).toContain('    not ok 3 singleshot-missing-vcpu');
-    expect(k).toMatch(/^not ok 6 xconf\.differential$/m);
+    expect(k).not.toContain('differential');
+    expect(k).toMatch(/^1\.\.5$/m);
   });
   it('run --diff-against the same target agrees on every case and exits 0; an unknown reference is a usage error', () => {
     const dir = mkdtempSync(join(tmpdir(), 'xconf-cli-'));
     const r = cli('run', 'suites/hypercall', '--target=model', '--diff-against=model', `--junit=${dir}/j.xml`);
     expect(r.status).toBe(0);
-    expect(r.stdout).toMatch(/^differential: model vs model: (\d+) compared, \1 agree, 0 disagree, 0 not compared$/m);
+    expect(r.stdout).toMatch(/^differential: model vs model: (\d+) compared, \1 agree, 0 disagree, 0 known divergences, 0 not compared$/m);
+    expect(existsSync(`${dir}/j.differential.xml`)).toBe(true);
     expect(r.stdout).not.toMatch(/DISAGREE/);
     const bad = cli('run', 'suites/hypercall', '--diff-against=xen');
     expect(bad.status).toBe(2);
     expect(bad.stderr).toBe("xconf: --diff-against: unknown target 'xen' (targets: model, model-kvm, kvm)\n");
+    expect(cli('run', 'suites/hypercall', '--diff-report=x.xml').stderr).toBe('xconf: --diff-report needs --diff-against=TARGET\n');
   });
   it('list shows requirements and runnability', () => {
     const r = cli('list', 'suites/hypercall');
@@ -90,7 +94,7 @@ describe('xconf on a live /dev/kvm', () => {
       expect(r.status).toBe(1);
       const xml = readFileSync(`${dir}/j.xml`, 'utf8');
       expect(xml).toMatch(/<testcase [^>]*name="a-never-returns"[\s\S]*?<error message="[^"]*did not finish its commands in time/);
-      expect(xml).toMatch(/<testsuites tests="2" failures="0" errors="1" skipped="0">/);
+      expect(xml).toMatch(/<testsuites name="xconf kvm" tests="2" failures="0" errors="1"/);
     }
   });
   it.skipIf(!kvm)('without Xen support, Xen cases skip naming the missing capability and suites/kvm passes', () => {

@@ -1,38 +1,52 @@
-// KTAP version 1 for kselftest-style runners: one subtest group per case with
-// variants, one line per case otherwise; SKIP directives carry the reason.
-// A differential run adds one last subtest group, xconf.differential: one line
-// per case compared with the reference (not ok = disagreement, SKIP = not compared).
-import type { CaseResult, DiffSummary, RunSummary } from '../runner/results.js';
-import { diffCounts, diffReason, oneLine } from '../runner/differential.js';
+// KTAP version 1 (Documentation/dev-tools/ktap.rst) for kselftest-style runners
+// and the kernel's own parser (tools/testing/kunit/kunit.py parse): one subtest
+// group per case with variants (two-space indentation, variants in matrix
+// order), one line per case otherwise. Directives: SKIP with the reason, XFAIL
+// for a known divergence (`ok`, as kselftest's ksft_test_result_xfail prints
+// it), ERROR for a harness or driver fault (`not ok`). An interrupted run keeps
+// the plan it announced and ends with `Bail out!`, so a parser sees tests
+// missing. Stale expectations entries add a last failing test. The
+// differential of a run is not here: it is no test of the target (it has its
+// own JUnit file).
+import type { CaseResult, RunSummary } from '../runner/results.js';
+import { oneLine } from '../runner/differential.js';
+
+/** KTAP has no escape for '#' in a directive's text, and a line must stay one line. */
+const text = (s: string) => oneLine(s).replace(/#/g, 'No.');
 
 function line(i: number, r: CaseResult, name: string, indent: string): string[] {
-  const ok = r.status === 'pass' || r.status === 'skip';
-  const out = [`${indent}${ok ? 'ok' : 'not ok'} ${i} ${name}${r.status === 'skip' ? ` # SKIP ${oneLine(r.message ?? '')}` : ''}`];
-  if (r.status === 'fail' || r.status === 'error') {
-    out.splice(0, 0, `${indent}# ${r.status === 'error' ? 'ERROR' : 'FAIL'}: ${oneLine(r.message ?? '')}`);
+  const msg = text(r.message ?? '');
+  switch (r.status) {
+    case 'pass': return [`${indent}ok ${i} ${name}`];
+    case 'skip': return [`${indent}ok ${i} ${name} # SKIP ${msg}`];
+    case 'xfail': return [`${indent}# known divergence: ${msg}`, `${indent}ok ${i} ${name} # XFAIL ${text(`${r.divergence!.reason} (${r.divergence!.where})`)}`];
+    case 'error': return [`${indent}not ok ${i} ${name} # ERROR ${msg}`];
+    case 'fail': return [`${indent}# FAIL: ${msg}`, `${indent}not ok ${i} ${name}`];
   }
-  return out;
 }
 
-function differential(i: number, d: DiffSummary): string[] {
-  const entries = [...d.entries].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  const out = [`    KTAP version 1`, `    # Subtest: xconf.differential`, `    # ${d.target} vs reference ${d.reference}`, `    1..${entries.length}`];
-  entries.forEach((e, j) => {
-    if (e.verdict === 'disagree') out.push(`    # DISAGREE: ${oneLine(diffReason(e))}`, `    not ok ${j + 1} ${e.name}`);
-    else out.push(`    ok ${j + 1} ${e.name}${e.verdict === 'not-compared' ? ` # SKIP not compared: ${oneLine(e.reasons[0])}` : ''}`);
-  });
-  const c = diffCounts(d);
-  out.push(`${c.disagree ? 'not ok' : 'ok'} ${i} xconf.differential${entries.length && !c.compared ? ' # SKIP nothing compared' : ''}`);
-  return out;
+function groupStatus(rs: CaseResult[]): { ok: boolean; directive: string } {
+  if (rs.some((r) => r.status === 'fail' || r.status === 'error')) {
+    return { ok: false, directive: rs.every((r) => r.status === 'error') ? ` # ERROR ${text(rs[0].message ?? '')}` : '' };
+  }
+  if (rs.every((r) => r.status === 'skip')) return { ok: true, directive: ` # SKIP ${text(rs[0].message ?? '')}` };
+  return { ok: true, directive: '' };
 }
 
-export function ktap(run: RunSummary): string {
+/**
+ * KTAP of a run. Results are written in the order given (the plan's order);
+ * `plannedGroups` is the number of top-level tests the plan held, which an
+ * interrupted run announces although it did not reach them all.
+ */
+export function ktap(run: RunSummary, opts: { plannedGroups?: number } = {}): string {
   const groups = new Map<string, CaseResult[]>();
-  for (const r of [...run.results].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+  for (const r of run.results) {
     if (!groups.has(r.id)) groups.set(r.id, []);
     groups.get(r.id)!.push(r);
   }
-  const out = ['KTAP version 1', `# xconf target=${run.target} seed=${run.seed}`, `1..${groups.size + (run.differential ? 1 : 0)}`];
+  const problems = run.expectationProblems ?? [];
+  const planned = Math.max(opts.plannedGroups ?? groups.size, groups.size) + (problems.length ? 1 : 0);
+  const out = ['KTAP version 1', `# xconf target=${run.target} seed=${run.seed}`, `1..${planned}`];
   let i = 0;
   for (const [id, rs] of groups) {
     i++;
@@ -40,15 +54,18 @@ export function ktap(run: RunSummary): string {
       out.push(...line(i, rs[0], id, ''));
       continue;
     }
-    out.push(`    KTAP version 1`, `    # Subtest: ${id}`, `    1..${rs.length}`);
-    rs.forEach((r, j) => out.push(...line(j + 1, r, r.variant, '    ')));
-    const failed = rs.some((r) => r.status === 'fail' || r.status === 'error');
-    const allSkip = rs.every((r) => r.status === 'skip');
-    out.push(`${failed ? 'not ok' : 'ok'} ${i} ${id}${allSkip ? ` # SKIP ${oneLine(rs[0].message ?? '')}` : ''}`);
+    out.push(`  KTAP version 1`, `  # Subtest: ${id}`, `  1..${rs.length}`);
+    rs.forEach((r, j) => out.push(...line(j + 1, r, r.variant, '  ')));
+    const g = groupStatus(rs);
+    out.push(`${g.ok ? 'ok' : 'not ok'} ${i} ${id}${g.directive}`);
   }
-  if (run.differential) out.push(...differential(i + 1, run.differential));
-  const c = { pass: 0, fail: 0, skip: 0, error: 0 };
+  if (problems.length && !run.interrupted) {
+    for (const p of problems) out.push(`# ${text(p)}`);
+    out.push(`not ok ${i + 1} xconf.expectations`);
+  }
+  const c = { pass: 0, fail: 0, skip: 0, error: 0, xfail: 0 };
   for (const r of run.results) c[r.status]++;
-  out.push(`# Totals: pass:${c.pass} fail:${c.fail + c.error} xfail:0 xpass:0 skip:${c.skip} error:0`);
+  out.push(`# Totals: pass:${c.pass} fail:${c.fail} xfail:${c.xfail} xpass:0 skip:${c.skip} error:${c.error}`);
+  if (run.interrupted) out.push(`Bail out! ${text(`run interrupted (${run.interrupted}) after ${run.results.length} of ${run.planned ?? run.results.length} cases`)}`);
   return out.join('\n') + '\n';
 }

@@ -7,6 +7,10 @@ import { plan } from './plan.js';
 import { runCase } from './run-case.js';
 import type { WorkerMessage, WorkerRequest } from './isolate.js';
 
+// The parent holds the only reason to live: if it dies (or closes the IPC
+// channel), stop at once rather than run on as an orphan holding a VM.
+process.once('disconnect', () => process.exit(0));
+
 process.once('message', async (req: WorkerRequest) => {
   const send = (m: WorkerMessage) => new Promise<void>((r) => process.send!(m, () => r()));
   const loaded = loadFile(req.file, req.id);

@@ -67,7 +67,7 @@ describe('differential comparison', () => {
       result({ status: 'skip', message: 'Requirement not met: flavor.xen (why)', steps: [] }),
     ]);
     expect(d.entries).toEqual([{ name: 'x/a', id: 'x/a', file: 'suites/x/a.yaml', verdict: 'not-compared', reasons: ['Requirement not met: flavor.xen (why)'] }]);
-    expect(diffCounts(d)).toEqual({ compared: 0, agree: 0, disagree: 0, notCompared: 1 });
+    expect(diffCounts(d)).toEqual({ compared: 0, agree: 0, disagree: 0, known: 0, notCompared: 1 });
   });
 
   it('spells out at most three differences in the one-line reason', () => {

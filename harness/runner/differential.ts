@@ -109,19 +109,22 @@ export function compareRuns(target: string, reference: string, results: CaseResu
       entries.push({ ...base, verdict: 'not-compared', reasons: [r.message ?? 'skipped'] });
       continue;
     }
-    const reasons = caseDifferences(t, r, tl, rl);
-    entries.push({ ...base, verdict: reasons.length ? 'disagree' : 'agree', reasons });
+    // A known divergence is compared as the failure it is, and a disagreement it explains is 'known'.
+    const reasons = caseDifferences(t.status === 'xfail' ? { ...t, status: t.divergence!.expected } : t, r, tl, rl);
+    const verdict = !reasons.length ? 'agree' : t.status === 'xfail' ? 'known' : 'disagree';
+    entries.push({ ...base, verdict, reasons });
   }
   return { target, reference, entries };
 }
 
 export function diffCounts(d: DiffSummary) {
-  const c = { compared: 0, agree: 0, disagree: 0, notCompared: 0 };
+  const c = { compared: 0, agree: 0, disagree: 0, known: 0, notCompared: 0 };
   for (const e of d.entries) {
     if (e.verdict === 'not-compared') c.notCompared++;
     else {
       c.compared++;
       if (e.verdict === 'agree') c.agree++;
+      else if (e.verdict === 'known') c.known++;
       else c.disagree++;
     }
   }

@@ -25,7 +25,7 @@ const WORKER = fileURLToPath(new URL('./case-worker.js', import.meta.url));
 /** Time the child gets beyond the case's own limit to report a timeout itself. */
 const GRACE_MS = 5000;
 
-export function runIsolated(pc: PlannedCase, target: string, opts: RunCaseOptions, worker = WORKER): Promise<CaseResult> {
+export function runIsolated(pc: PlannedCase, target: string, opts: RunCaseOptions, worker = WORKER, signal?: AbortSignal): Promise<CaseResult> {
   const t0 = performance.now();
   const base = {
     id: pc.case.id, variant: pc.variant.name, name: pc.name, file: pc.case.file,
@@ -39,12 +39,17 @@ export function runIsolated(pc: PlannedCase, target: string, opts: RunCaseOption
     child.stderr?.on('data', (b: Buffer) => { stderr = (stderr + b.toString()).slice(-2000); });
     const limit = caseTimeoutMs(pc.case, opts) + GRACE_MS;
     const timer = setTimeout(() => child.kill('SIGKILL'), limit);
+    // A stopped run does not wait for the case in flight.
+    const stop = () => child.kill('SIGKILL');
+    const aborter = signal;
+    aborter?.addEventListener('abort', stop, { once: true });
     child.on('message', (m: WorkerMessage) => {
       if (m.kind === 'step') last = { index: m.index, label: m.label };
       else result = m.result;
     });
     child.on('exit', (code, signal) => {
       clearTimeout(timer);
+      aborter?.removeEventListener('abort', stop);
       if (result) return resolve(result);
       const where = last ? `after starting step ${last.index + 1} (${last.label})` : 'before its first step';
       const how = signal === 'SIGKILL' && performance.now() - t0 >= limit - 50

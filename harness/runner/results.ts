@@ -1,6 +1,23 @@
 // Results as plain data: what reporters consume.
 
-export type Status = 'pass' | 'fail' | 'skip' | 'error';
+/**
+ * 'xfail': a known divergence. The case failed or errored on a real
+ * implementation exactly as an expectations file says (harness/expect/).
+ */
+export type Status = 'pass' | 'fail' | 'skip' | 'error' | 'xfail';
+
+/** The expectations entry that turned a failure into a known divergence. */
+export interface Divergence {
+  /** What the case did: the status the entry expected. */
+  expected: 'fail' | 'error';
+  reason: string;
+  /** Source file and function of the implementation that diverges. */
+  where: string;
+  /** Version that fixes it, when known. */
+  until?: string;
+  /** The expectations file and line of the entry. */
+  source: string;
+}
 
 export interface StepRecord {
   index: number;
@@ -8,6 +25,8 @@ export interface StepRecord {
   line: number;
   status: 'pass' | 'fail' | 'error' | 'not-run';
   servedBy?: string;
+  /** What the step did: a guest 'hypercall', a 'host' action, a 'wrmsr', a guest 'write', a 'check'. */
+  kind?: string;
   message?: string;
   /** What the target observed, as strings (JSON- and IPC-safe): compared by differential runs. */
   observed?: StepObservation;
@@ -41,18 +60,30 @@ export interface CaseResult {
   detail?: string;
   durationMs: number;
   steps: StepRecord[];
+  /** Skips: the capabilities the target lacks, in the order the case needs them. */
+  missing?: string[];
+  /** Known divergences: the expectations entry, and the failure message it covers in `message`. */
+  divergence?: Divergence;
 }
 
 export interface RunSummary {
   target: string;
   seed: string;
   capabilities: string[];
+  /** Capabilities the target lacks, with the reason (skips are grouped by it). */
+  missing?: Record<string, string>;
   properties: Record<string, string>;
   results: CaseResult[];
   startedAt: string;
   durationMs: number;
   /** Present when the run was compared against a reference target (--diff-against). */
   differential?: DiffSummary;
+  /** Cases the plan held (more than results when the run was interrupted or bailed out). */
+  planned?: number;
+  /** Set when the run stopped early: 'SIGINT', 'SIGTERM', 'parent exited', '--bail'. */
+  interrupted?: string;
+  /** Problems with the expectations files (entries that now pass or match nothing): each fails the run. */
+  expectationProblems?: string[];
 }
 
 /** One case of a differential run: how its run on the target compares with the reference's. */
@@ -60,8 +91,9 @@ export interface DiffEntry {
   name: string;
   id: string;
   file: string;
-  verdict: 'agree' | 'disagree' | 'not-compared';
-  /** disagree: every difference, one line each; not-compared: the reference's skip reason. */
+  /** known: the case is a known divergence of the target, and disagrees with the reference because of it. */
+  verdict: 'agree' | 'disagree' | 'not-compared' | 'known';
+  /** disagree and known: every difference, one line each; not-compared: the reference's skip reason. */
   reasons: string[];
 }
 
@@ -72,7 +104,7 @@ export interface DiffSummary {
 }
 
 export function counts(results: CaseResult[]) {
-  const c = { total: results.length, pass: 0, fail: 0, skip: 0, error: 0 };
+  const c = { total: results.length, pass: 0, fail: 0, skip: 0, error: 0, xfail: 0 };
   for (const r of results) c[r.status]++;
   return c;
 }

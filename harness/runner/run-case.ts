@@ -213,7 +213,7 @@ export async function runCase(pc: PlannedCase, driver: Driver, caps: Capabilitie
   const missing = requirements(c, setup, vars).filter((r) => !caps.has.has(r));
   if (missing.length) {
     const why = missing.map((m) => `${m} (${caps.missing.get(m) ?? 'not implemented by this target'})`).join(', ');
-    return result('skip', `Requirement not met: ${why}`);
+    return { ...result('skip', `Requirement not met: ${why}`), missing };
   }
   const limit = caseTimeoutMs(c, opts);
   let timer: NodeJS.Timeout | undefined;
@@ -262,6 +262,7 @@ async function execute(
         });
         outcome = await session.apply(action, place);
         rec.servedBy = outcome.servedBy;
+        rec.kind = action.kind;
       } catch (e) {
         if (e instanceof ExprError) {
           rec.status = 'error';

@@ -1,5 +1,7 @@
 // Runs a plan: probes the driver once, runs every case (one failing case never
 // stops the run), calls `onResult` after each so reporters can persist progress.
+// `signal` stops the run between cases (and kills an isolated case in flight):
+// the summary then holds the cases that finished.
 
 import type { Driver } from '../drivers/driver.js';
 import type { PlannedCase } from './plan.js';
@@ -15,6 +17,7 @@ export async function runPlan(
     onResult?: (r: CaseResult, done: CaseResult[]) => void;
     /** Run each case that is not skipped in a fresh child process. */
     isolate?: boolean;
+    signal?: AbortSignal;
   } = {},
 ): Promise<RunSummary> {
   const caps = await driver.probe();
@@ -22,10 +25,11 @@ export async function runPlan(
   const t0 = performance.now();
   const results: CaseResult[] = [];
   for (const pc of planned) {
+    if (opts.signal?.aborted) break;
     let r: CaseResult;
     try {
       const skip = opts.isolate ? skipReason(pc, caps) : undefined;
-      if (opts.isolate && skip === undefined) r = await runIsolated(pc, driver.name, opts);
+      if (opts.isolate && skip === undefined) r = await runIsolated(pc, driver.name, opts, undefined, opts.signal);
       else r = await runCase(pc, driver, caps, opts);
     } catch (e) {
       r = {
@@ -34,6 +38,7 @@ export async function runPlan(
         message: `harness fault: ${(e as Error).message}`, durationMs: 0, steps: [],
       };
     }
+    if (opts.signal?.aborted && r.status === 'error') break; // killed by the stop, not a result
     results.push(r);
     opts.onResult?.(r, results);
   }
@@ -41,6 +46,7 @@ export async function runPlan(
     target: driver.name,
     seed: opts.seed ?? '0',
     capabilities: [...caps.has].sort(),
+    missing: Object.fromEntries(caps.missing),
     properties: { ...caps.properties },
     results,
     startedAt: started.toISOString(),

@@ -1,0 +1,54 @@
+// Help texts. Kept free of heavy imports: `xconf --help` loads nothing else.
+import { readFileSync } from 'node:fs';
+
+export const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+const TARGET_LIST = 'model | model-kvm | kvm';
+
+export const HELP: Record<string, string> = {
+  main: `xconf ${VERSION}: conformance and fuzz harness for Xen-on-KVM
+
+Usage: xconf <command> [options]
+
+Commands:
+  run [PATHS...]       run cases (default: suites/) against a target
+  validate PATHS...    load and check case files without running them
+  list [PATHS...]      list cases, their requirements, and whether the target can run them
+
+Options: --help, --version. 'xconf <command> --help' for a command's options.
+Exit codes: 0 no failures (skips and known divergences allowed), 1 a case failed
+(or disagreed with the --diff-against reference, or an expectations entry is
+stale), 2 usage or suite error, 3 driver/environment error, 4 everything skipped,
+130 / 143 stopped by SIGINT / SIGTERM (reports marked partial).`,
+  run: `Usage: xconf run [PATHS...] [options]
+
+  --target=NAME     ${TARGET_LIST} (default: model, the reference model)
+  --filter=GLOB     run only cases whose id or name matches GLOB (see README: Selecting cases)
+  --shard=K/N       run the K-th of N deterministic shards
+  --rerun-failed    run only the cases the previous report (--junit) records as failed
+  --junit=PATH      JUnit XML output (default: reports/junit.xml)
+  --ktap=PATH       also write KTAP version 1 output
+  --json=PATH       also write the results as JSON
+  --expect=FILE     known divergences of the target (expectations/*.yaml; repeatable);
+                    'auto' picks expectations/<target>.yaml and <target>-<version>.yaml
+  --timeout=SECONDS per-case time limit (default 30; a case's own timeout wins)
+  --seed=N          run the cases in an order shuffled with seed N (reports keep plan order)
+  -j, --jobs=N      run model targets in N worker processes
+  --bail            stop at the first failure (reports are marked partial)
+  --isolate         run every case in its own child process (default for --target=kvm)
+  --in-process      run kvm cases in this process (faster; a crash ends the run)
+  --diff-against=NAME
+                    also run every case that ran on the target on reference target NAME
+                    (${TARGET_LIST}; same variant) and compare status, ret, fault and
+                    expected OUT values; disagreements are listed and exit 1
+  --diff-report=PATH the differential's own JUnit file (default: the --junit path
+                    with .differential.xml)
+  -v, --verbose     print every case, not only failures`,
+  validate: `Usage: xconf validate PATHS...
+
+Checks every case file and prints one line per problem as file:line:col: CODE path: message.
+Exit 0 when all files are valid, 2 otherwise.`,
+  list: `Usage: xconf list [PATHS...] [--target=NAME] [--ops] [--capabilities]
+
+Lists case ids with their requirements and whether the target can run them.
+--ops lists the op vocabulary; --capabilities the capability vocabulary.`,
+};
