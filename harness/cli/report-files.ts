@@ -29,7 +29,7 @@ export function checkReportPaths(reports: ReportPath[]): void {
     if (existsSync(r.path) && statSync(r.path).isDirectory()) throw new UsageError(`${r.option}=${r.path} is a directory; give a file path`);
     const abs = resolve(r.path);
     const other = seen.get(abs);
-    if (other) throw new UsageError(`${r.option} and ${other} both name ${r.path}; give each report its own file`);
+    if (other) throw new UsageError(`${other} and ${r.option} both name ${r.path}; give each report its own file`);
     seen.set(abs, r.option);
   }
 }

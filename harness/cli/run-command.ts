@@ -112,6 +112,9 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
     return EXIT.ok;
   }
   const expectFiles: ExpectationFile[] = ((v.expect as string[] | undefined) ?? []).filter((f) => f !== 'auto').map(loadExpectations);
+  // From here on the previous reports are gone: whatever stops this run, none can pass for its result.
+  lockReports(reports);
+  clearReports(reports);
 
   const loaded = loadPaths(paths);
   if (loaded.problems.length) throw new SuiteError(loaded.problems);
@@ -132,8 +135,6 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
     expectFiles.push(...autoExpectationFiles(EXPECTATIONS_DIR, target, version).map(loadExpectations));
   }
 
-  lockReports(reports);
-  clearReports(reports);
   const order = new Map(planned.map((pc, i) => [pc.name, i]));
   const inPlanOrder = (rs: CaseResult[]) => [...rs].sort((a, b) => order.get(a.name)! - order.get(b.name)!);
   const started = new Date().toISOString();
