@@ -97,7 +97,8 @@ describe('known divergences', () => {
 describe('stopping', () => {
   it('SIGTERM: a partial summary, reports marked interrupted, KTAP bails out, exit 143', async () => {
     const d = tmp();
-    const child = spawn(process.execPath, ['bin/xconf.js', 'run', 'suites', '--isolate', `--junit=${d}/j.xml`, `--ktap=${d}/k.ktap`, `--json=${d}/r.json`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['bin/xconf.js', 'run', 'suites', '--isolate', `--junit=${d}/j.xml`, `--ktap=${d}/k.ktap`, `--json=${d}/r.json`,
+      '--diff-against=model-kvm', `--diff-report=${d}/d.xml`], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (b) => { out += b; });
     expect(await waitFor(() => (out.match(/\n/g) ?? []).length >= 3, 20000)).toBe(true);
@@ -110,6 +111,7 @@ describe('stopping', () => {
     expect(k[2]).toMatch(/^1\.\.\d{3}$/);
     expect(k.at(-1)).toMatch(/^Bail out! run interrupted \(SIGTERM\)/);
     expect(JSON.parse(readFileSync(`${d}/r.json`, 'utf8')).interrupted).toBe('SIGTERM');
+    expect(readFileSync(`${d}/d.xml`, 'utf8')).toMatch(/<error message="run interrupted \(SIGTERM\); the comparison is partial"/);
   }, 60000);
   it('a run whose parent dies without passing a signal on stops by itself', async () => {
     const d = tmp();

@@ -143,12 +143,17 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
     properties: { ...caps.properties }, results: inPlanOrder(results), startedAt: started, durationMs: 0, planned: planned.length,
   });
   const groups = new Set(planned.map((pc) => pc.case.id)).size;
+  let persistMs = 0;
   const persist = (run: RunSummary) => {
+    const t = performance.now();
     writeAtomic(String(v.junit), junitXml(run));
     if (v.ktap) writeAtomic(String(v.ktap), ktap(run, { plannedGroups: groups }));
     if (v.json) writeAtomic(String(v.json), runJson(run));
     if (run.differential) writeAtomic(reports.find((r) => r.option === '--diff-report')!.path, differentialJunitXml(run));
+    persistMs = performance.now() - t;
   };
+  // Progress rewrites cost at most a tenth of the run: never sooner than 250 ms, nor than ten times the last write.
+  const due = () => performance.now() - last >= Math.max(PROGRESS_INTERVAL_MS, 10 * persistMs);
   const IN_PROGRESS = 'in progress: the run had not finished when this report was written';
   persist({ ...base([]), interrupted: IN_PROGRESS });
 
@@ -167,7 +172,7 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
     progress.caseDone(r);
     if (v.bail && (r.status === 'fail' || r.status === 'error') && !bailed) { bailed = true; ac.abort(); }
     // Model cases finish in microseconds: rewrite at most every 250 ms; slow cases are persisted as each ends.
-    if (performance.now() - last < PROGRESS_INTERVAL_MS) return;
+    if (!due()) return;
     persist({ ...base(done), interrupted: IN_PROGRESS });
     last = performance.now();
   };
@@ -189,6 +194,8 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
   run.results = applied.results;
   if (applied.problems.length) run.expectationProblems = applied.problems;
   if (stop.why() || bailed) run.interrupted = stop.why() ?? '--bail: stopped at the first failure';
+  // Stopped before the comparison: the differential report exists, empty and marked interrupted.
+  if (reference && run.interrupted) run.differential = { target: driver.name, reference: reference.name, entries: [] };
   persist(run);
   if (reference && !run.interrupted) {
     last = performance.now();
@@ -198,7 +205,7 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
       // Model references run in this process (fast); a kvm reference is isolated like a kvm target.
       isolate: !v['in-process'] && (!!v.isolate || reference.name === 'kvm'),
       onProgress: (soFar) => {
-        if (performance.now() - last < PROGRESS_INTERVAL_MS) return;
+        if (!due()) return;
         persist({ ...run, differential: soFar(), interrupted: IN_PROGRESS });
         last = performance.now();
       },
