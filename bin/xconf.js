@@ -3,6 +3,9 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
+// The parent as the process starts, before anything slow: a run whose parent dies stops (see run-command.ts).
+process.env.XCONF_PARENT_PID = String(process.ppid);
+
 const main = new URL('../dist/cli/main.js', import.meta.url);
 if (!existsSync(fileURLToPath(main))) {
   process.stderr.write('xconf: dist/ is missing; run `npm ci` (or `npm run build`) first\n');

@@ -117,7 +117,8 @@ describe('stopping', () => {
     const d = tmp();
     const sh = spawn('sh', ['-c', `${process.execPath} bin/xconf.js run suites --isolate --junit=${d}/j.xml >${d}/out 2>&1 & echo $!; wait`], { stdio: ['ignore', 'pipe', 'ignore'] });
     const pid = Number(await new Promise<string>((r) => sh.stdout.once('data', (b) => r(String(b)))));
-    await sleep(1500);
+    // Once the first report is written the run is under way (its stop watch is set before that).
+    expect(await waitFor(() => existsSync(`${d}/j.xml`), 20000)).toBe(true);
     sh.kill('SIGKILL');
     expect(await waitFor(() => !alive(pid), 15000)).toBe(true);
     expect(readFileSync(`${d}/j.xml`, 'utf8')).toContain('run interrupted (parent exited)');

@@ -62,7 +62,8 @@ function stopper(): { signal: AbortSignal; why: () => string | undefined; dispos
   const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((s) => [s, () => stop(s)] as const);
   for (const [s, h] of handlers) process.on(s, h);
   // npx (or a CI runner) killed without passing the signal on: we are re-parented.
-  const parent = process.ppid;
+  // The parent is the one bin/xconf.js saw as the process started.
+  const parent = Number(process.env.XCONF_PARENT_PID) || process.ppid;
   const watch = setInterval(() => { if (process.ppid !== parent) stop('parent exited'); }, 1000);
   watch.unref();
   return {
@@ -115,6 +116,7 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
   // From here on the previous reports are gone: whatever stops this run, none can pass for its result.
   lockReports(reports);
   clearReports(reports);
+  const stop = stopper();
 
   const loaded = loadPaths(paths);
   if (loaded.problems.length) throw new SuiteError(loaded.problems);
@@ -157,7 +159,6 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
   const IN_PROGRESS = 'in progress: the run had not finished when this report was written';
   persist({ ...base([]), interrupted: IN_PROGRESS });
 
-  const stop = stopper();
   const style = styleFor(process.stdout);
   const isolate = !v['in-process'] && (!!v.isolate || driver.name === 'kvm');
   const progress = new Progress({
