@@ -1,8 +1,8 @@
 // End-to-end: the built CLI as a user runs it.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
 
 const cli = (...args: string[]) => spawnSync(process.execPath, ['bin/xconf.js', ...args], { encoding: 'utf8' });
@@ -77,6 +77,17 @@ describe('xconf CLI', () => {
     expect(bad.status).toBe(2);
     expect(bad.stderr).toBe("xconf: --diff-against: unknown target 'xen' (targets: model, model-kvm, kvm)\n");
     expect(cli('run', 'suites/hypercall', '--diff-report=x.xml').stderr).toBe('xconf: --diff-report needs --diff-against=TARGET\n');
+  });
+  it('--version and --help load no command module (each command loads its own, when it runs)', () => {
+    const d = mkdtempSync(join(tmpdir(), 'xconf-lazy-'));
+    for (const f of ['package.json', 'bin/xconf.js', 'dist/cli/main.js', 'dist/cli/help.js', 'dist/errors.js']) {
+      mkdirSync(dirname(join(d, f)), { recursive: true });
+      copyFileSync(f, join(d, f));
+    }
+    const at = (...args: string[]) => spawnSync(process.execPath, [join(d, 'bin/xconf.js'), ...args], { encoding: 'utf8' });
+    expect(at('--version').stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+    expect(at('--help').status).toBe(0);
+    expect(at('run').stderr).toMatch(/internal error: Cannot find module .*run-command\.js/);
   });
   it('list shows requirements and runnability', () => {
     const r = cli('list', 'suites/hypercall');
