@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import { DriverError, EXIT, SuiteError, UsageError, formatProblem, type ExitCode } from '../errors.js';
 import { createDriver, TARGETS } from '../drivers/index.js';
 import { loadPaths } from '../suite/loader.js';
-import { plan, parseShard } from '../runner/plan.js';
+import { plan, planOrThrow, parseShard } from '../runner/plan.js';
 import { requirements, resolveSetup } from '../runner/run-case.js';
 import { runPlan } from '../runner/run.js';
 import { counts, type DiffSummary, type RunSummary } from '../runner/results.js';
@@ -41,7 +41,12 @@ Exit codes: 0 no failures (skips allowed), 1 a case failed (or disagreed with th
   run: `Usage: xconf run [PATHS...] [options]
 
   --target=NAME     ${TARGETS.join(' | ')} (default: model, the reference model)
-  --filter=GLOB     run only case ids matching GLOB (e.g. 'hypercall/*')
+  --filter=PATTERN  run only matching cases: plain text selects ids/variant names
+                    containing it ('xen-version'); with a wildcard it must match the
+                    whole id or variant name: * any text (across /), ? one character,
+                    {a,b} alternatives, \ makes the next character plain
+                    (e.g. '*xen-version*', 'hypercall/xen-version-version[mode=32]').
+                    Matching nothing exits 2
   --shard=K/N       run the K-th of N deterministic shards
   --junit=PATH      JUnit XML output (default: reports/junit.xml)
   --ktap=PATH       also write KTAP version 1 output
@@ -97,8 +102,8 @@ async function cmdRun(argv: string[]): Promise<ExitCode> {
   const timeout = v.timeout === undefined ? undefined : Number(v.timeout);
   if (timeout !== undefined && !(timeout > 0)) throw new UsageError(`--timeout takes a positive number of seconds (got '${v.timeout}')`);
   const shard = v.shard ? parseShard(String(v.shard)) : undefined;
-  const cases = loadOrThrow(positionals.length ? positionals : ['suites']);
-  const planned = plan(cases, { filter: v.filter as string | undefined, shard });
+  const paths = positionals.length ? positionals : ['suites'];
+  const planned = planOrThrow(loadOrThrow(paths), { paths, filter: v.filter as string | undefined, shard });
   const driver = await createDriver(String(v.target));
   // The reference is created and probed before anything runs, so a reference
   // that cannot work (no /dev/kvm) stops the run up front.
