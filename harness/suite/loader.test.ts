@@ -117,3 +117,13 @@ describe('loader: hostile input (property)', () => {
     check('description: x\ntimeout: 1e999\nsteps:\n  - op: memory.check\n');
   });
 });
+
+describe('loader: case ids', () => {
+  it('refuses ids with # or whitespace at load time, naming the file', () => {
+    const s = tmpSuite({ 'a b.yaml': 'description: x\nsteps:\n  - op: memory.check\n', 'c#1.yaml': 'description: x\nsteps:\n  - op: memory.check\n', 'ok.yaml': 'description: x\nsteps:\n  - op: memory.check\n' });
+    const r = loadPaths([s]);
+    expect(r.cases.map((c) => c.id)).toEqual(['ok']);
+    expect(r.problems.map((p) => [p.code, p.line, p.col, p.file.endsWith('a b.yaml') || p.file.endsWith('c#1.yaml')])).toEqual([['BAD_ID', 1, 1, true], ['BAD_ID', 1, 1, true]]);
+    expect(r.problems[0].message).toMatch(/contains a space/);
+  });
+});

@@ -107,11 +107,23 @@ function caseId(file: string, root: string): string {
   return rel.replace(/\.ya?ml$/, '') || basename(abs);
 }
 
+/** Characters a case id or a variant name may not contain: KTAP ends a test name at `#` or whitespace. */
+export const BAD_ID_CHAR = /[#\s]/;
+
+function describeChar(c: string): string {
+  return c === '#' ? "'#'" : c === ' ' ? 'a space' : `whitespace (U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')})`;
+}
+
 export function loadPaths(paths: string[]): LoadResult {
   const { files, problems } = discover(paths);
   const cases: LoadedCase[] = [];
   const seen = new Map<string, string>();
   for (const { file, id } of files) {
+    const bad = BAD_ID_CHAR.exec(id);
+    if (bad) {
+      problems.push({ file, line: 1, col: 1, code: 'BAD_ID', path: '', message: `case id '${id}' contains ${describeChar(bad[0])}; KTAP and the filter cannot carry it: rename the file` });
+      continue;
+    }
     const r = loadFile(file, id);
     problems.push(...r.problems);
     if (r.case) {
@@ -300,6 +312,10 @@ export function loadFile(file: string, id: string): { case?: LoadedCase; problem
   const matrix: Array<[string, VarValue[]]> = [];
   for (const [k, vals] of Object.entries(c.matrix ?? {})) {
     defined.add(k);
+    vals.forEach((v, i) => {
+      const bad = typeof v === 'string' ? BAD_ID_CHAR.exec(v) : null;
+      if (bad) problems.push(loc.problem(['matrix', k, i], 'BAD_ID', `matrix value '${v}' contains ${describeChar(bad[0])}; it becomes part of the variant name, which KTAP cannot carry`));
+    });
     // A string that names constants or is an expression (HYPERVISOR_iret, 1 << 4) is a number;
     // any other string (intel, fifo) stays text.
     matrix.push([k, vals.map((v) => {
