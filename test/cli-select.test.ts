@@ -39,3 +39,19 @@ describe('xconf run: selection', () => {
     }
   });
 });
+
+describe('xconf list: vocabularies', () => {
+  it('--constants and --ops print the vocabulary with values and argument types', () => {
+    const c = cli('list', '--constants', 'RUNSTATE_');
+    expect(c.status).toBe(0);
+    expect(c.stdout).toMatch(/^  RUNSTATE_running +0$/m);
+    const o = cli('list', '--ops');
+    expect(o.status).toBe(0);
+    expect(o.stdout).toMatch(/^    args: state: int64 \(RUNSTATE_\*\), steal\?: int64$/m);
+  });
+  it('listing an empty directory is an error too', () => {
+    const r = cli('list', mkdtempSync(join(tmpdir(), 'xconf-empty-')));
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/^xconf: no cases matched/);
+  });
+});

@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import { DriverError, EXIT, SuiteError, UsageError, formatProblem, type ExitCode } from '../errors.js';
 import { createDriver, TARGETS } from '../drivers/index.js';
 import { loadPaths } from '../suite/loader.js';
-import { plan, planOrThrow, parseShard } from '../runner/plan.js';
+import { planOrThrow, parseShard } from '../runner/plan.js';
 import { requirements, resolveSetup } from '../runner/run-case.js';
 import { runPlan } from '../runner/run.js';
 import { counts, type DiffSummary, type RunSummary } from '../runner/results.js';
@@ -16,7 +16,7 @@ import { junitXml } from '../report/junit.js';
 import { ktap } from '../report/ktap.js';
 import { consoleSummary } from '../report/console.js';
 import { writeAtomic } from '../report/atomic-write.js';
-import { ops } from '../ops/index.js';
+import { listConstants, listOps } from '../suite/listing.js';
 import { CAPABILITIES } from '../suite/vocabulary.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -64,10 +64,12 @@ Exit codes: 0 no failures (skips allowed), 1 a case failed (or disagreed with th
 
 Checks every case file and prints one line per problem as file:line:col: CODE path: message.
 Exit 0 when all files are valid, 2 otherwise.`,
-  list: `Usage: xconf list [PATHS...] [--target=NAME] [--ops] [--capabilities]
+  list: `Usage: xconf list [PATHS...] [--target=NAME] [--ops] [--capabilities] [--constants [PREFIX]]
 
 Lists case ids with their requirements and whether the target can run them.
---ops lists the op vocabulary; --capabilities the capability vocabulary.`,
+--ops lists the op vocabulary with each op's arguments and their types;
+--capabilities the capability vocabulary; --constants every named constant
+(or those starting with PREFIX, e.g. RUNSTATE_) with its value.`,
 };
 
 type OptionSpec = Record<string, { type: 'string' | 'boolean'; default?: string | boolean }>;
@@ -174,20 +176,19 @@ function cmdValidate(argv: string[]): ExitCode {
 
 async function cmdList(argv: string[]): Promise<ExitCode> {
   const { values: v, positionals } = parse(argv, {
-    target: { type: 'string', default: 'model' }, ops: { type: 'boolean' }, capabilities: { type: 'boolean' },
+    target: { type: 'string', default: 'model' }, ops: { type: 'boolean' }, capabilities: { type: 'boolean' }, constants: { type: 'boolean' },
   });
   if (v.help) return help('list');
-  if (v.ops) {
-    for (const op of [...ops.values()].sort((a, b) => a.name.localeCompare(b.name))) process.stdout.write(`${op.name.padEnd(28)} ${op.summary}\n`);
-    return EXIT.ok;
-  }
+  if (v.ops) return write(listOps());
+  if (v.constants) return write(listConstants(positionals[0]));
   if (v.capabilities) {
     for (const [k, d] of Object.entries(CAPABILITIES).sort()) process.stdout.write(`${k.padEnd(22)} ${d}\n`);
     return EXIT.ok;
   }
-  const cases = loadOrThrow(positionals.length ? positionals : ['suites']);
+  const paths = positionals.length ? positionals : ['suites'];
+  const cases = loadOrThrow(paths);
   const caps = await (await createDriver(String(v.target))).probe();
-  for (const pc of plan(cases, {})) {
+  for (const pc of planOrThrow(cases, { paths })) {
     let line: string;
     try {
       const vars = new Map(pc.variant.bindings);
@@ -199,6 +200,11 @@ async function cmdList(argv: string[]): Promise<ExitCode> {
     }
     process.stdout.write(line + '\n');
   }
+  return EXIT.ok;
+}
+
+function write(text: string): ExitCode {
+  process.stdout.write(text);
   return EXIT.ok;
 }
 

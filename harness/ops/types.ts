@@ -49,9 +49,12 @@ export function compileInt(v: unknown): IntArg | IntProblem {
   }
 }
 
+/** Every schema made by int(), so listings can show an argument as an integer. */
+export const INT_SCHEMAS = new WeakSet<object>();
+
 /** Schema for an integer argument: a YAML integer or an expression string. */
 export function int() {
-  return z.any().transform((v, ctx): IntArg => {
+  const schema = z.any().transform((v, ctx): IntArg => {
     if (v === undefined) {
       ctx.addIssue({ code: 'custom', message: 'required', params: { code: 'MISSING' } });
       return z.NEVER;
@@ -62,6 +65,8 @@ export function int() {
     ctx.addIssue({ code: 'custom', message: e.message, params: { code: e.code } });
     return z.NEVER;
   });
+  INT_SCHEMAS.add(schema);
+  return schema;
 }
 
 /** Replace every IntArg in validated args by its value. */
