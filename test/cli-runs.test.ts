@@ -61,6 +61,17 @@ describe('usage that would mislead', () => {
   });
 });
 
+describe('output', () => {
+  it('a reader that goes away (| head) ends the run quietly, without a stack trace', async () => {
+    const child = spawn(process.execPath, ['bin/xconf.js', 'run', 'suites', '-v', `--junit=${tmp()}/j.xml`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (b) => { err += b; });
+    child.stdout.once('data', () => child.stdout.destroy());
+    await new Promise((r) => child.on('exit', r));
+    expect(err).not.toMatch(/EPIPE|    at /);
+  });
+});
+
 describe('known divergences', () => {
   const d = tmp();
   const expectFile = (status: string, id = 'wrong-version') => {

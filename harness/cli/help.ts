@@ -22,7 +22,12 @@ stale), 2 usage or suite error, 3 driver/environment error, 4 everything skipped
   run: `Usage: xconf run [PATHS...] [options]
 
   --target=NAME     ${TARGET_LIST} (default: model, the reference model)
-  --filter=GLOB     run only cases whose id or name matches GLOB (see README: Selecting cases)
+  --filter=PATTERN  run only matching cases: plain text selects ids/variant names
+                    containing it ('xen-version'); with a wildcard it must match the
+                    whole id or variant name: * any text (across /), ? one character,
+                    {a,b} alternatives, \\ makes the next character plain
+                    (e.g. '*xen-version*', 'hypercall/xen-version-version[mode=32]').
+                    Matching nothing exits 2
   --shard=K/N       run the K-th of N deterministic shards
   --rerun-failed    run only the cases the previous report (--junit) records as failed
   --junit=PATH      JUnit XML output (default: reports/junit.xml)
@@ -47,8 +52,10 @@ stale), 2 usage or suite error, 3 driver/environment error, 4 everything skipped
 
 Checks every case file and prints one line per problem as file:line:col: CODE path: message.
 Exit 0 when all files are valid, 2 otherwise.`,
-  list: `Usage: xconf list [PATHS...] [--target=NAME] [--ops] [--capabilities]
+  list: `Usage: xconf list [PATHS...] [--target=NAME] [--ops] [--capabilities] [--constants [PREFIX]]
 
 Lists case ids with their requirements and whether the target can run them.
---ops lists the op vocabulary; --capabilities the capability vocabulary.`,
+--ops lists the op vocabulary with each op's arguments and their types;
+--capabilities the capability vocabulary; --constants every named constant
+(or those starting with PREFIX, e.g. RUNSTATE_) with its value.`,
 };

@@ -2,9 +2,9 @@
 import { EXIT, SuiteError, UsageError, type ExitCode } from '../errors.js';
 import { createDriver } from '../drivers/index.js';
 import { loadPaths } from '../suite/loader.js';
-import { plan } from '../runner/plan.js';
+import { planOrThrow } from '../runner/plan.js';
 import { requirements, resolveSetup } from '../runner/run-case.js';
-import { ops } from '../ops/index.js';
+import { listConstants, listOps } from '../suite/listing.js';
 import { CAPABILITIES } from '../suite/vocabulary.js';
 import { parse } from './args.js';
 import { HELP } from './help.js';
@@ -21,21 +21,20 @@ export function cmdValidate(argv: string[]): ExitCode {
 
 export async function cmdList(argv: string[]): Promise<ExitCode> {
   const { values: v, positionals } = parse(argv, {
-    target: { type: 'string', default: 'model' }, ops: { type: 'boolean' }, capabilities: { type: 'boolean' },
+    target: { type: 'string', default: 'model' }, ops: { type: 'boolean' }, capabilities: { type: 'boolean' }, constants: { type: 'boolean' },
   });
   if (v.help) { process.stdout.write(HELP.list + '\n'); return EXIT.ok; }
-  if (v.ops) {
-    for (const op of [...ops.values()].sort((a, b) => a.name.localeCompare(b.name))) process.stdout.write(`${op.name.padEnd(28)} ${op.summary}\n`);
-    return EXIT.ok;
-  }
+  if (v.ops) { process.stdout.write(listOps()); return EXIT.ok; }
+  if (v.constants) { process.stdout.write(listConstants(positionals[0])); return EXIT.ok; }
   if (v.capabilities) {
     for (const [k, d] of Object.entries(CAPABILITIES).sort()) process.stdout.write(`${k.padEnd(22)} ${d}\n`);
     return EXIT.ok;
   }
-  const loaded = loadPaths(positionals.length ? positionals : ['suites']);
+  const paths = positionals.length ? positionals : ['suites'];
+  const loaded = loadPaths(paths);
   if (loaded.problems.length) throw new SuiteError(loaded.problems);
   const caps = await (await createDriver(String(v.target))).probe();
-  for (const pc of plan(loaded.cases, {})) {
+  for (const pc of planOrThrow(loaded.cases, { paths })) {
     let line: string;
     try {
       const vars = new Map(pc.variant.bindings);

@@ -60,6 +60,13 @@ export function report(e: unknown): ExitCode {
 
 const isMain = process.argv[1] && import.meta.url.endsWith('/cli/main.js');
 if (isMain) {
+  // A reader that went away (`xconf run | head`) ends the program quietly, as for any Unix tool.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE') process.exit(process.exitCode ?? EXIT.ok);
+      throw e;
+    });
+  }
   main(process.argv.slice(2)).then(
     (code) => { process.exitCode = code; },
     (e) => { process.exitCode = report(e); },

@@ -9,7 +9,7 @@ import { EXIT, UsageError, type ExitCode } from '../errors.js';
 import { createDriver, TARGETS } from '../drivers/index.js';
 import { loadPaths } from '../suite/loader.js';
 import { SuiteError } from '../errors.js';
-import { plan, parseShard, type PlannedCase } from '../runner/plan.js';
+import { plan, planOrThrow, parseShard, type PlannedCase } from '../runner/plan.js';
 import { runPlan } from '../runner/run.js';
 import { runParallel } from '../runner/parallel.js';
 import { counts, type CaseResult, type RunSummary } from '../runner/results.js';
@@ -120,7 +120,7 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
 
   const loaded = loadPaths(paths);
   if (loaded.problems.length) throw new SuiteError(loaded.problems);
-  let planned = plan(loaded.cases, { filter: v.filter as string | undefined, shard });
+  let planned = planOrThrow(loaded.cases, { paths, filter: v.filter as string | undefined, shard });
   if (rerun) planned = planned.filter((pc) => rerun.has(pc.name));
   if (!planned.length) {
     const what = [`paths ${paths.join(' ')}`, v.filter ? `--filter='${v.filter}'` : '', shard ? `--shard=${v.shard}` : '', rerun ? `--rerun-failed (${rerun.size} in ${v.junit})` : ''].filter(Boolean).join(', ');
@@ -162,7 +162,7 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
   const style = styleFor(process.stdout);
   const isolate = !v['in-process'] && (!!v.isolate || driver.name === 'kvm');
   const progress = new Progress({
-    total: planned.length, tty: !!process.stderr.isTTY, perCase: isolate || !MODEL_TARGETS.has(target) || !!v.verbose, style,
+    total: planned.length, tty: !!process.stderr.isTTY, perCase: isolate || !MODEL_TARGETS.has(target), verbose: !!v.verbose, style,
     out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s),
   });
   const ac = new AbortController();

@@ -6,6 +6,8 @@ import { DOMID_ANY, DOMID_COW, DOMID_IDLE, DOMID_INVALID, DOMID_IO, DOMID_SELF, 
 import { HYPERVISOR, XEN_HYPERCALL_MSR } from '../model/hypercall.js';
 
 export const constants = new Map<string, bigint>();
+/** The family (defineConstants prefix, '' for loose names) of every constant. */
+export const constantFamily = new Map<string, string>();
 
 export function defineConstants(prefix: string, table: Record<string, number | bigint>): void {
   for (const [k, v] of Object.entries(table)) {
@@ -14,6 +16,7 @@ export function defineConstants(prefix: string, table: Record<string, number | b
     const had = constants.get(name);
     if (had !== undefined && had !== value) throw new Error(`constant ${name} defined twice with different values`);
     constants.set(name, value);
+    constantFamily.set(name, prefix);
   }
 }
 

@@ -197,7 +197,7 @@ export const timerStatus = defineOp({
 
 export const runstateSwitch = defineOp({
   name: 'runstate.switch',
-  summary: 'Host scheduler: move the vCPU to `state` now (run, preempt -> runnable, block, offline); KVM: `steal` ns of run delay',
+  summary: 'Host scheduler: move the vCPU to `state` now (RUNSTATE_running, RUNSTATE_runnable, RUNSTATE_blocked or RUNSTATE_offline); KVM: `steal` ns of run delay',
   args: z.strictObject({ state: int(), steal: int().optional() }),
   requires: ['runstate', 'time.control'],
   out: [...RUNSTATE_OUT],

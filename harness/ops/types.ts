@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { constants } from './constants.js';
 import { exprConsts, parseExpr, ExprError, type Expr } from '../suite/expr.js';
+import { didYouMean } from '../suite/suggest.js';
 import type { Width } from '../model/memory-layout.js';
 import type { XenModel, Domain, Vcpu } from '../model/domain.js';
 
@@ -14,8 +15,21 @@ export class IntArg {
   constructor(readonly expr: Expr, readonly src: string) {}
 }
 
+export interface IntProblem {
+  code: string;
+  message: string;
+  /** For UNKNOWN_CONSTANT: the unknown name. */
+  name?: string;
+}
+
+/** The problem as it is reported: an unknown constant names the nearest known one. */
+export function explain(p: IntProblem): IntProblem {
+  if (p.code !== 'UNKNOWN_CONSTANT' || p.name === undefined) return p;
+  return { ...p, message: `${p.message}${didYouMean(p.name, constants.keys())} (see \`xconf list --constants\`)` };
+}
+
 /** Parse an expression source into an IntArg, or explain what is wrong with it. */
-export function compileInt(v: unknown): IntArg | { code: string; message: string } {
+export function compileInt(v: unknown): IntArg | IntProblem {
   if (typeof v === 'bigint') return new IntArg({ k: 'num', v }, v.toString());
   if (typeof v === 'number') {
     if (!Number.isSafeInteger(v)) return { code: 'TYPE', message: `${v} is not an integer` };
@@ -27,7 +41,7 @@ export function compileInt(v: unknown): IntArg | { code: string; message: string
   try {
     const e = parseExpr(v);
     const unknown = exprConsts(e).filter((c) => !constants.has(c));
-    if (unknown.length) return { code: 'UNKNOWN_CONSTANT', message: `unknown constant ${unknown[0]}` };
+    if (unknown.length) return { code: 'UNKNOWN_CONSTANT', message: `unknown constant ${unknown[0]}`, name: unknown[0] };
     return new IntArg(e, v);
   } catch (err) {
     if (!(err instanceof ExprError)) throw err;
@@ -35,18 +49,24 @@ export function compileInt(v: unknown): IntArg | { code: string; message: string
   }
 }
 
+/** Every schema made by int(), so listings can show an argument as an integer. */
+export const INT_SCHEMAS = new WeakSet<object>();
+
 /** Schema for an integer argument: a YAML integer or an expression string. */
 export function int() {
-  return z.any().transform((v, ctx): IntArg => {
+  const schema = z.any().transform((v, ctx): IntArg => {
     if (v === undefined) {
       ctx.addIssue({ code: 'custom', message: 'required', params: { code: 'MISSING' } });
       return z.NEVER;
     }
     const r = compileInt(v);
     if (r instanceof IntArg) return r;
-    ctx.addIssue({ code: 'custom', message: r.message, params: { code: r.code } });
+    const e = explain(r);
+    ctx.addIssue({ code: 'custom', message: e.message, params: { code: e.code } });
     return z.NEVER;
   });
+  INT_SCHEMAS.add(schema);
+  return schema;
 }
 
 /** Replace every IntArg in validated args by its value. */

@@ -3,8 +3,8 @@
 // grouped by their root cause, the differential block, who served the steps
 // on a live target, and a closing counts line:
 //   N passed, N failed, N skipped, N known divergences
-// Failure details are printed as each case ends (see progress.ts), so the
-// recap stays short enough to read after a long run.
+// Failure details, and with --verbose every case, are printed as each case
+// ends (see progress.ts), so the recap stays short enough to read after a long run.
 import { counts, type CaseResult, type DiffSummary, type RunSummary } from '../runner/results.js';
 import { diffCounts, diffReason } from '../runner/differential.js';
 
@@ -93,9 +93,6 @@ export function countsLine(results: CaseResult[], style: Style = plain): string 
 export function consoleSummary(run: RunSummary, opts: { verbose?: boolean; style?: Style } = {}): string {
   const style = opts.style ?? plain;
   const out: string[] = [];
-  if (opts.verbose) {
-    for (const r of run.results) if (r.status === 'pass' || r.status === 'skip') out.push(style.dim(`${r.status.toUpperCase()} ${r.name}${r.message ? `: ${r.message}` : ''}`));
-  }
   for (const r of run.results) {
     if (r.status === 'xfail') out.push(style.yellow(`KNOWN ${r.name} (${r.divergence!.where}): ${r.divergence!.reason}`));
   }

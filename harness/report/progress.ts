@@ -9,8 +9,10 @@ export interface ProgressOptions {
   total: number;
   /** stderr is a terminal: rewrite one status line. */
   tty: boolean;
-  /** Not a terminal: print a line per finished case. */
+  /** Not a terminal: print a line per finished case that ran. */
   perCase: boolean;
+  /** Print every case, skips with their reason, terminal or not. */
+  verbose?: boolean;
   style: Style;
   out: (s: string) => void;
   err: (s: string) => void;
@@ -40,8 +42,10 @@ export class Progress {
       const lines = [this.o.style.red(`${r.status.toUpperCase()} ${r.name} (${location(r)}): ${r.message ?? ''}`)];
       if (r.detail) lines.push(...r.detail.split('\n').map((l) => `    ${l}`));
       this.o.out(lines.join('\n') + '\n');
-    } else if (!this.o.tty && this.o.perCase && r.status !== 'skip') {
-      this.o.out(`${tag} ${r.status.toUpperCase()} ${r.name} (${(r.durationMs / 1000).toFixed(2)}s)\n`);
+    } else if (this.o.verbose || (!this.o.tty && this.o.perCase && r.status !== 'skip')) {
+      this.clearStatus();
+      const why = this.o.verbose && r.message ? `: ${r.message}` : '';
+      this.o.out(`${tag} ${r.status.toUpperCase()} ${r.name} (${(r.durationMs / 1000).toFixed(2)}s)${why}\n`);
     }
     if (this.o.tty) {
       const now = performance.now();

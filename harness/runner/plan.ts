@@ -1,7 +1,7 @@
-// Which cases run: path filter (glob over ids), deterministic sharding, and
-// matrix expansion into variants.
+// Which cases run: the --filter (see filter.ts), deterministic sharding, and
+// matrix expansion into variants. Selecting nothing is a usage error.
 
-import { minimatch } from 'minimatch';
+import { compileFilter } from './filter.js';
 import type { LoadedCase } from '../suite/loader.js';
 import type { VarValue } from '../suite/expr.js';
 import { UsageError } from '../errors.js';
@@ -43,15 +43,34 @@ export function variants(c: LoadedCase): Variant[] {
 
 export function plan(cases: LoadedCase[], opts: { filter?: string; shard?: { k: number; n: number } }): PlannedCase[] {
   const sorted = [...cases].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const match = opts.filter === undefined ? undefined : compileFilter(opts.filter);
   const all: PlannedCase[] = [];
   for (const c of sorted) {
+    const whole = !match || match(c.id);
     for (const v of variants(c)) {
       const name = v.name ? `${c.id}[${v.name}]` : c.id;
-      if (opts.filter && !minimatch(c.id, opts.filter) && !minimatch(name, opts.filter)) continue;
+      if (!whole && !match(name)) continue;
       all.push({ case: c, variant: v, name });
     }
   }
   if (!opts.shard) return all;
   const { k, n } = opts.shard;
   return all.filter((_, i) => i % n === k - 1);
+}
+
+/**
+ * plan(), but selecting nothing (no case files under the paths, or a filter
+ * matching no id) is a UsageError naming the paths and the filter. An empty
+ * shard of a non-empty selection is not an error.
+ */
+export function planOrThrow(cases: LoadedCase[], opts: { paths: string[]; filter?: string; shard?: { k: number; n: number } }): PlannedCase[] {
+  const where = opts.paths.join(' ');
+  if (cases.length === 0) throw new UsageError(`no cases matched: no .yaml case files under ${where}`);
+  const selected = plan(cases, { filter: opts.filter });
+  if (selected.length === 0) {
+    throw new UsageError(`no cases matched --filter '${opts.filter}' among ${cases.length} cases under ${where} (see \`xconf run --help\` for the filter syntax)`);
+  }
+  if (!opts.shard) return selected;
+  const { k, n } = opts.shard;
+  return selected.filter((_, i) => i % n === k - 1);
 }

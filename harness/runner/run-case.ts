@@ -8,6 +8,7 @@ import { constants } from '../ops/index.js';
 import { hostOpCapability, hostOpOutCapability, IntArg, type Outcome, type OutValue, type StepPlacement } from '../ops/types.js';
 import { areaDefs } from '../model/areas.js';
 import { describeRet } from '../model/errno.js';
+import { describeValue } from '../suite/symbols.js';
 import { elementSize, fieldOffset, SCALAR_SIZE, type Scalar } from '../model/memory-layout.js';
 import { evalExpr, ExprError, type VarValue } from '../suite/expr.js';
 import type { Expected, LoadedCase, LoadedStep } from '../suite/loader.js';
@@ -132,7 +133,8 @@ function checkValue(what: string, expected: Expected, actual: OutValue | Uint8Ar
     return;
   }
   const want = evalArg(expected.int, vars);
-  if (actual !== want) throw new Mismatch(`${what}: expected ${describeRet(want)}, got ${fmt(actual)}`);
+  const hint = expected.int.expr;
+  if (actual !== want) throw new Mismatch(`${what}: expected ${describeValue(want, hint)}, got ${typeof actual === 'bigint' ? describeValue(actual, hint) : fmt(actual)}`);
 }
 
 async function readPath(session: Awaited<ReturnType<Driver['open']>>, p: MemoryPath, dom: number, vars: Vars): Promise<bigint | Uint8Array> {
@@ -298,7 +300,7 @@ async function execute(
         const w = evalArg(want, vars);
         if (got !== w) {
           rec.status = 'fail';
-          rec.message = `${expr.src}: expected ${describeRet(w)}, got ${describeRet(got)}`;
+          rec.message = `${expr.src}: expected ${describeValue(w, want.expr)}, got ${describeValue(got, want.expr)}`;
           return result('fail', `${where}: ${rec.message}`, `${c.file}:${s.line}`);
         }
       }
@@ -354,8 +356,8 @@ async function checkStep(s: LoadedStep, o: Outcome, vars: Vars, session: Awaited
   }
   if (e.ret !== undefined) {
     const want = evalArg(e.ret, vars);
-    if (o.ret === undefined) throw new Mismatch(`ret: expected ${describeRet(want)}, but the step returned nothing`);
-    if (o.ret !== want) throw new Mismatch(`ret: expected ${describeRet(want)}, got ${describeRet(o.ret)}`);
+    if (o.ret === undefined) throw new Mismatch(`ret: expected ${describeValue(want, e.ret.expr)}, but the step returned nothing`);
+    if (o.ret !== want) throw new Mismatch(`ret: expected ${describeValue(want, e.ret.expr)}, got ${describeValue(o.ret, e.ret.expr)}`);
   }
   for (const [k, want] of e.out) checkValue(`out.${k}`, want, o.out?.[k], vars);
   if (e.servedBy && o.servedBy && e.servedBy !== o.servedBy && o.servedBy !== 'model') {

@@ -98,6 +98,9 @@ export function exprConsts(e: Expr, acc: string[] = []): string[] {
   return acc;
 }
 
+/** Largest shift accepted by `<<` and `>>`. */
+export const MAX_SHIFT = 1024n;
+
 export type VarValue = bigint | string | bigint[];
 
 export function evalExpr(e: Expr, consts: ReadonlyMap<string, bigint>, vars: ReadonlyMap<string, VarValue>): bigint {
@@ -127,8 +130,11 @@ export function evalExpr(e: Expr, consts: ReadonlyMap<string, bigint>, vars: Rea
         case '*': return a * b;
         case '/': if (b === 0n) throw new ExprError('division by zero'); return a / b;
         case '%': if (b === 0n) throw new ExprError('division by zero'); return a % b;
-        case '<<': return a << b;
-        case '>>': return a >> b;
+        case '<<':
+        case '>>':
+          // No field is wider than 64 bits; a huge shift would only exhaust memory.
+          if (b > MAX_SHIFT || b < -MAX_SHIFT) throw new ExprError(`shift by ${b} is too large (at most ${MAX_SHIFT})`);
+          return e.op === '<<' ? a << b : a >> b;
         case '&': return a & b;
         case '|': return a | b;
         case '^': return a ^ b;
@@ -152,4 +158,27 @@ export function exprToString(e: Expr): string {
     case 'un': return `${e.op}${exprToString(e.a)}`;
     case 'bin': return `(${exprToString(e.a)} ${e.op} ${exprToString(e.b)})`;
   }
+}
+
+/**
+ * Evaluate every part of `e` that uses no variable; the first failure (division
+ * by zero, a huge shift) explains why the expression can never be evaluated.
+ */
+export function constantFault(e: Expr, consts: ReadonlyMap<string, bigint>): string | undefined {
+  if (exprVars(e).length === 0) {
+    try {
+      evalExpr(e, consts, new Map());
+      return undefined;
+    } catch (err) {
+      return err instanceof ExprError || err instanceof RangeError ? err.message : String(err);
+    }
+  }
+  if (e.k === 'un') return constantFault(e.a, consts);
+  if (e.k === 'bin') {
+    const inner = constantFault(e.a, consts) ?? constantFault(e.b, consts);
+    if (inner) return inner;
+    // `$x / 0`: the divisor alone is constant.
+    if ((e.op === '/' || e.op === '%') && exprVars(e.b).length === 0 && evalExpr(e.b, consts, new Map()) === 0n) return 'division by zero';
+  }
+  return undefined;
 }

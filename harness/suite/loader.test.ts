@@ -53,8 +53,8 @@ describe('loader: valid files', () => {
       'x.yaml': 'description: x\nrequires: [nope]\nsteps:\n  - op: bad.op\n  - op: xen.version\n    args: { cmd: $q }\n',
     });
     const r = loadPaths([s]);
-    expect(r.problems.map((p) => p.code).sort()).toEqual(['UNKNOWN_CAPABILITY']);
-    // Structure problems stop before op checks; once structure is fine, all op problems show.
+    // A broken top level does not hide the steps' problems.
+    expect(r.problems.map((p) => p.code).sort()).toEqual(['UNDEFINED_VAR', 'UNKNOWN_CAPABILITY', 'UNKNOWN_OP']);
     const s2 = tmpSuite({ 'x.yaml': 'description: x\nsteps:\n  - op: bad.op\n  - op: xen.version\n    args: { cmd: $q }\n  - op: xen.version\n    args: { cmd: NOPE }\n' });
     expect(loadPaths([s2]).problems.map((p) => p.code)).toEqual(['UNKNOWN_OP', 'UNDEFINED_VAR', 'UNKNOWN_CONSTANT']);
   });
@@ -115,5 +115,52 @@ describe('loader: hostile input (property)', () => {
     check('description: x\nsteps:\n' + '  - op: memory.check\n    args: '.concat('['.repeat(2000)));
     check('description: x\nsteps:\n  - op: xen.version\n    args: { cmd: 1' + '0'.repeat(400) + ' }\n');
     check('description: x\ntimeout: 1e999\nsteps:\n  - op: memory.check\n');
+  });
+});
+
+describe('loader: case ids', () => {
+  it('refuses ids with # or whitespace at load time, naming the file', () => {
+    const s = tmpSuite({ 'a b.yaml': 'description: x\nsteps:\n  - op: memory.check\n', 'c#1.yaml': 'description: x\nsteps:\n  - op: memory.check\n', 'ok.yaml': 'description: x\nsteps:\n  - op: memory.check\n' });
+    const r = loadPaths([s]);
+    expect(r.cases.map((c) => c.id)).toEqual(['ok']);
+    expect(r.problems.map((p) => [p.code, p.line, p.col, p.file.endsWith('a b.yaml') || p.file.endsWith('c#1.yaml')])).toEqual([['BAD_ID', 1, 1, true], ['BAD_ID', 1, 1, true]]);
+    expect(r.problems[0].message).toMatch(/contains a space/);
+  });
+});
+
+describe('loader: numbers are checked at load time', () => {
+  const one = (body: string) => loadPaths([tmpSuite({ 'x.yaml': body })]).problems;
+
+  it('reports every problem of a file in one pass, structure and steps alike', () => {
+    const ps = one('description: x\ntimeout: nope\nsteps:\n  - op: hypercall.raw\n    args: { nr: 18446744073709551633 }\n  - op: memory.check\n    vcpu: -1\n    expct: {}\n  - op: memory.write\n    args: { gpa: 4096 / 0, value: 1 }\n');
+    expect(ps.map((p) => `${p.code}@${p.line}`)).toEqual(['TYPE@2', 'RANGE@5', 'UNKNOWN_KEY@8', 'BAD_EXPR@10']);
+  });
+
+  it('names the value and the field width', () => {
+    const [p] = one('description: x\nsteps:\n  - op: hypercall.raw\n    args: { nr: 18446744073709551633 }\n');
+    expect(p.message).toBe('18446744073709551633 (0x10000000000000011) does not fit a 64-bit register value (int64): -0x8000000000000000..0xffffffffffffffff');
+    const [q] = one('description: x\nsteps:\n  - op: memory.write\n    args: { gpa: 0, size: 1, value: 256 }\n');
+    expect(q.message).toMatch(/^256 does not fit a value of size 1 \(8-bit value\): -128\.\.255$/);
+  });
+
+  it('property: a literal fits a field exactly when it is in range', () => {
+    fc.assert(fc.property(fc.constantFrom(1n, 2n, 4n, 8n), fc.bigInt({ min: -(1n << 70n), max: 1n << 70n }), (size, v) => {
+      const ps = one(`description: x\nsteps:\n  - op: memory.write\n    args: { gpa: 0x1000, size: ${size}, value: ${v} }\n`);
+      const bits = size * 8n;
+      const fits = v >= -(1n << (bits - 1n)) && v < 1n << bits;
+      expect(ps.map((p) => p.code)).toEqual(fits ? [] : ['RANGE']);
+    }), { numRuns: 60 });
+  });
+
+  it('checks constant parts of expressions with variables, and leaves the rest to run time', () => {
+    expect(one('description: x\nvars: { a: 8 }\nsteps:\n  - op: memory.write\n    args: { gpa: $a * 4096, value: 1 }\n')).toEqual([]);
+    expect(one('description: x\nvars: { a: 8 }\nsteps:\n  - op: memory.write\n    args: { gpa: $a % (1 - 1), value: 1 }\n').map((p) => p.message)).toEqual(["'$a % (1 - 1)' cannot be evaluated: division by zero"]);
+    expect(one('description: x\nvars: { a: 1 << 100000 }\nsteps:\n  - op: memory.check\n').map((p) => p.code)).toEqual(['BAD_EXPR']);
+  });
+
+  it('an unknown capability, constant or op names the nearest known one', () => {
+    expect(one('description: x\nrequires: [evtchn.fif0]\nsteps:\n  - op: memory.check\n')[0].message).toMatch(/unknown capability 'evtchn\.fif0' \(did you mean evtchn\.fifo\?\)/);
+    expect(one('description: x\nsteps:\n  - op: xen.version\n    args: { cmd: XENVER_versoin }\n')[0].message).toMatch(/unknown constant XENVER_versoin \(did you mean XENVER_version\?\)/);
+    expect(one('description: x\nsteps:\n  - op: xen.verison\n')[0].message).toMatch(/did you mean xen\.version\?/);
   });
 });
