@@ -4,7 +4,7 @@
 // JUnit (checked against the strict junit-10.xsd) and as KCIDB.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { Ajv } from 'ajv';
@@ -48,6 +48,12 @@ describe('xconf run --kcidb and xconf report --kcidb', () => {
     expect(doc.tests[0].misc).toMatchObject({ target: 'model', seed: '0' });
     // The schema does catch a bad document: the check is not vacuous.
     expect(validator()({ ...doc, tests: [{ ...doc.tests[0], status: 'XFAIL' }] })).toBe(false);
+    // CI's own check (ci/kcidb/validate.mjs) agrees.
+    const v = spawnSync(process.execPath, ['ci/kcidb/validate.mjs', `--schema=${SCHEMA}`, `${dir}/m.json`], { encoding: 'utf8' });
+    expect(v.status, v.stdout + v.stderr).toBe(0);
+    expect(v.stdout).toMatch(/valid KCIDB v5\.3, \d+ tests \(PASS \d+/);
+    writeFileSync(`${dir}/bad.json`, JSON.stringify({ version: { major: 5 }, tests: [{ id: 'no origin' }] }));
+    expect(spawnSync(process.execPath, ['ci/kcidb/validate.mjs', `--schema=${SCHEMA}`, `${dir}/bad.json`]).status).toBe(1);
   });
   it.skipIf(!haveSchema)("KCIDB of a live run's JUnit validates; a known divergence is a FAIL with its reason in misc", () => {
     const r = cli('report', '--kcidb', `${dir}/live.json`, '--origin=xconf_ci', '--build-id=6.1-build', '--artifacts-url=https://ci.example.org/job/1/', 'fixtures/reports/live-kvm-6.1.xml');
