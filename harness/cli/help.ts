@@ -13,6 +13,7 @@ Commands:
   run [PATHS...]       run cases (default: suites/) against a target
   validate PATHS...    load and check case files without running them
   list [PATHS...]      list cases, their requirements, and whether the target can run them
+  report FILES...      conformance matrix (HTML, Markdown), shard merging, KCIDB from JUnit files
 
 Options: --help, --version. 'xconf <command> --help' for a command's options.
 Exit codes: 0 no failures (skips and known divergences allowed), 1 a case failed
@@ -47,6 +48,7 @@ stale), 2 usage or suite error, 3 driver/environment error, 4 everything skipped
                     expected OUT values; disagreements are listed and exit 1
   --diff-report=PATH the differential's own JUnit file (default: the --junit path
                     with .differential.xml)
+  --kcidb=PATH      also write KCIDB I/O JSON (v5.3); with --origin=NAME --build-id=ID
   -v, --verbose     print every case, not only failures`,
   validate: `Usage: xconf validate PATHS...
 

@@ -10,6 +10,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<ExitCode>> = {
   run: async (argv) => (await import('./run-command.js')).cmdRun(argv),
   validate: async (argv) => (await import('./list-command.js')).cmdValidate(argv),
   list: async (argv) => (await import('./list-command.js')).cmdList(argv),
+  report: async (argv) => (await import('./report-command.js')).runReport(argv),
 };
 
 export async function main(argv: string[]): Promise<ExitCode> {

@@ -25,6 +25,8 @@ import { checkReportPaths, clearReports, lockReports, type ReportPath } from './
 import { failedInReport } from './rerun.js';
 import { intOption, parse, type Values } from './args.js';
 import { HELP } from './help.js';
+import { kcidbOptions } from './kcidb-options.js';
+import { kcidbFromRun, kcidbJson } from '../report/kcidb.js';
 
 /** Minimum time between progress rewrites of the reports during a run. */
 const PROGRESS_INTERVAL_MS = 250;
@@ -76,6 +78,7 @@ function reportPaths(v: Values): ReportPath[] {
   const out: ReportPath[] = [{ option: '--junit', path: String(v.junit) }];
   if (v.ktap) out.push({ option: '--ktap', path: String(v.ktap) });
   if (v.json) out.push({ option: '--json', path: String(v.json) });
+  if (v.kcidb) out.push({ option: '--kcidb', path: String(v.kcidb) });
   if (v['diff-against'] !== undefined) out.push({ option: '--diff-report', path: String(v['diff-report'] ?? String(v.junit).replace(/(\.xml)?$/, '.differential.xml')) });
   return out;
 }
@@ -88,6 +91,7 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
     isolate: { type: 'boolean' }, 'in-process': { type: 'boolean' }, 'diff-against': { type: 'string' },
     'diff-report': { type: 'string' }, expect: { type: 'string', multiple: true }, 'rerun-failed': { type: 'boolean' },
     jobs: { type: 'string', short: 'j' }, bail: { type: 'boolean' },
+    kcidb: { type: 'string' }, origin: { type: 'string' }, 'build-id': { type: 'string' },
   });
   if (v.help) { process.stdout.write(HELP.run + '\n'); return EXIT.ok; }
   const target = String(v.target);
@@ -105,6 +109,7 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
   if (jobs > 1 && (v.bail || against !== undefined)) throw new UsageError('-j/--jobs cannot be combined with --bail or --diff-against');
   const shard = v.shard ? parseShard(String(v.shard)) : undefined;
   const paths = positionals.length ? positionals : ['suites'];
+  const kcidb = kcidbOptions(v);
   const reports = reportPaths(v);
   checkReportPaths(reports);
   const rerun = v['rerun-failed'] ? failedInReport(String(v.junit)) : undefined;
@@ -151,6 +156,7 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
     writeAtomic(String(v.junit), junitXml(run));
     if (v.ktap) writeAtomic(String(v.ktap), ktap(run, { plannedGroups: groups }));
     if (v.json) writeAtomic(String(v.json), runJson(run));
+    if (kcidb && !run.interrupted) writeAtomic(kcidb.path, kcidbJson(kcidbFromRun(run, kcidb, String(v.junit))));
     if (run.differential) writeAtomic(reports.find((r) => r.option === '--diff-report')!.path, differentialJunitXml(run));
     persistMs = performance.now() - t;
   };

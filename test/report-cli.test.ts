@@ -1,0 +1,110 @@
+// `xconf report` and `xconf run --kcidb` end to end: KCIDB output of a model run
+// and of a live run's JUnit validates against KCIDB's own schema (v5.3, from
+// ../shared/data/kcidb/); three shards merge to the unsharded run's totals, as
+// JUnit (checked against the strict junit-10.xsd) and as KCIDB.
+import { beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { tmpdir } from 'node:os';
+import { Ajv } from 'ajv';
+import addFormatsModule from 'ajv-formats';
+
+// shared/ sits beside the clone (CI), or beside the folder of worktrees.
+const SHARED = [resolve('..', 'shared'), resolve('..', '..', 'shared')].find((d) => existsSync(join(d, 'data'))) ?? resolve('..', 'shared');
+const SCHEMA = join(SHARED, 'data', 'kcidb', 'kcidb-io.schema.v5.3.json');
+const XSD = join(SHARED, 'data', 'junit', 'junit-10.xsd');
+const cli = (...args: string[]) => spawnSync(process.execPath, ['bin/xconf.js', ...args], { encoding: 'utf8' });
+const dir = mkdtempSync(join(tmpdir(), 'xconf-report-'));
+const need = (ok: boolean, what: string) => {
+  if (!ok && process.env.CI) throw new Error(`${what} is missing on a CI machine`);
+  return ok;
+};
+const haveSchema = need(existsSync(SCHEMA), `the KCIDB schema ${SCHEMA}`);
+const xmllint = need(spawnSync('xmllint', ['--version']).status === 0 && existsSync(XSD), `xmllint (libxml2-utils) or ${XSD}`);
+
+function validator() {
+  const ajv = new Ajv({ strict: false, allErrors: true });
+  (addFormatsModule as unknown as { default?: (a: Ajv) => void }).default?.(ajv) ?? (addFormatsModule as unknown as (a: Ajv) => void)(ajv);
+  return ajv.compile(JSON.parse(readFileSync(SCHEMA, 'utf8')));
+}
+const counts = (xml: string) => {
+  const m = /<testsuites[^>]* tests="(\d+)" failures="(\d+)" errors="(\d+)"/.exec(xml)!;
+  return { tests: +m[1], failures: +m[2], errors: +m[3], skipped: (xml.match(/<skipped/g) ?? []).length };
+};
+
+beforeAll(() => {
+  if (!existsSync('dist/cli/main.js')) execFileSync('npm', ['run', 'build'], { stdio: 'ignore' });
+});
+
+describe('xconf run --kcidb and xconf report --kcidb', () => {
+  it.skipIf(!haveSchema)('KCIDB of a model run validates against the v5.3 schema, one test per case', () => {
+    const r = cli('run', 'suites/hypercall', `--junit=${dir}/m.xml`, `--kcidb=${dir}/m.json`, '--origin=xconf_ci', '--build-id=xconf_ci:model-1');
+    expect(r.status).toBe(0);
+    const doc = JSON.parse(readFileSync(`${dir}/m.json`, 'utf8'));
+    const validate = validator();
+    expect(validate(doc), JSON.stringify(validate.errors?.slice(0, 3))).toBe(true);
+    expect(doc.tests.length).toBe(counts(readFileSync(`${dir}/m.xml`, 'utf8')).tests);
+    expect(doc.tests[0].misc).toMatchObject({ target: 'model', seed: '0' });
+    // The schema does catch a bad document: the check is not vacuous.
+    expect(validator()({ ...doc, tests: [{ ...doc.tests[0], status: 'XFAIL' }] })).toBe(false);
+    // CI's own check (ci/kcidb/validate.mjs) agrees.
+    const v = spawnSync(process.execPath, ['ci/kcidb/validate.mjs', `--schema=${SCHEMA}`, `${dir}/m.json`], { encoding: 'utf8' });
+    expect(v.status, v.stdout + v.stderr).toBe(0);
+    expect(v.stdout).toMatch(/valid KCIDB v5\.3, \d+ tests \(PASS \d+/);
+    writeFileSync(`${dir}/bad.json`, JSON.stringify({ version: { major: 5 }, tests: [{ id: 'no origin' }] }));
+    expect(spawnSync(process.execPath, ['ci/kcidb/validate.mjs', `--schema=${SCHEMA}`, `${dir}/bad.json`]).status).toBe(1);
+  });
+  it.skipIf(!haveSchema)("KCIDB of a live run's JUnit validates; a known divergence is a FAIL with its reason in misc", () => {
+    const r = cli('report', '--kcidb', `${dir}/live.json`, '--origin=xconf_ci', '--build-id=6.1-build', '--artifacts-url=https://ci.example.org/job/1/', 'fixtures/reports/live-kvm-6.1.xml');
+    expect(r.status, r.stderr).toBe(0);
+    const doc = JSON.parse(readFileSync(`${dir}/live.json`, 'utf8'));
+    const validate = validator();
+    expect(validate(doc), JSON.stringify(validate.errors?.slice(0, 3))).toBe(true);
+    const by = (s: string) => doc.tests.filter((t: { status: string }) => t.status === s).length;
+    expect([doc.tests.length, by('PASS'), by('FAIL'), by('SKIP'), by('ERROR')]).toEqual([208, 199, 4, 5, 0]);
+    const xf = doc.tests.filter((t: { misc: { known_divergence?: unknown } }) => t.misc.known_divergence);
+    expect(xf.length).toBe(3);
+    expect(xf[0].misc.known_divergence.where).toBe('arch/x86/kvm/xen.c kvm_xen_schedop_poll');
+    expect(xf[0].misc.kernel).toBe('6.1.192');
+    expect(doc.tests[0].build_id).toBe('xconf_ci:6.1-build');
+    expect(doc.tests[0].output_files[0].url).toBe('https://ci.example.org/job/1/live-kvm-6.1.xml');
+  });
+  it('bad options and inputs: one line, exit 2', () => {
+    for (const args of [
+      ['report', '--kcidb=x.json', '--origin=Bad-Origin', '--build-id=b', 'fixtures/reports/model.xml'],
+      ['report', '--kcidb=x.json', 'fixtures/reports/model.xml'],
+      ['report', 'fixtures/reports/nope.xml'],
+      ['report', 'package.json'],
+      ['report'],
+      ['run', '--kcidb=x.json', '--origin=xconf_ci'],
+    ]) {
+      const r = cli(...args);
+      expect(r.status, args.join(' ')).toBe(2);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(/^xconf: /);
+    }
+  });
+});
+
+describe('xconf report --merge', () => {
+  it('three shards merge to the totals and cases of one unsharded run (JUnit and KCIDB)', () => {
+    const whole = cli('run', 'suites/hypercall', `--junit=${dir}/whole.xml`, `--kcidb=${dir}/whole.json`, '--origin=xconf_ci', '--build-id=b');
+    expect(whole.status).toBe(0);
+    for (const k of [1, 2, 3]) {
+      const r = cli('run', 'suites/hypercall', `--shard=${k}/3`, `--junit=${dir}/s${k}.xml`, `--kcidb=${dir}/s${k}.json`, '--origin=xconf_ci', '--build-id=b');
+      expect(r.status).toBe(0);
+    }
+    const m = cli('report', '--merge', '-o', `${dir}/all.xml`, `${dir}/s1.xml`, `${dir}/s2.xml`, `${dir}/s3.xml`);
+    expect(m.status, m.stderr).toBe(0);
+    const a = readFileSync(`${dir}/all.xml`, 'utf8'), w = readFileSync(`${dir}/whole.xml`, 'utf8');
+    expect(counts(a)).toEqual(counts(w));
+    const names = (x: string) => [...x.matchAll(/<testcase classname="([^"]+)" name="([^"]+)"/g)].map((g) => `${g[1]} ${g[2]}`);
+    expect(names(a)).toEqual(names(w));
+    if (xmllint) expect(spawnSync('xmllint', ['--noout', '--schema', XSD, `${dir}/all.xml`], { encoding: 'utf8' }).status).toBe(0);
+    const k = cli('report', '--merge', '-o', `${dir}/all.json`, `${dir}/s1.json`, `${dir}/s2.json`, `${dir}/s3.json`);
+    expect(k.status, k.stderr).toBe(0);
+    const ids = (f: string) => JSON.parse(readFileSync(f, 'utf8')).tests.map((t: { id: string; status: string }) => `${t.id} ${t.status}`).sort();
+    expect(ids(`${dir}/all.json`)).toEqual(ids(`${dir}/whole.json`));
+  });
+});
