@@ -18,6 +18,7 @@ import { consoleSummary } from '../report/console.js';
 import { writeAtomic } from '../report/atomic-write.js';
 import { ops } from '../ops/index.js';
 import { CAPABILITIES } from '../suite/vocabulary.js';
+import { runFuzz, runSelfcheck } from './fuzz-command.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -33,6 +34,8 @@ Commands:
   run [PATHS...]       run cases (default: suites/) against a target
   validate PATHS...    load and check case files without running them
   list [PATHS...]      list cases, their requirements, and whether the target can run them
+  fuzz                 generate step sequences, check them, save findings as YAML cases
+  selfcheck            fuzz deliberately broken models: does the harness catch each bug?
 
 Options: --help, --version. 'xconf <command> --help' for a command's options.
 Exit codes: 0 no failures (skips allowed), 1 a case failed (or disagreed with the
@@ -220,8 +223,12 @@ export async function main(argv: string[]): Promise<ExitCode> {
       return cmdValidate(rest);
     case 'list':
       return cmdList(rest);
+    case 'fuzz':
+      return runFuzz(rest);
+    case 'selfcheck':
+      return runSelfcheck(rest);
   }
-  throw new UsageError(`unknown command '${cmd}' (commands: run, validate, list; see --help)`);
+  throw new UsageError(`unknown command '${cmd}' (commands: run, validate, list, fuzz, selfcheck; see --help)`);
 }
 
 /** Map any error to one clear line on stderr and an exit code; never a stack trace. */
