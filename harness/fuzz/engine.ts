@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import type { SessionSetup } from '../drivers/driver.js';
 import type { FuzzSession } from './exec.js';
 import { FindingError, FuzzSequence, type StepStats, type TraceEntry } from './session.js';
-import { sessionSetup, setupArb, stepContext, type FuzzSetup } from './setup.js';
+import { sessionSetup, setupArbFor, stepContext, type FuzzSetup, type SetupShape } from './setup.js';
 import { stepArb, type FuzzStep } from './steps.js';
 import type { Disagreement } from './oracles.js';
 
@@ -41,6 +41,8 @@ export interface FuzzTargets {
   openReference?(setup: SessionSetup): FuzzSession | Promise<FuzzSession>;
   /** Ops both can run (all when absent). */
   allowed?: ReadonlySet<string>;
+  /** What setups both can build (default: two domains, both widths). */
+  shape?: SetupShape;
 }
 
 export interface Finding {
@@ -81,9 +83,9 @@ export interface BatchOptions {
 const arbCache = new Map<string, fc.Arbitrary<[FuzzSetup, Iterable<fc.Command<Model, Real>>]>>();
 
 /** A setup and its command sequence; the step arbitraries are built once per setup shape. */
-function sequenceArb(sync: boolean, maxCommands: number, allowed?: ReadonlySet<string>) {
+function sequenceArb(sync: boolean, maxCommands: number, allowed?: ReadonlySet<string>, shape: SetupShape = { multi: true, mode32: true }) {
   const ops = allowed ? [...allowed].sort().join(',') : '*';
-  return setupArb.chain((s) => {
+  return setupArbFor(shape).chain((s) => {
     const key = `${sync}/${maxCommands}/${JSON.stringify(s)}/${ops}`;
     let arb = arbCache.get(key);
     if (!arb) {
@@ -125,7 +127,7 @@ export async function checkBatch(targets: FuzzTargets, o: BatchOptions): Promise
   const params = { seed: o.seed, numRuns: o.runs, path: o.path };
   let result;
   if (targets.sync) {
-    const prop = fc.property(sequenceArb(true, o.maxCommands, targets.allowed), ([setup, cmds]) => {
+    const prop = fc.property(sequenceArb(true, o.maxCommands, targets.allowed, targets.shape), ([setup, cmds]) => {
       if (o.interrupted?.() && first === undefined) return true;
       o.stats.sequences++;
       const ss = sessionSetup(setup);
@@ -141,7 +143,7 @@ export async function checkBatch(targets: FuzzTargets, o: BatchOptions): Promise
     });
     result = fc.check(prop, params);
   } else {
-    const prop = fc.asyncProperty(sequenceArb(false, o.maxCommands, targets.allowed), async ([setup, cmds]) => {
+    const prop = fc.asyncProperty(sequenceArb(false, o.maxCommands, targets.allowed, targets.shape), async ([setup, cmds]) => {
       if (o.interrupted?.() && first === undefined) return true;
       o.stats.sequences++;
       const seq = await open(setup);

@@ -96,6 +96,12 @@ export function compareAreas(
     }
     const eb = bytes('ref', r);
     const ab = bytes('target', a);
+    if (eb.length !== ab.length) {
+      return {
+        kind: 'differential', field: `memory.${r.name}`, expected: `${eb.length} readable bytes`, actual: `${ab.length} readable bytes`,
+        classes: ['readable', 'unreadable'], expect: {},
+      };
+    }
     let first = -1;
     for (let i = 0; i < eb.length; i++) if (eb[i] !== ab[i]) { first = i; break; }
     if (first < 0) continue;

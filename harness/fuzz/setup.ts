@@ -14,19 +14,31 @@ export interface FuzzSetup {
   portLimit: number;
   /** The first domain's max_maptrack_frames. */
   maptrackFrames: number;
+  /** One domain only (targets without domains.multi): the peer is the domain itself. */
+  single?: boolean;
+}
+
+/** What the targets offer that the setup may use. */
+export interface SetupShape {
+  multi: boolean;
+  mode32: boolean;
 }
 
 export const DOMS = [1, 2] as const;
 export const VCPUS = 2;
 
-export const setupArb: fc.Arbitrary<FuzzSetup> = fc.record({
-  mode: fc.constantFrom<32 | 64>(64, 32),
-  portLimit: fc.constantFrom(63, 1023),
-  maptrackFrames: fc.constant(1),
-});
+export function setupArbFor(shape: SetupShape): fc.Arbitrary<FuzzSetup> {
+  return fc.record({
+    mode: shape.mode32 ? fc.constantFrom<32 | 64>(64, 32) : fc.constant<64>(64),
+    portLimit: fc.constantFrom(63, 1023),
+    maptrackFrames: fc.constant(1),
+  }).map((s) => (shape.multi ? s : { ...s, single: true }));
+}
+
+export const setupArb = setupArbFor({ multi: true, mode32: true });
 
 export function stepContext(s: FuzzSetup): StepContext {
-  return { doms: DOMS, vcpus: VCPUS, portLimit: s.portLimit };
+  return { doms: s.single ? [DOMS[0], DOMS[0]] : DOMS, vcpus: VCPUS, portLimit: s.portLimit };
 }
 
 export function sessionSetup(s: FuzzSetup): SessionSetup {
@@ -41,7 +53,7 @@ export function sessionSetup(s: FuzzSetup): SessionSetup {
     scratch: DEFAULTS.scratch,
     domains: [
       dom(DOMS[0], VCPUS, { max_evtchn_port: s.portLimit, max_maptrack_frames: s.maptrackFrames }),
-      dom(DOMS[1], 1, {}),
+      ...(s.single ? [] : [dom(DOMS[1], 1, {})]),
     ],
   };
 }
@@ -52,7 +64,7 @@ export function yamlSetup(s: FuzzSetup): Record<string, unknown> {
     mode: s.mode,
     domains: [
       { id: DOMS[0], vcpus: VCPUS, limits: { max_evtchn_port: s.portLimit, max_maptrack_frames: s.maptrackFrames } },
-      { id: DOMS[1], vcpus: 1 },
+      ...(s.single ? [] : [{ id: DOMS[1], vcpus: 1 }]),
     ],
   };
 }

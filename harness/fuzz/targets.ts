@@ -19,7 +19,7 @@ export const DEFAULT_REFERENCE: Record<string, string | undefined> = {
 };
 
 /** What the setup of every fuzz sequence needs. */
-const SETUP_NEEDS = ['domains.multi', 'guest.mode64', 'shared_info', 'hypercall.page'];
+const SETUP_NEEDS = ['guest.mode64', 'shared_info', 'hypercall.page'];
 
 /** The target cannot run a fuzz session (exit 4: everything skipped). */
 export class FuzzSkip extends Error {
@@ -63,18 +63,19 @@ export async function buildTargets(target: string, reference: string | undefined
   const r = reference === undefined ? undefined : isModel(reference) ? modelDriver(reference) : await createDriver(reference);
   const caps = [await t.probe(), ...(r ? [await r.probe()] : [])];
   const allowed = allowedOps(target, caps);
+  const shape = { multi: caps.every((c) => c.has.has('domains.multi')), mode32: caps.every((c) => c.has.has('guest.mode32')) };
   const sync = t instanceof ModelDriver && (r === undefined || r instanceof ModelDriver);
   if (sync) {
     const tm = t as ModelDriver;
     const rm = r as ModelDriver | undefined;
     return {
-      sync, allowed, driver: t, reference: r,
+      sync, allowed, shape, driver: t, reference: r,
       openTarget: (s) => modelSession(tm.openNow(s)),
       openReference: rm ? (s) => modelSession(rm.openNow(s)) : undefined,
     };
   }
   return {
-    sync, allowed, driver: t, reference: r,
+    sync, allowed, shape, driver: t, reference: r,
     openTarget: async (s) => driverSession(await t.open(s)),
     openReference: r ? async (s) => driverSession(await r.open(s)) : undefined,
   };
