@@ -1,6 +1,8 @@
 // JUnit XML of a fuzz session (junit-report-builder): suite `xconf.fuzz`, one
-// testcase per finding signature (a <failure> for one found in this session, a
-// passing case for a known one seen again) and one summary testcase.
+// testcase per finding signature (a <failure> for one found in this session,
+// with the YAML case as its system-out; a passing case for a known one seen
+// again) and one summary testcase.
+import { readFileSync } from 'node:fs';
 import junitModule, { type Builder } from 'junit-report-builder';
 import type { FuzzReport } from './run.js';
 
@@ -13,7 +15,15 @@ export function fuzzJunit(r: FuzzReport): string {
   for (const f of r.findings) {
     const tc = suite.testCase().className('xconf.fuzz.finding').name(f.signature).file(f.file);
     tc.property('hits', String(f.hits));
-    if (f.fresh) tc.failure(`new finding: ${f.signature}; replay: npx xconf run ${f.file} --target=${r.target}`, 'finding');
+    if (f.fresh) {
+      tc.failure(`new finding: ${f.signature}; replay: npx xconf run ${f.file} --target=${r.target}`, 'finding');
+      // The case itself travels with the report (a live VM's findings come back in its JUnit).
+      try {
+        tc.standardOutput(readFileSync(f.file, 'utf8'));
+      } catch {
+        // the file was removed meanwhile: the failure message still names it
+      }
+    }
   }
   const sum = suite.testCase().className('xconf.fuzz').name('summary').time(r.elapsedMs / 1000);
   sum.standardOutput(
