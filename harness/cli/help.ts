@@ -14,6 +14,8 @@ Commands:
   validate PATHS...    load and check case files without running them
   list [PATHS...]      list cases, their requirements, and whether the target can run them
   report FILES...      conformance matrix (HTML, Markdown), shard merging, KCIDB from JUnit files
+  fuzz                 generate step sequences, check them, save findings as YAML cases
+  selfcheck            fuzz deliberately broken models: does the harness catch each bug?
 
 Options: --help, --version. 'xconf <command> --help' for a command's options.
 Exit codes: 0 no failures (skips and known divergences allowed), 1 a case failed

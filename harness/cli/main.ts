@@ -11,6 +11,8 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<ExitCode>> = {
   validate: async (argv) => (await import('./list-command.js')).cmdValidate(argv),
   list: async (argv) => (await import('./list-command.js')).cmdList(argv),
   report: async (argv) => (await import('./report-command.js')).runReport(argv),
+  fuzz: async (argv) => (await import('./fuzz-command.js')).runFuzz(argv),
+  selfcheck: async (argv) => (await import('./fuzz-command.js')).runSelfcheck(argv),
 };
 
 export async function main(argv: string[]): Promise<ExitCode> {

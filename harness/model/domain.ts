@@ -6,6 +6,7 @@
 
 import { GuestMemory, PAGE_SIZE } from './guest-memory.js';
 import { XEN_LEGACY_MAX_VCPUS, VCPU_INFO_SIZE, type Width } from './memory-layout.js';
+import { isIssuedVariant, type ModelVariant } from './variant.js';
 
 export const DOMID_SELF = 0x7ff0;
 export const DOMID_IO = 0x7ff1;
@@ -38,6 +39,8 @@ export interface ModelConfig {
   /** Initial guest execution mode of every vCPU. */
   mode: Width;
   domains: DomainConfig[];
+  /** A deliberately broken variant (selfcheck only; see variant.ts). */
+  variant?: ModelVariant;
 }
 
 export class Vcpu {
@@ -132,6 +135,7 @@ export class XenModel {
   now = 0n;
 
   constructor(readonly config: ModelConfig) {
+    if (config.variant !== undefined && !isIssuedVariant(config.variant)) throw new TypeError('model variants are built by the selfcheck only');
     for (const dc of config.domains) {
       if (this.domains.has(dc.id)) throw new RangeError(`duplicate domain id ${dc.id}`);
       this.domains.set(dc.id, new Domain(this, dc));

@@ -8,6 +8,7 @@
 // xen/arch/x86/domain.c (vcpu_mark_events_pending).
 
 import { err } from './errno.js';
+import { hasBug } from './variant.js';
 import { DOMID_SELF, modelHooks, type Domain, type Vcpu, type XenModel } from './domain.js';
 import { GuestMemory, PAGE_SIZE } from './guest-memory.js';
 import { HYPERVISOR, registerHypercalls, type GuestStruct, type HypercallContext } from './hypercall.js';
@@ -213,7 +214,7 @@ export function maxEvtchnPort(d: Domain): number {
 export function getFreePort(d: Domain): number {
   if (d.dying) return err('EINVAL');
   const s = evtchnState(d);
-  const max = maxEvtchnPort(d);
+  const max = maxEvtchnPort(d) + (hasBug(d.model, 'evtchn_limit_off_by_one') ? 1 : 0);
   let port = s.freeHint;
   let firstFree: number | undefined;
   for (; port < s.chans.length; port++) {
@@ -235,7 +236,7 @@ export function getFreePort(d: Domain): number {
 
 /** free_evtchn: clear pending (ABI), back to FREE on vCPU 0. */
 function freeChannel(d: Domain, ch: Channel): void {
-  evtchnState(d).ops.clearPending(d, ch);
+  if (!hasBug(d.model, 'close_keeps_pending')) evtchnState(d).ops.clearPending(d, ch);
   ch.state = ECS.free;
   ch.notifyVcpu = 0;
   const st = evtchnState(d);

@@ -21,6 +21,7 @@
 //   general_error. v2 -> v1 with copies in flight (-EAGAIN) cannot happen here.
 
 import { err } from './errno.js';
+import { hasBug } from './variant.js';
 import { PAGE_SHIFT, PAGE_SIZE } from './guest-memory.js';
 import { DOMID_SELF, modelHooks, type Domain, type Vcpu, type XenModel } from './domain.js';
 import { HYPERVISOR, registerHypercalls, type HypercallContext } from './hypercall.js';
@@ -297,7 +298,7 @@ function getMaptrackHandle(s: GnttabState, d: Domain, curr: Vcpu): number {
   let h = takeFromList(s, curr);
   if (h >= 0) return h;
   const fl = freeList(curr);
-  if (maptrackLimit(s) / MAPTRACK_PER_PAGE >= s.maxMaptrackFrames) {
+  if (maptrackLimit(s) / MAPTRACK_PER_PAGE >= s.maxMaptrackFrames && !hasBug(d.model, 'maptrack_unlimited')) {
     if (fl.tail === MAPTRACK_TAIL) {
       // Uninitialised free list: steal an extra entry for its tail sentinel.
       h = stealHandle(s, d, curr);

@@ -6,6 +6,7 @@
 // (guest_wrmsr_xen), arch/x86/kvm/xen.c (kvm_xen_write_hypercall_page).
 
 import { err } from './errno.js';
+import { hasBug } from './variant.js';
 import { GuestFault, PAGE_SIZE } from './guest-memory.js';
 import type { Domain, Vcpu, XenModel } from './domain.js';
 import type { Width } from './memory-layout.js';
@@ -140,7 +141,7 @@ export function hypercall(model: XenModel, vcpu: Vcpu, regs: Regs): HypercallRes
   };
   // Xen: any hypercall from CPL > 0 fails with -EPERM. KVM forwards CPL > 0
   // calls to the VMM, and QEMU (target/i386/kvm/xen-emu.c) answers -EPERM too.
-  if (vcpu.cpl > 0) return finish(err('EPERM'));
+  if (vcpu.cpl > 0 && !hasBug(model, 'cpl_accepted')) return finish(err('EPERM'));
   const handler = nr < 64n ? hypercallHandlers.get(Number(nr)) : undefined;
   if (!handler) return finish(err('ENOSYS'));
   const ctx = new HypercallContext(model, vcpu);

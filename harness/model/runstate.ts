@@ -164,7 +164,7 @@ export type Protocol = 'none' | 'byte' | 'word';
  *   the struct, 8-byte write without the flag.
  * Returns false if the area is not in guest RAM (the update is skipped).
  */
-export function writeRunstate(d: Domain, gpa: number, width: Width, info: RunstateInfo, protocol: Protocol, writer: RunstateWriter = activeWriter): boolean {
+export function writeRunstate(d: Domain, gpa: number, width: Width, info: RunstateInfo, protocol: Protocol, writer: RunstateWriter = d.model.config.variant?.runstateWriter ?? activeWriter): boolean {
   const L = RUNSTATE_INFO[width];
   if (!d.memory.contains(gpa, L.size)) return false;
   const entryOff = L.fields.state_entry_time.offset;

@@ -7,6 +7,7 @@
 // spec/xen-abi.md 7.3.
 
 import { err } from './errno.js';
+import { hasBug } from './variant.js';
 import { eventChannels, type EventChannelSubsystem } from './event-delivery.js';
 import { HYPERVISOR, registerHypercalls, type HypercallContext } from './hypercall.js';
 import { modelHooks, type Domain, type Vcpu, type XenModel } from './domain.js';
@@ -197,7 +198,7 @@ function poll(ctx: HypercallContext, arg: bigint): number {
     // then wait unless one of them is pending; the timeout is relative.
     const list = readPorts(ctx, ports, nr);
     if (!list) return err('EFAULT');
-    if (list.some((p) => p >= evtchn2lPorts(d.width))) return err('EINVAL');
+    if (!hasBug(m, 'poll_port_unchecked') && list.some((p) => p >= evtchn2lPorts(d.width))) return err('EINVAL');
     if (list.some((p) => sharedInfoPending(d, p))) return 0;
     s.blocked = true;
     s.pollPort = nr === 1 ? list[0] : -1;

@@ -287,6 +287,8 @@ export const runstateCheckAtomic = defineOp({
     const base = dom.areas.get(`runstate/${vcpu.id}`);
     if (base === undefined) return { fault: 'no runstate area registered for this vCPU' };
     const L = RUNSTATE_INFO[dom.width];
+    // An area registered outside guest RAM is never written (the update is skipped): nothing to replay.
+    if (!dom.memory.contains(base, L.size)) return { fault: 'the runstate area is outside guest RAM' };
     const r = checkUpdate(dom.memory, base, L.size, runstateGuard(L.fields.state_entry_time.offset), () => {
       runstateChange(m, vcpu, Number(a.state));
     });

@@ -12,6 +12,7 @@ import { CAPABILITIES } from '../../suite/vocabulary.js';
 import { hostOpCapability, hostOpOutCapability } from '../../ops/types.js';
 import type { Capabilities, Driver, Session, SessionSetup } from '../driver.js';
 import type { AreaView } from '../../model/areas.js';
+import type { ModelVariant } from '../../model/variant.js';
 
 /** Capabilities that only a target with another flavour or CPU has. */
 function modelCapabilities(flavor: Flavor): Capabilities {
@@ -28,7 +29,7 @@ function modelCapabilities(flavor: Flavor): Capabilities {
   return { has, missing, properties: { target: flavor === 'xen' ? 'model' : 'model-kvm', flavor } };
 }
 
-class ModelSession implements Session {
+export class ModelSession implements Session {
   constructor(readonly model: XenModel, private readonly setup: SessionSetup) {}
 
   private at(p: StepPlacement) {
@@ -40,6 +41,11 @@ class ModelSession implements Session {
   }
 
   async apply(action: Action, p: StepPlacement): Promise<Outcome> {
+    return this.applyNow(action, p);
+  }
+
+  /** `apply` without the promise: the fuzzer's hot loop calls it directly. */
+  applyNow(action: Action, p: StepPlacement): Outcome {
     const { dom, vcpu } = this.at(p);
     switch (action.kind) {
       case 'check':
@@ -115,7 +121,8 @@ class ModelSession implements Session {
 
 export class ModelDriver implements Driver {
   readonly name: string;
-  constructor(readonly flavor: Flavor = 'xen') {
+  /** `variant`: a deliberately broken model, built only by the selfcheck (harness/fuzz/variants.ts). */
+  constructor(readonly flavor: Flavor = 'xen', private readonly variant?: ModelVariant) {
     this.name = flavor === 'xen' ? 'model' : 'model-kvm';
   }
 
@@ -131,6 +138,7 @@ export class ModelDriver implements Driver {
       xenVersion: setup.xenVersion,
       mode: setup.mode,
       domains: setup.domains.map((d) => ({ id: d.id, vcpus: d.vcpus, memoryBytes: d.memoryBytes, privileged: d.privileged, limits: d.limits })),
+      variant: this.variant,
     });
     for (const d of setup.domains) {
       const dom = model.domain(d.id)!;
@@ -144,6 +152,10 @@ export class ModelDriver implements Driver {
   }
 
   async open(setup: SessionSetup): Promise<Session> {
+    return this.openNow(setup);
+  }
+
+  openNow(setup: SessionSetup): ModelSession {
     return new ModelSession(this.build(setup), setup);
   }
 }

@@ -1,0 +1,158 @@
+// `xconf fuzz` and `xconf selfcheck`. Both return an exit code; errors are
+// thrown as UsageError/DriverError for main.ts to report in one line.
+
+import { parseArgs } from 'node:util';
+import { randomInt } from 'node:crypto';
+import { EXIT, UsageError, type ExitCode } from '../errors.js';
+import { parseShard } from '../runner/plan.js';
+import { writeAtomic } from '../report/atomic-write.js';
+import { buildTargets, DEFAULT_REFERENCE, FuzzSkip } from '../fuzz/targets.js';
+import { runFuzzSession, type FuzzReport } from '../fuzz/run.js';
+import { fuzzJunit } from '../fuzz/junit.js';
+
+export const FUZZ_HELP = `Usage: xconf fuzz [options]
+
+Generates sequences of case steps (fast-check model-based testing), runs them on
+the target and checks every step: against a reference target (ret, fault, OUT
+values and the bytes of every area the model defines), or, on its own, against
+invariants. A finding is saved at once, shrunk, and written as a YAML case that
+'xconf run FILE --target=T' replays; one file per finding signature.
+
+  --target=NAME     model | model-kvm | kvm (default model; xen and qemu once they exist)
+  --against=NAME    reference target (default: model-kvm for kvm and qemu, model for
+                    xen, none for the models: invariants only)
+  --time=DURATION   how long to run: 30s, 10m, 8h (default 60s)
+  --seed=N          run seed (default: random, printed at start)
+  --shard=K/N       the K-th of N disjoint seed streams (one per machine)
+  --out=DIR         findings directory (default fixtures/found)
+  --junit=PATH      JUnit XML of the session (one test per finding, one summary)
+
+Exit codes: 0 no new finding, 1 a new finding, 2 usage error, 3 driver/environment
+error, 4 the target can run none of the fuzz ops (skipped). Ctrl-C or SIGTERM stops
+at the end of the current batch with everything saved.
+Inside the live VM (ci/live-kvm), XCONF_LIVE_CMD chooses the inner command, e.g.
+XCONF_LIVE_CMD='xconf fuzz --target=kvm --time=5m --out=reports/found'.`;
+
+export const SELFCHECK_HELP = `Usage: xconf selfcheck [options]
+
+Runs the suites and a short fuzz against deliberately broken variants of the model
+(one per bug class the model can express) and prints which each catches. A variant
+is caught when the fuzzer finds it; its YAML finding must then fail on the variant
+and pass on the real model. The variants are never reachable from other commands.
+
+  --time=DURATION   fuzz time limit per variant (default 60s)
+  --seed=N          fuzz seed (default 1)
+  --variant=NAME    only this variant
+  --no-suites       skip the suite runs
+
+Exit codes: 0 every variant caught and replayed, 1 otherwise, 2 usage error.`;
+
+/** 30s, 10m, 2h, 500ms or plain seconds. */
+export function parseDuration(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(s.trim());
+  if (!m) throw new UsageError(`--time: '${s}' is not a duration (e.g. 30s, 10m, 8h)`);
+  const n = Number(m[1]);
+  const ms = n * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
+  if (!(ms > 0)) throw new UsageError(`--time must be positive (got '${s}')`);
+  return ms;
+}
+
+function parseSeed(s: string | undefined): number {
+  if (s === undefined) return randomInt(0, 0x7fffffff);
+  if (!/^\d+$/.test(s) || Number(s) > 0xffffffff) throw new UsageError(`--seed takes an integer 0..4294967295 (got '${s}')`);
+  return Number(s);
+}
+
+function options(argv: string[], spec: Record<string, { type: 'string' | 'boolean'; default?: string | boolean }>) {
+  try {
+    return parseArgs({ args: argv, options: { help: { type: 'boolean' }, ...spec }, allowPositionals: false, strict: true }).values as Record<string, string | boolean | undefined>;
+  } catch (e) {
+    throw new UsageError(`${(e as Error).message.split('\n')[0]} (see --help)`);
+  }
+}
+
+/** SIGINT/SIGTERM set `stop.requested`; the run finishes its batch and saves. */
+function onSignals(stop: { requested: boolean }, out: NodeJS.WritableStream): () => void {
+  const h = (sig: string) => {
+    if (!stop.requested) out.write(`\nxconf: ${sig}: stopping after this batch, saving findings\n`);
+    stop.requested = true;
+  };
+  const int = () => h('SIGINT');
+  const term = () => h('SIGTERM');
+  process.on('SIGINT', int);
+  process.on('SIGTERM', term);
+  return () => { process.off('SIGINT', int); process.off('SIGTERM', term); };
+}
+
+function summary(r: FuzzReport): string {
+  const fresh = r.findings.filter((f) => f.fresh);
+  const lines = [
+    `fuzz ${r.target}${r.reference ? ` against ${r.reference}` : ''}: ${r.steps} steps in ${r.sequences} sequences, ${(r.elapsedMs / 1000).toFixed(1)}s` +
+      ` (${r.stoppedBy === 'signal' ? 'stopped by signal' : 'time up'})`,
+    `  ${r.stepsPerSecond.toLocaleString('en-US')} steps/s (${r.stepsPerCpuSecond.toLocaleString('en-US')} per CPU-second), op coverage ${r.opsCovered}/${r.opsTotal}`,
+    `  ${fresh.length} new finding(s), ${r.findings.length - fresh.length} known finding(s) seen again`,
+  ];
+  for (const f of r.findings) lines.push(`  ${f.fresh ? 'NEW  ' : 'known'} ${f.signature}: npx xconf run ${f.file} --target=${r.target}`);
+  return lines.join('\n') + '\n';
+}
+
+export async function runFuzz(argv: string[]): Promise<ExitCode> {
+  const v = options(argv, {
+    target: { type: 'string', default: 'model' }, against: { type: 'string' }, time: { type: 'string', default: '60s' },
+    seed: { type: 'string' }, shard: { type: 'string' }, out: { type: 'string', default: 'fixtures/found' }, junit: { type: 'string' },
+  });
+  if (v.help) { process.stdout.write(FUZZ_HELP + '\n'); return EXIT.ok; }
+  const target = String(v.target);
+  if (target === 'xen' || target === 'qemu') throw new UsageError(`target '${target}' does not exist in this build yet (targets: model, model-kvm, kvm)`);
+  const reference = v.against === undefined ? DEFAULT_REFERENCE[target] : String(v.against);
+  const timeMs = parseDuration(String(v.time));
+  const seed = parseSeed(v.seed as string | undefined);
+  const shard = v.shard ? parseShard(String(v.shard)) : { k: 1, n: 1 };
+  let targets;
+  try {
+    targets = await buildTargets(target, reference);
+  } catch (e) {
+    if (!(e instanceof FuzzSkip)) throw e;
+    process.stderr.write(`xconf fuzz: skipped: ${e.message}\n`);
+    return EXIT.allSkipped;
+  }
+  process.stdout.write(`xconf fuzz: target ${target}, ${reference ? `reference ${reference}` : 'no reference (invariants)'}, seed ${seed}` +
+    `${shard.n > 1 ? `, shard ${shard.k}/${shard.n}` : ''}, ${timeMs / 1000}s, ${targets.allowed?.size} ops, findings in ${v.out}/\n`);
+  const stop = { requested: false };
+  const off = onSignals(stop, process.stdout);
+  let report: FuzzReport;
+  try {
+    report = await runFuzzSession({ target, reference, timeMs, seed, shard, outDir: String(v.out), targets, out: process.stdout, stop });
+  } finally {
+    off();
+  }
+  if (v.junit) writeAtomic(String(v.junit), fuzzJunit(report));
+  process.stdout.write(summary(report));
+  return report.findings.some((f) => f.fresh) ? EXIT.failed : EXIT.ok;
+}
+
+export async function runSelfcheck(argv: string[]): Promise<ExitCode> {
+  const v = options(argv, {
+    time: { type: 'string', default: '60s' }, seed: { type: 'string', default: '1' }, variant: { type: 'string' }, 'no-suites': { type: 'boolean' },
+  });
+  if (v.help) { process.stdout.write(SELFCHECK_HELP + '\n'); return EXIT.ok; }
+  // Loaded only here: the broken variants are unreachable from every other command.
+  const { selfcheck, selfcheckOk } = await import('../fuzz/selfcheck.js');
+  const { BROKEN_MODELS } = await import('../fuzz/variants.js');
+  if (v.variant !== undefined && !BROKEN_MODELS.some((b) => b.variant.name === v.variant)) {
+    throw new UsageError(`--variant: unknown variant '${v.variant}' (variants: ${BROKEN_MODELS.map((b) => b.variant.name).join(', ')})`);
+  }
+  const stop = { requested: false };
+  const off = onSignals(stop, process.stdout);
+  try {
+    const rs = await selfcheck({
+      timeMs: parseDuration(String(v.time)), seed: parseSeed(String(v.seed)), only: v.variant as string | undefined,
+      suites: v['no-suites'] ? undefined : ['suites'], out: process.stdout, stop,
+    });
+    const ok = selfcheckOk(rs);
+    process.stdout.write(`selfcheck: ${rs.filter((r) => r.fuzzCaught).length}/${rs.length} variants caught by the fuzzer${ok ? '' : ' (not all caught and replayed)'}\n`);
+    return ok ? EXIT.ok : EXIT.failed;
+  } finally {
+    off();
+  }
+}

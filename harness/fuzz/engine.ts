@@ -1,0 +1,173 @@
+// The fuzz property on fast-check's model-based testing: a setup, then a
+// sequence of step commands (fc.commands: its generation, shrinking, seeds and
+// replay paths). One `checkBatch` is one fc.check over a batch of sequences
+// from one seed; the failing sequence is reported at once (onFirstFailure)
+// and then shrunk, keeping the same finding signature while shrinking.
+
+import fc from 'fast-check';
+import type { SessionSetup } from '../drivers/driver.js';
+import type { FuzzSession } from './exec.js';
+import { FindingError, FuzzSequence, type StepStats, type TraceEntry } from './session.js';
+import { sessionSetup, setupArbFor, stepContext, type FuzzSetup, type SetupShape } from './setup.js';
+import { stepArb, type FuzzStep } from './steps.js';
+import type { Disagreement } from './oracles.js';
+
+type Real = FuzzSequence;
+type Model = Record<string, never>;
+
+class StepCommand implements fc.Command<Model, Real> {
+  constructor(readonly step: FuzzStep) {}
+  check(): boolean { return true; }
+  run(_m: Model, r: Real): void { r.exec(this.step); }
+  toString(): string { return stepLabel(this.step); }
+}
+
+class AsyncStepCommand implements fc.AsyncCommand<Model, Real> {
+  constructor(readonly step: FuzzStep) {}
+  check(): boolean { return true; }
+  run(_m: Model, r: Real): Promise<void> { return r.execAsync(this.step); }
+  toString(): string { return stepLabel(this.step); }
+}
+
+export function stepLabel(s: FuzzStep): string {
+  const args = Object.entries(s.args).map(([k, v]) => `${k}=${Array.isArray(v) ? `[${v.length}]` : String(v)}`).join(',');
+  return `${s.op}(${args})@${s.dom}.${s.vcpu}${s.cpl ? `/cpl${s.cpl}` : ''}`;
+}
+
+/** Where a fuzz run's targets come from. `sync` targets are the in-process model. */
+export interface FuzzTargets {
+  sync: boolean;
+  openTarget(setup: SessionSetup): FuzzSession | Promise<FuzzSession>;
+  openReference?(setup: SessionSetup): FuzzSession | Promise<FuzzSession>;
+  /** Ops both can run (all when absent). */
+  allowed?: ReadonlySet<string>;
+  /** What setups both can build (default: two domains, both widths). */
+  shape?: SetupShape;
+}
+
+export interface Finding {
+  signature: string;
+  disagreement: Disagreement;
+  setup: FuzzSetup;
+  trace: TraceEntry[];
+  /** The failing step's index in the trace. */
+  index: number;
+  /** fast-check seed and path of the (shrunk) counterexample. */
+  fcSeed: number;
+  fcPath: string;
+  replayPath?: string;
+}
+
+export function signature(trace: TraceEntry[], index: number, d: Disagreement): string {
+  return `${d.kind}|${trace[index].step.op}|${d.field}|${d.classes[0]}->${d.classes[1]}`;
+}
+
+export interface BatchOptions {
+  seed: number;
+  runs: number;
+  maxCommands: number;
+  stats: StepStats;
+  /** Called with the first failing (unshrunk) sequence of the batch, before shrinking starts. */
+  onFirstFailure?: (f: Omit<Finding, 'fcSeed' | 'fcPath'>) => void;
+  /** Compare area bytes with the reference after each step. */
+  compareMemory?: boolean;
+  /** Stop generating more sequences (SIGINT/SIGTERM, time up). */
+  interrupted?: () => boolean;
+  /** Replay one counterexample (seed and path of an earlier batch). */
+  path?: string;
+  /** A signature already in the findings store: counted (onKnown), not shrunk again. */
+  isKnown?: (signature: string) => boolean;
+  onKnown?: (signature: string) => void;
+}
+
+const arbCache = new Map<string, fc.Arbitrary<[FuzzSetup, Iterable<fc.Command<Model, Real>>]>>();
+
+/** A setup and its command sequence; the step arbitraries are built once per setup shape. */
+function sequenceArb(sync: boolean, maxCommands: number, allowed?: ReadonlySet<string>, shape: SetupShape = { multi: true, mode32: true }) {
+  const ops = allowed ? [...allowed].sort().join(',') : '*';
+  return setupArbFor(shape).chain((s) => {
+    const key = `${sync}/${maxCommands}/${JSON.stringify(s)}/${ops}`;
+    let arb = arbCache.get(key);
+    if (!arb) {
+      const step = stepArb({ ...stepContext(s), allowed });
+      const cmd = sync ? step.map((x) => new StepCommand(x) as fc.Command<Model, Real>) : step.map((x) => new AsyncStepCommand(x) as fc.AsyncCommand<Model, Real>);
+      arb = fc.tuple(fc.constant(s), fc.commands([cmd as fc.Arbitrary<fc.Command<Model, Real>>], { maxCommands, size: 'max' }));
+      arbCache.set(key, arb);
+    }
+    return arb;
+  });
+}
+
+/** Run one batch of sequences; returns the shrunk finding, if any. */
+export async function checkBatch(targets: FuzzTargets, o: BatchOptions): Promise<Finding | undefined> {
+  let first: string | undefined;
+  let last: { f: FindingError; setup: FuzzSetup } | undefined;
+  const onError = (e: unknown, setup: FuzzSetup): boolean => {
+    if (!(e instanceof FindingError)) throw e;
+    const sig = signature(e.trace, e.index, e.disagreement);
+    // While shrinking, only the same finding counts: the case stays about one bug.
+    if (first !== undefined && sig !== first) return true;
+    if (first === undefined && o.isKnown?.(sig)) {
+      o.onKnown?.(sig);
+      return true;
+    }
+    if (first === undefined) {
+      first = sig;
+      o.onFirstFailure?.({ signature: sig, disagreement: e.disagreement, setup, trace: e.trace, index: e.index });
+    }
+    last = { f: e, setup };
+    return false;
+  };
+  const open = async (setup: FuzzSetup) => {
+    const ss = sessionSetup(setup);
+    const t = await targets.openTarget(ss);
+    const r = targets.openReference ? await targets.openReference(ss) : undefined;
+    return new FuzzSequence(ss, t, r, o.stats, o.compareMemory ?? true);
+  };
+  const params = { seed: o.seed, numRuns: o.runs, path: o.path };
+  let result;
+  if (targets.sync) {
+    const prop = fc.property(sequenceArb(true, o.maxCommands, targets.allowed, targets.shape), ([setup, cmds]) => {
+      if (o.interrupted?.() && first === undefined) return true;
+      o.stats.sequences++;
+      const ss = sessionSetup(setup);
+      const t = targets.openTarget(ss) as FuzzSession;
+      const r = targets.openReference?.(ss) as FuzzSession | undefined;
+      const seq = new FuzzSequence(ss, t, r, o.stats, o.compareMemory ?? true);
+      try {
+        fc.modelRun(() => ({ model: {}, real: seq }), cmds);
+        return true;
+      } catch (e) {
+        return onError(e, setup);
+      }
+    });
+    result = fc.check(prop, params);
+  } else {
+    const prop = fc.asyncProperty(sequenceArb(false, o.maxCommands, targets.allowed, targets.shape), async ([setup, cmds]) => {
+      if (o.interrupted?.() && first === undefined) return true;
+      o.stats.sequences++;
+      const seq = await open(setup);
+      try {
+        await fc.asyncModelRun(() => ({ model: {}, real: seq }), cmds as Iterable<fc.AsyncCommand<Model, Real>>);
+        return true;
+      } catch (e) {
+        return onError(e, setup);
+      } finally {
+        await seq.target.close();
+        await seq.reference?.close();
+      }
+    });
+    result = await fc.check(prop, params);
+  }
+  if (!result.failed) return undefined;
+  if (!last) {
+    // Not a finding: an error of the fuzzer itself (a vocabulary or driver fault).
+    throw result.errorInstance ?? new Error('fuzz property failed without a finding');
+  }
+  const { f, setup } = last as { f: FindingError; setup: FuzzSetup };
+  const replay = /replayPath="([^"]*)"/.exec(String(result.counterexample?.[0]?.[1] ?? ''))?.[1];
+  return {
+    signature: signature(f.trace, f.index, f.disagreement), disagreement: f.disagreement, setup, trace: f.trace, index: f.index,
+    fcSeed: result.seed, fcPath: result.counterexamplePath ?? '', replayPath: replay,
+  };
+}

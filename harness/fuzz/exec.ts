@@ -1,0 +1,102 @@
+// Turning a generated step into an Action exactly as the case runner does
+// (the op's own schema, the same scratch page and placement), and running it on
+// a target: synchronously on the in-process model (the hot loop), or through
+// any Driver's Session (kvm, and later xen and qemu).
+
+import { ops } from '../ops/index.js';
+import { IntArg, type Action, type Outcome, type StepPlacement } from '../ops/types.js';
+import { evalExpr } from '../suite/expr.js';
+import { constants } from '../ops/index.js';
+import { areaDefs, type AreaView } from '../model/areas.js';
+import type { Session, SessionSetup } from '../drivers/driver.js';
+import type { ModelSession } from '../drivers/model/model-driver.js';
+import type { FuzzStep } from './steps.js';
+
+export interface Compiled {
+  action: Action;
+  place: StepPlacement;
+}
+
+function resolve(v: unknown): unknown {
+  if (v instanceof IntArg) return evalExpr(v.expr, constants, new Map());
+  if (Array.isArray(v)) return v.map(resolve);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, resolve(x)]));
+  return v;
+}
+
+/** A step's op arguments failed its schema: a bug in the fuzzer's vocabulary, not in a target. */
+export class VocabularyError extends Error {
+  override name = 'VocabularyError';
+}
+
+const cache = new WeakMap<FuzzStep, Compiled>();
+
+/** Encode a step for a setup (cached per step object: shrinking re-runs the same steps). */
+export function compile(step: FuzzStep, setup: SessionSetup): Compiled {
+  const hit = cache.get(step);
+  if (hit) return hit;
+  const op = ops.get(step.op);
+  if (!op) throw new VocabularyError(`unknown op ${step.op}`);
+  const parsed = op.args.safeParse(step.args);
+  if (!parsed.success) throw new VocabularyError(`${step.op}: ${parsed.error.issues[0]?.message ?? 'bad arguments'}`);
+  const place: StepPlacement = { dom: step.dom, vcpu: step.vcpu, cpl: step.cpl, via: 'auto' };
+  const action = op.encode(resolve(parsed.data) as never, {
+    width: setup.mode, scratch: setup.scratch + step.vcpu * 4096, dom: step.dom, vcpu: step.vcpu,
+  });
+  const c = { action, place };
+  cache.set(step, c);
+  return c;
+}
+
+/** What the fuzzer needs of a target session; the model's is synchronous. */
+export interface FuzzSession {
+  apply(c: Compiled): Outcome | Promise<Outcome>;
+  read(dom: number, gpa: number, len: number): Uint8Array | Promise<Uint8Array>;
+  areas(dom: number): AreaView;
+  close(): void | PromiseLike<void>;
+}
+
+export function modelSession(s: ModelSession): FuzzSession {
+  return {
+    apply: (c) => s.applyNow(c.action, c.place),
+    read: (dom, gpa, len) => s.model.domain(dom)!.memory.read(gpa, len),
+    areas: (dom) => s.areas(dom),
+    close: () => {},
+  };
+}
+
+export function driverSession(s: Session): FuzzSession {
+  return {
+    apply: (c) => s.apply(c.action, c.place),
+    read: (dom, gpa, len) => s.read(dom, gpa, len),
+    areas: (dom) => s.areas(dom),
+    close: () => s[Symbol.asyncDispose](),
+  };
+}
+
+/** A guest-visible area the model defines: where it is and how big. */
+export interface AreaSpan {
+  dom: number;
+  /** Memory-path name of the area (`vcpu_info[1]`, `shared_info`). */
+  name: string;
+  gpa: number;
+  size: number;
+}
+
+const PER_ENTRY = new Set(['evtchn_word', 'grant_v1', 'grant_v2', 'grant_status']);
+
+/** Every area placed in a domain now (both targets must agree on where). */
+export function areaSpans(view: AreaView, dom: number, vcpus: number): AreaSpan[] {
+  const spans: AreaSpan[] = [];
+  for (const def of areaDefs.values()) {
+    if (def.name === 'hypercall_page') continue;
+    // Per-port and per-ref areas: the entries the fuzzer's low ports and refs use.
+    const n = !def.indexed ? 1 : PER_ENTRY.has(def.name) ? 16 : vcpus;
+    for (let i = 0; i < n; i++) {
+      const gpa = def.locate(view, i);
+      if (gpa === undefined) continue;
+      spans.push({ dom, name: def.indexed ? `${def.name}[${i}]` : def.name, gpa, size: def.layout(view.width).size });
+    }
+  }
+  return spans;
+}

@@ -1,0 +1,166 @@
+// One fuzz sequence's live state: the target session, the optional reference
+// session, and what each step gave. `exec` runs a step on both, applies the
+// oracles and throws a FindingError on the first disagreement. The model's
+// path is synchronous (the hot loop); any other Driver goes through `execAsync`.
+
+import type { Outcome } from '../ops/types.js';
+import type { SessionSetup } from '../drivers/driver.js';
+import { areaSpans, compile, VocabularyError, type AreaSpan, type FuzzSession } from './exec.js';
+import { checkInvariants, compareAreas, compareOutcomes, type Disagreement, type InvariantView } from './oracles.js';
+import type { FuzzStep } from './steps.js';
+
+export interface TraceEntry {
+  step: FuzzStep;
+  /** The outcome the case expects: the reference's, or the target's own when fuzzing alone. */
+  outcome: Outcome;
+}
+
+export class FindingError extends Error {
+  override name = 'FindingError';
+  constructor(readonly disagreement: Disagreement, readonly index: number, readonly trace: TraceEntry[]) {
+    super(`step ${index + 1} (${trace[index]?.step.op}): ${disagreement.field}: expected ${disagreement.expected}, got ${disagreement.actual}`);
+  }
+}
+
+/** Counters a run reads for its progress line. */
+export interface StepStats {
+  steps: number;
+  sequences: number;
+  ops: Map<string, number>;
+}
+
+/** An area placed outside guest RAM has no bytes to compare (both sides then agree on nothing to read). */
+function readOrEmpty(read: () => Uint8Array): Uint8Array {
+  try {
+    return read();
+  } catch {
+    return new Uint8Array(0);
+  }
+}
+
+function exceptionFinding(e: unknown): Disagreement {
+  const msg = (e as Error)?.message ?? String(e);
+  return { kind: 'exception', field: 'exception', expected: 'an outcome', actual: msg.split('\n')[0], classes: ['outcome', (e as Error)?.name ?? 'throw'], expect: {} };
+}
+
+export class FuzzSequence {
+  readonly trace: TraceEntry[] = [];
+  private readonly invView: InvariantView;
+
+  constructor(
+    readonly setup: SessionSetup,
+    readonly target: FuzzSession,
+    readonly reference: FuzzSession | undefined,
+    readonly stats: StepStats,
+    /** Compare area bytes after every step (differential mode). */
+    readonly compareMemory = true,
+  ) {
+    const t = target;
+    this.invView = {
+      width: setup.mode,
+      sharedInfo2l: (dom) => {
+        const v = t.areas(dom);
+        // In the FIFO ABI the pending bitmap is not where events go.
+        if (v.get('fifo_control/0') !== undefined) return undefined;
+        return v.get('shared_info');
+      },
+      readU8: (dom, gpa) => (t.read(dom, gpa, 1) as Uint8Array)[0],
+    };
+  }
+
+  private count(step: FuzzStep): void {
+    this.stats.steps++;
+    this.stats.ops.set(step.op, (this.stats.ops.get(step.op) ?? 0) + 1);
+  }
+
+  private fail(d: Disagreement, step: FuzzStep, outcome: Outcome): never {
+    this.trace.push({ step, outcome });
+    throw new FindingError(d, this.trace.length - 1, this.trace.slice());
+  }
+
+  private spans(s: FuzzSession): AreaSpan[] {
+    const out: AreaSpan[] = [];
+    for (const d of this.setup.domains) out.push(...areaSpans(s.areas(d.id), d.id, d.vcpus));
+    return out;
+  }
+
+  /** Run one step on the in-process model target (and reference). */
+  exec(step: FuzzStep): void {
+    const c = compile(step, this.setup);
+    this.count(step);
+    let o: Outcome;
+    try {
+      o = this.target.apply(c) as Outcome;
+    } catch (e) {
+      if (e instanceof VocabularyError) throw e;
+      this.fail(exceptionFinding(e), step, {});
+    }
+    const ref = this.reference;
+    if (!ref) {
+      const d = checkInvariants(step, o, this.invView);
+      if (d) this.fail(d, step, o);
+      this.trace.push({ step, outcome: o });
+      return;
+    }
+    let r: Outcome;
+    try {
+      r = ref.apply(c) as Outcome;
+    } catch (e) {
+      this.fail({ ...exceptionFinding(e), field: 'reference exception' }, step, {});
+    }
+    let d = compareOutcomes(o, r);
+    if (!d && this.compareMemory) {
+      d = compareAreas(this.spans(this.target), this.spans(ref), (side, s) => readOrEmpty(() => (side === 'ref' ? ref : this.target).read(s.dom, s.gpa, s.size) as Uint8Array));
+    }
+    if (d) this.fail(d, step, r);
+    this.trace.push({ step, outcome: r });
+  }
+
+  /** The same for targets reached through a Driver's Session (kvm, xen, qemu). */
+  async execAsync(step: FuzzStep): Promise<void> {
+    const c = compile(step, this.setup);
+    this.count(step);
+    let o: Outcome;
+    try {
+      o = await this.target.apply(c);
+    } catch (e) {
+      if (e instanceof VocabularyError) throw e;
+      this.fail(exceptionFinding(e), step, {});
+    }
+    const ref = this.reference;
+    if (!ref) {
+      // Invariants that read memory need synchronous reads: on other targets only outcome invariants apply.
+      const d = checkInvariants(step, o, { ...this.invView, sharedInfo2l: () => undefined });
+      if (d) this.fail(d, step, o);
+      this.trace.push({ step, outcome: o });
+      return;
+    }
+    let r: Outcome;
+    try {
+      r = await ref.apply(c);
+    } catch (e) {
+      this.fail({ ...exceptionFinding(e), field: 'reference exception' }, step, {});
+    }
+    let d = compareOutcomes(o, r);
+    if (!d && this.compareMemory) {
+      const ts = this.spans(this.target);
+      const rs = this.spans(ref);
+      const bytes = new Map<string, Uint8Array>();
+      for (const [side, list, s] of [['target', ts, this.target], ['ref', rs, ref]] as const) {
+        for (const x of list) {
+          let b: Uint8Array;
+          try {
+            b = await s.read(x.dom, x.gpa, x.size);
+          } catch {
+            b = new Uint8Array(0);
+          }
+          bytes.set(`${side}/${x.dom}/${x.name}`, b);
+        }
+      }
+      d = compareAreas(ts, rs, (side, s) => bytes.get(`${side}/${s.dom}/${s.name}`)!);
+    }
+    if (d) this.fail(d, step, r);
+    this.trace.push({ step, outcome: r });
+  }
+}
+

@@ -1,0 +1,70 @@
+// The guest a fuzz sequence runs in: both guest widths, two domains (the
+// first with two vCPUs), and limits small enough that sequences reach them
+// (max_evtchn_port, one maptrack frame). The same setup is written into the
+// YAML finding, so a replay builds the same guest.
+
+import fc from 'fast-check';
+import type { SessionSetup } from '../drivers/driver.js';
+import { DEFAULTS } from '../runner/run-case.js';
+import type { StepContext } from './steps.js';
+
+export interface FuzzSetup {
+  mode: 32 | 64;
+  /** The first domain's max_evtchn_port. */
+  portLimit: number;
+  /** The first domain's max_maptrack_frames. */
+  maptrackFrames: number;
+  /** One domain only (targets without domains.multi): the peer is the domain itself. */
+  single?: boolean;
+}
+
+/** What the targets offer that the setup may use. */
+export interface SetupShape {
+  multi: boolean;
+  mode32: boolean;
+}
+
+export const DOMS = [1, 2] as const;
+export const VCPUS = 2;
+
+export function setupArbFor(shape: SetupShape): fc.Arbitrary<FuzzSetup> {
+  return fc.record({
+    mode: shape.mode32 ? fc.constantFrom<32 | 64>(64, 32) : fc.constant<64>(64),
+    portLimit: fc.constantFrom(63, 1023),
+    maptrackFrames: fc.constant(1),
+  }).map((s) => (shape.multi ? s : { ...s, single: true }));
+}
+
+export const setupArb = setupArbFor({ multi: true, mode32: true });
+
+export function stepContext(s: FuzzSetup): StepContext {
+  return { doms: s.single ? [DOMS[0], DOMS[0]] : DOMS, vcpus: VCPUS, portLimit: s.portLimit };
+}
+
+export function sessionSetup(s: FuzzSetup): SessionSetup {
+  const [maj, min] = DEFAULTS.xenVersion.split('.').map(Number);
+  const dom = (id: number, vcpus: number, limits: Record<string, number>) => ({
+    id, vcpus, privileged: false, memoryBytes: DEFAULTS.memoryBytes,
+    sharedInfo: DEFAULTS.sharedInfo, hypercallPage: DEFAULTS.hypercallPage, limits,
+  });
+  return {
+    mode: s.mode,
+    xenVersion: { major: maj, minor: min, extra: '.0' },
+    scratch: DEFAULTS.scratch,
+    domains: [
+      dom(DOMS[0], VCPUS, { max_evtchn_port: s.portLimit, max_maptrack_frames: s.maptrackFrames }),
+      ...(s.single ? [] : [dom(DOMS[1], 1, {})]),
+    ],
+  };
+}
+
+/** The `setup:` block of the YAML case. */
+export function yamlSetup(s: FuzzSetup): Record<string, unknown> {
+  return {
+    mode: s.mode,
+    domains: [
+      { id: DOMS[0], vcpus: VCPUS, limits: { max_evtchn_port: s.portLimit, max_maptrack_frames: s.maptrackFrames } },
+      ...(s.single ? [] : [{ id: DOMS[1], vcpus: 1 }]),
+    ],
+  };
+}
