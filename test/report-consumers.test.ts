@@ -113,6 +113,16 @@ describe('the live environment\'s merged report', () => {
   });
 });
 
+describe('KTAP consumers: an interrupted run', () => {
+  it.skipIf(!kunit)('the tests it never reached are missing to kunit.py too: crashed, never green', () => {
+    const base = { file: 'f.yaml', description: 'd', spec: [], durationMs: 1, steps: [] };
+    const results: CaseResult[] = [{ ...base, id: 'a/b', variant: '', name: 'a/b', status: 'pass' }];
+    writeFileSync(`${dir}/int.ktap`, ktap({ target: 'kvm', seed: '0', capabilities: [], properties: {}, results, startedAt: '', durationMs: 1, interrupted: 'SIGINT', planned: 4 }, { plannedGroups: 4 }));
+    const p = spawnSync(PY, [join(kunitDir!, 'kunit.py'), 'parse', `${dir}/int.ktap`], { encoding: 'utf8' });
+    expect(p.stdout + p.stderr).toMatch(/Testing complete\. Ran 4 tests: passed: 1, crashed: 3/);
+  });
+});
+
 describe('KTAP consumers', () => {
   it.skipIf(!kunit)("the kernel's kunit.py parse reads every KTAP file with xconf's counts and no parse error", () => {
     for (const [name, r] of Object.entries(runs)) {
