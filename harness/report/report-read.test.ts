@@ -17,7 +17,8 @@ const caseArb = fc.record({
   status: fc.constantFrom(...STATUSES), message: text, reason: text, where: fc.constantFrom('arch/x86/kvm/xen.c kvm_xen_schedop_poll', 'xen/common/event_channel.c'),
   served: fc.constantFrom(undefined, 'kernel', 'vmm'),
 });
-function result(c: fc.infer<typeof caseArb>): CaseResult {
+type CaseInput = typeof caseArb extends fc.Arbitrary<infer T> ? T : never;
+function result(c: CaseInput): CaseResult {
   const id = `${c.sub}/${c.id}`;
   return {
     id, variant: c.variant, name: c.variant ? `${id}[${c.variant}]` : id, file: `suites/${id}.yaml`, description: 'd', spec: [],
