@@ -34,10 +34,9 @@ export interface KcidbDoc {
 const STATUS = { pass: 'PASS', fail: 'FAIL', xfail: 'FAIL', error: 'ERROR', skip: 'SKIP' } as const;
 const LOG_MAX = 16384;
 
-/** One path component: what the KCIDB path pattern allows, '-' and '=' made '_' as in xconf.evtchn.bind_ipi.mode_32. */
+/** One path component: what the KCIDB path pattern allows; '-', '=' and the like made '_' as in xconf.evtchn.bind_ipi.mode_32. */
 export function pathPart(s: string): string {
-  const p = s.replace(/[^A-Za-z0-9_]+/g, '_').replace(/^_+|_+$/g, '');
-  return p || '_';
+  return s.replace(/[^A-Za-z0-9_]/g, '_') || '_';
 }
 
 /** The dotted KCIDB path of a case: xconf, the case id's parts, the variant. */
@@ -53,7 +52,9 @@ function startTime(ts: string | undefined): string | undefined {
 
 function testOf(c: ReadCase, o: KcidbOptions, buildId: string, reportFile: string): KcidbTest {
   const path = kcidbPath(c.id, c.variant);
-  const run = [pathPart(c.target), ...(c.kernel ? [pathPart(c.kernel)] : []), ...(c.label ? [pathPart(c.label)] : [])].join('.');
+  // The id names the case exactly (ids allow any character but NUL); the path
+  // is a node of KCIDB's test tree, which near-identical names may share.
+  const run = [c.target, c.kernel ?? '', c.label].join(':');
   const misc: Record<string, unknown> = { target: c.target, xconf_status: c.status, case: c.name };
   if (c.kernel) misc.kernel = c.kernel;
   if (c.properties.capabilities !== undefined) misc.capabilities = c.properties.capabilities.split(/\s+/).filter(Boolean);
@@ -64,7 +65,7 @@ function testOf(c: ReadCase, o: KcidbOptions, buildId: string, reportFile: strin
   if (c.message) misc.message = c.message;
   if (c.status === 'xfail') misc.known_divergence = c.divergence ?? { reason: c.message ?? '' };
   const t: KcidbTest = {
-    id: `${o.origin}:${buildId.slice(buildId.indexOf(':') + 1)}.${run}.${path}`,
+    id: `${o.origin}:${buildId.slice(buildId.indexOf(':') + 1)}:${run}:${c.name}`.replace(/\0/g, ''),
     build_id: buildId, origin: o.origin, path, status: STATUS[c.status], duration: c.time, misc,
   };
   const st = startTime(c.timestamp);
