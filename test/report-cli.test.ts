@@ -4,7 +4,7 @@
 // JUnit (checked against the strict junit-10.xsd) and as KCIDB.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { Ajv } from 'ajv';
@@ -106,5 +106,30 @@ describe('xconf report --merge', () => {
     expect(k.status, k.stderr).toBe(0);
     const ids = (f: string) => JSON.parse(readFileSync(f, 'utf8')).tests.map((t: { id: string; status: string }) => `${t.id} ${t.status}`).sort();
     expect(ids(`${dir}/all.json`)).toEqual(ids(`${dir}/whole.json`));
+  });
+});
+
+describe('the live environment\'s merged report', () => {
+  it('ci/live-kvm/merge-junit.mjs output reads as one column per kernel with the inner runs\' counts, and as valid KCIDB', () => {
+    const r = cli('run', 'suites/sched', `--junit=${dir}/inner.xml`);
+    expect(r.status).toBe(0);
+    const inner = counts(readFileSync(`${dir}/inner.xml`, 'utf8'));
+    for (const [label, release] of [['linux-6.1', '6.1.192'], ['linux-6.12', '6.12.118']]) {
+      mkdirSync(`${dir}/live/${label}`, { recursive: true });
+      copyFileSync(`${dir}/inner.xml`, `${dir}/live/${label}/junit.xml`);
+      writeFileSync(`${dir}/live/${label}/meta`, `label=${label}\nseries=${release.split('.').slice(0, 2).join('.')}\nrelease=${release}\ncap=0x7f\nexit=0\nstatus=ok\nboot_seconds=40\ntaint=0\n`);
+    }
+    const m = spawnSync(process.execPath, ['ci/live-kvm/merge-junit.mjs', '--out', `${dir}/live-kvm.xml`, `${dir}/live/linux-6.1`, `${dir}/live/linux-6.12`], { encoding: 'utf8' });
+    expect(m.status, m.stderr).toBe(0);
+    const rep = cli('report', `${dir}/live-kvm.xml`, `--md=${dir}/live.md`);
+    expect(rep.status, rep.stderr).toBe(0);
+    // The boot-and-run case of each kernel is one more pass.
+    const row = (k: string) => new RegExp(`^model \\(Linux ${k.replace(/\./g, '\\.')}\\) +(\\d+) passed, 0 failed, 0 errors, (\\d+) skipped`, 'm').exec(rep.stdout)?.slice(1).map(Number);
+    for (const k of ['6.1.192', '6.12.118']) expect(row(k), rep.stdout).toEqual([inner.tests - inner.skipped + 1, inner.skipped]);
+    if (!haveSchema) return;
+    expect(cli('report', `${dir}/live-kvm.xml`, `--kcidb=${dir}/live-kvm.json`, '--origin=xconf_ci', '--build-id=live').status).toBe(0);
+    const doc = JSON.parse(readFileSync(`${dir}/live-kvm.json`, 'utf8'));
+    expect(validator()(doc)).toBe(true);
+    expect(doc.tests.length).toBe(2 * (inner.tests + 1));
   });
 });

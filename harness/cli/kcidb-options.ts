@@ -1,7 +1,7 @@
 // `xconf run --kcidb=PATH --origin=NAME --build-id=ID`: the options checked
 // before anything runs, so a bad origin costs no run.
 import { UsageError } from '../errors.js';
-import { checkKcidbOptions, type KcidbOptions } from '../report/kcidb.js';
+import { checkKcidbOptions, type KcidbOptions } from '../report/kcidb-options.js';
 import type { Values } from './args.js';
 
 export function kcidbOptions(v: Values): (KcidbOptions & { path: string }) | undefined {

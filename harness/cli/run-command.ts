@@ -26,7 +26,6 @@ import { failedInReport } from './rerun.js';
 import { intOption, parse, type Values } from './args.js';
 import { HELP } from './help.js';
 import { kcidbOptions } from './kcidb-options.js';
-import { kcidbFromRun, kcidbJson } from '../report/kcidb.js';
 
 /** Minimum time between progress rewrites of the reports during a run. */
 const PROGRESS_INTERVAL_MS = 250;
@@ -110,6 +109,7 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
   const shard = v.shard ? parseShard(String(v.shard)) : undefined;
   const paths = positionals.length ? positionals : ['suites'];
   const kcidb = kcidbOptions(v);
+  const kcidbWriter = kcidb ? await import('../report/kcidb.js') : undefined;
   const reports = reportPaths(v);
   checkReportPaths(reports);
   const rerun = v['rerun-failed'] ? failedInReport(String(v.junit)) : undefined;
@@ -156,7 +156,7 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
     writeAtomic(String(v.junit), junitXml(run));
     if (v.ktap) writeAtomic(String(v.ktap), ktap(run, { plannedGroups: groups }));
     if (v.json) writeAtomic(String(v.json), runJson(run));
-    if (kcidb && !run.interrupted) writeAtomic(kcidb.path, kcidbJson(kcidbFromRun(run, kcidb, String(v.junit))));
+    if (kcidb && kcidbWriter && !run.interrupted) writeAtomic(kcidb.path, kcidbWriter.kcidbJson(kcidbWriter.kcidbFromRun(run, kcidb, String(v.junit))));
     if (run.differential) writeAtomic(reports.find((r) => r.option === '--diff-report')!.path, differentialJunitXml(run));
     persistMs = performance.now() - t;
   };

@@ -81,13 +81,18 @@ export function parseDivergence(message: string | undefined): { reason: string; 
 }
 
 function caseStatus(tc: Node): { status: MatrixStatus; message?: string; detail?: string } {
-  const failure = arr(tc.failure)[0];
-  if (failure) return { status: 'fail', message: attr(failure, 'message') ?? 'failed', detail: text(failure) || undefined };
-  const error = arr(tc.error)[0];
-  if (error) return { status: 'error', message: attr(error, 'message') ?? 'error', detail: text(error) || undefined };
-  const skipped = arr(tc.skipped)[0] ?? (tc.skipped === '' ? {} : undefined);
-  if (skipped !== undefined) {
-    const message = attr(skipped, 'message') ?? (text(skipped) || undefined);
+  // An empty element (<failure/>) parses as '': presence is what counts.
+  const first = (k: string): Node | undefined => {
+    const a = arr(tc[k]);
+    return a.length ? (typeof a[0] === 'object' && a[0] !== null ? a[0] : {}) : undefined;
+  };
+  const failure = first('failure');
+  if (failure) return { status: 'fail', message: attr(failure, 'message') ?? 'failed', detail: text(arr(tc.failure)[0]) || undefined };
+  const error = first('error');
+  if (error) return { status: 'error', message: attr(error, 'message') ?? 'error', detail: text(arr(tc.error)[0]) || undefined };
+  const skipped = first('skipped');
+  if (skipped) {
+    const message = attr(skipped, 'message') ?? (text(arr(tc.skipped)[0]) || undefined);
     const xfail = attr(skipped, 'type') === 'pytest.xfail' || /^known divergence: /.test(message ?? '');
     return { status: xfail ? 'xfail' : 'skip', message: message ?? 'skipped' };
   }

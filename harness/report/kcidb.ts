@@ -7,18 +7,10 @@
 import { basename, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { UsageError } from '../errors.js';
+import { checkKcidbOptions, type KcidbOptions } from './kcidb-options.js';
 import type { RunSummary } from '../runner/results.js';
 import { junitXml } from './junit.js';
 import { parseJunit, reportCases, type ReadCase, type ReadReport } from './junit-read.js';
-
-export interface KcidbOptions {
-  /** CI system name, ^[a-z0-9_]+$. */
-  origin: string;
-  /** The tested build's id; "<origin>:" is put in front when it has no origin part. */
-  buildId: string;
-  /** Where the report files will be found (a URL prefix); file: URLs of the local files otherwise. */
-  artifactsUrl?: string;
-}
 
 export interface KcidbTest {
   id: string;
@@ -39,27 +31,17 @@ export interface KcidbDoc {
   tests: KcidbTest[];
 }
 
-const ORIGIN = /^[a-z0-9_]+$/;
 const STATUS = { pass: 'PASS', fail: 'FAIL', xfail: 'FAIL', error: 'ERROR', skip: 'SKIP' } as const;
 const LOG_MAX = 16384;
 
-/** One path component: what the KCIDB path pattern allows, '-' and '=' made '_' as in xconf.evtchn.bind_ipi.mode_32. */
+/** One path component: what the KCIDB path pattern allows; '-', '=' and the like made '_' as in xconf.evtchn.bind_ipi.mode_32. */
 export function pathPart(s: string): string {
-  const p = s.replace(/[^A-Za-z0-9_]+/g, '_').replace(/^_+|_+$/g, '');
-  return p || '_';
+  return s.replace(/[^A-Za-z0-9_]/g, '_') || '_';
 }
 
 /** The dotted KCIDB path of a case: xconf, the case id's parts, the variant. */
 export function kcidbPath(id: string, variant: string): string {
   return ['xconf', ...id.split('/').map(pathPart), ...(variant ? [pathPart(variant)] : [])].join('.');
-}
-
-export function checkKcidbOptions(o: { origin?: string; buildId?: string }): KcidbOptions {
-  if (!o.origin) throw new UsageError('--kcidb needs --origin=NAME (the CI system, lower-case letters, digits and _)');
-  if (!ORIGIN.test(o.origin)) throw new UsageError(`--origin: '${o.origin}' is not a KCIDB origin (lower-case letters, digits and _ only, e.g. 'xconf_ci')`);
-  if (!o.buildId) throw new UsageError("--kcidb needs --build-id=ID (the tested build, e.g. 'xconf_ci:6.12-abc123')");
-  if (o.buildId.includes('\0')) throw new UsageError('--build-id: must not contain a NUL character');
-  return { origin: o.origin, buildId: o.buildId };
 }
 
 /** RFC 3339 with a zone: JUnit timestamps are written in UTC without one. */
@@ -70,7 +52,9 @@ function startTime(ts: string | undefined): string | undefined {
 
 function testOf(c: ReadCase, o: KcidbOptions, buildId: string, reportFile: string): KcidbTest {
   const path = kcidbPath(c.id, c.variant);
-  const run = [pathPart(c.target), ...(c.kernel ? [pathPart(c.kernel)] : []), ...(c.label ? [pathPart(c.label)] : [])].join('.');
+  // The id names the case exactly (ids allow any character but NUL); the path
+  // is a node of KCIDB's test tree, which near-identical names may share.
+  const run = [c.target, c.kernel ?? '', c.label].join(':');
   const misc: Record<string, unknown> = { target: c.target, xconf_status: c.status, case: c.name };
   if (c.kernel) misc.kernel = c.kernel;
   if (c.properties.capabilities !== undefined) misc.capabilities = c.properties.capabilities.split(/\s+/).filter(Boolean);
@@ -81,7 +65,7 @@ function testOf(c: ReadCase, o: KcidbOptions, buildId: string, reportFile: strin
   if (c.message) misc.message = c.message;
   if (c.status === 'xfail') misc.known_divergence = c.divergence ?? { reason: c.message ?? '' };
   const t: KcidbTest = {
-    id: `${o.origin}:${buildId.slice(buildId.indexOf(':') + 1)}.${run}.${path}`,
+    id: `${o.origin}:${buildId.slice(buildId.indexOf(':') + 1)}:${run}:${c.name}`.replace(/\0/g, ''),
     build_id: buildId, origin: o.origin, path, status: STATUS[c.status], duration: c.time, misc,
   };
   const st = startTime(c.timestamp);
@@ -143,3 +127,5 @@ export function mergeKcidb(docs: Array<{ file: string; doc: unknown }>): KcidbDo
 export function kcidbJson(doc: KcidbDoc): string {
   return `{"version":${JSON.stringify(doc.version)},"tests":[\n${doc.tests.map((t) => JSON.stringify(t)).join(',\n')}\n]}\n`;
 }
+
+export { checkKcidbOptions, type KcidbOptions };

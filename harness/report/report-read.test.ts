@@ -17,8 +17,8 @@ const caseArb = fc.record({
   status: fc.constantFrom(...STATUSES), message: text, reason: text, where: fc.constantFrom('arch/x86/kvm/xen.c kvm_xen_schedop_poll', 'xen/common/event_channel.c'),
   served: fc.constantFrom(undefined, 'kernel', 'vmm'),
 });
-type CaseShape = typeof caseArb extends fc.Arbitrary<infer T> ? T : never;
-function result(c: CaseShape): CaseResult {
+type CaseInput = typeof caseArb extends fc.Arbitrary<infer T> ? T : never;
+function result(c: CaseInput): CaseResult {
   const id = `${c.sub}/${c.id}`;
   return {
     id, variant: c.variant, name: c.variant ? `${id}[${c.variant}]` : id, file: `suites/${id}.yaml`, description: 'd', spec: [],
@@ -58,6 +58,16 @@ describe('junit-read', () => {
     expect([t.tests, t.failures, t.xfail, t.skipped - t.xfail]).toEqual([208, 1, 3, 5]);
     expect(cases.find((c) => c.name === 'boot-and-run')?.subsystem).toBe('live-kvm');
   });
+  it("derives statuses from the child elements, whatever the counts, properties or producer say", () => {
+    const xml = `<testsuite name="other" tests="9" failures="0"><testcase name="a"><failure/></testcase><testcase name="b"><error>boom</error></testcase>
+      <testcase name="c"><skipped/></testcase><testcase name="d"><skipped>why</skipped></testcase><testcase name="e"/>
+      <testcase name="f"><skipped message="known divergence: r (w.c f)"/></testcase><testcase name="g"><failure message="m">text</failure></testcase></testsuite>`;
+    const cs = reportCases(parseJunit(xml, 'o.xml'));
+    expect(cs.map((c) => `${c.name}:${c.status}:${c.message ?? ''}:${c.detail ?? ''}`)).toEqual([
+      'a:fail:failed:', 'b:error:error:boom', 'c:skip:skipped:', 'd:skip:why:', 'e:pass::', 'f:xfail:known divergence: r (w.c f):', 'g:fail:m:text',
+    ]);
+    expect(cs[5].divergence).toEqual({ reason: 'r', where: 'w.c f' });
+  });
   it('refuses a broken file with one line naming the file and line', () => {
     expect(() => parseJunit('<testsuites>\n<testsuite name="a">\n</testsuites>', 'x.xml')).toThrow(/^x\.xml:\d+: not well-formed XML/);
     expect(() => parseJunit('<html/>', 'y.xml')).toThrow(/^y\.xml:1: no <testsuites> or <testsuite> root/);
@@ -87,7 +97,7 @@ describe('merge', () => {
 
 describe('kcidb', () => {
   const opts = { origin: 'xconf_ci', buildId: 'xconf_ci:6.12-abc' };
-  it('paths are dotted, schema-safe and distinct for distinct cases', () => {
+  it('paths are dotted and schema-safe; ids are distinct for distinct cases', () => {
     expect(kcidbPath('evtchn/bind-ipi', 'mode=32')).toBe('xconf.evtchn.bind_ipi.mode_32');
     fc.assert(fc.property(runArb, (run) => {
       const doc = kcidbFromRun(run, opts, 'reports/junit.xml');
