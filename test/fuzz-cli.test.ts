@@ -26,7 +26,7 @@ describe('xconf fuzz', () => {
     expect(xml).not.toMatch(/<failure/);
     expect(readdirSync(`${dir}/found`)).toEqual([]);
   });
-  it('model-kvm against model: a differential run', () => {
+  it('a differential run (model-kvm against model-kvm) finds nothing', () => {
     const dir = mkdtempSync(join(tmpdir(), 'xconf-fuzz-'));
     const r = cli('fuzz', '--target=model-kvm', '--against=model-kvm', '--time=2s', '--seed=3', `--out=${dir}`);
     expect(r.status).toBe(0);
