@@ -84,3 +84,16 @@ describe('progress', () => {
     expect(plain.every((l) => l.endsWith('\n') && !l.includes('\r'))).toBe(true);
   });
 });
+
+describe('progress closing line', () => {
+  it('a forced update that would repeat the last line prints nothing', () => {
+    const lines: string[] = [];
+    const q = new Progress({ write: (s: string) => lines.push(s) }, false, 250, 10_000);
+    const p = { steps: 5, sequences: 1, opsCovered: 1, opsTotal: 2, findings: 0, elapsedMs: 1000, totalMs: 2000, rate: 5 };
+    q.update(p, 20_000);
+    q.update(p, 20_001, true);
+    expect(lines).toHaveLength(1);
+    q.update({ ...p, steps: 6 }, 20_002, true);
+    expect(lines).toHaveLength(2);
+  });
+});
