@@ -62,6 +62,8 @@ describe('oracles', () => {
     expect(checkInvariants(st('time.update'), { out: { version: 4n } }, view)).toBeUndefined();
     expect(checkInvariants(st('gnttab.maptrack'), { out: { used: 257n, limit: 256n } }, view)?.field).toBe('gnttab.maptrack_bound');
     expect(checkInvariants(st('evtchn.close', { port: 3n }), { ret: 0n }, view)?.field).toBe('evtchn.close_clears_pending');
+    expect(checkInvariants(st('evtchn.run_upcall'), { out: { handled: [3n, 5n, 3n] } }, view)?.expect).toEqual({ out: { handled: ['3', '5'] } });
+    expect(checkInvariants(st('evtchn.run_upcall'), { out: { handled: [3n, 5n] } }, view)).toBeUndefined();
     expect(checkInvariants(st('evtchn.close', { port: 3n }), { ret: 0n }, { ...view, readU8: () => 0 })).toBeUndefined();
   });
 });
