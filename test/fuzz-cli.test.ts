@@ -54,6 +54,9 @@ describe('xconf fuzz', () => {
     expect([3, 4]).toContain(k.status);
     expect(k.stderr.trim().split('\n')).toHaveLength(1);
     expect(k.stderr).not.toMatch(/    at /);
+    const away = spawnSync(process.execPath, [join(process.cwd(), 'bin/xconf.js'), 'selfcheck'], { encoding: 'utf8', cwd: tmpdir() });
+    expect(away.status).toBe(2);
+    expect(away.stderr).toMatch(/^xconf: selfcheck runs the suites in \.\/suites/);
     expect(cli('fuzz', '--help').stdout).toMatch(/--shard=K\/N/);
     expect(cli('selfcheck', '--help').stdout).toMatch(/broken variants/);
   });

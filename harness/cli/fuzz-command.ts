@@ -1,6 +1,7 @@
 // `xconf fuzz` and `xconf selfcheck`. Both return an exit code; errors are
 // thrown as UsageError/DriverError for main.ts to report in one line.
 
+import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { randomInt } from 'node:crypto';
 import { EXIT, UsageError, type ExitCode } from '../errors.js';
@@ -144,6 +145,7 @@ export async function runSelfcheck(argv: string[]): Promise<ExitCode> {
   if (v.variant !== undefined && !BROKEN_MODELS.some((b) => b.variant.name === v.variant)) {
     throw new UsageError(`--variant: unknown variant '${v.variant}' (variants: ${BROKEN_MODELS.map((b) => b.variant.name).join(', ')})`);
   }
+  if (!v['no-suites'] && !existsSync('suites')) throw new UsageError('selfcheck runs the suites in ./suites: run it from the project root, or pass --no-suites');
   const stop = { requested: false };
   const off = onSignals(stop, process.stdout);
   try {
