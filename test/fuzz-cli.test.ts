@@ -26,7 +26,7 @@ describe('xconf fuzz', () => {
     expect(xml).not.toMatch(/<failure/);
     expect(readdirSync(`${dir}/found`)).toEqual([]);
   });
-  it('model-kvm against model: a differential run', () => {
+  it('a differential run (model-kvm against model-kvm) finds nothing', () => {
     const dir = mkdtempSync(join(tmpdir(), 'xconf-fuzz-'));
     const r = cli('fuzz', '--target=model-kvm', '--against=model-kvm', '--time=2s', '--seed=3', `--out=${dir}`);
     expect(r.status).toBe(0);
@@ -54,6 +54,9 @@ describe('xconf fuzz', () => {
     expect([3, 4]).toContain(k.status);
     expect(k.stderr.trim().split('\n')).toHaveLength(1);
     expect(k.stderr).not.toMatch(/    at /);
+    const away = spawnSync(process.execPath, [join(process.cwd(), 'bin/xconf.js'), 'selfcheck'], { encoding: 'utf8', cwd: tmpdir() });
+    expect(away.status).toBe(2);
+    expect(away.stderr).toMatch(/^xconf: selfcheck runs the suites in \.\/suites/);
     expect(cli('fuzz', '--help').stdout).toMatch(/--shard=K\/N/);
     expect(cli('selfcheck', '--help').stdout).toMatch(/broken variants/);
   });

@@ -1,14 +1,13 @@
 // `xconf fuzz` and `xconf selfcheck`. Both return an exit code; errors are
 // thrown as UsageError/DriverError for main.ts to report in one line.
 
+import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { randomInt } from 'node:crypto';
 import { EXIT, UsageError, type ExitCode } from '../errors.js';
 import { parseShard } from '../runner/plan.js';
 import { writeAtomic } from '../report/atomic-write.js';
-import { buildTargets, DEFAULT_REFERENCE, FuzzSkip } from '../fuzz/targets.js';
-import { runFuzzSession, type FuzzReport } from '../fuzz/run.js';
-import { fuzzJunit } from '../fuzz/junit.js';
+import type { FuzzReport } from '../fuzz/run.js';
 
 export const FUZZ_HELP = `Usage: xconf fuzz [options]
 
@@ -102,6 +101,10 @@ export async function runFuzz(argv: string[]): Promise<ExitCode> {
     seed: { type: 'string' }, shard: { type: 'string' }, out: { type: 'string', default: 'fixtures/found' }, junit: { type: 'string' },
   });
   if (v.help) { process.stdout.write(FUZZ_HELP + '\n'); return EXIT.ok; }
+  // Loaded on use: `xconf run` starts without fast-check and the fuzzer.
+  const { buildTargets, DEFAULT_REFERENCE, FuzzSkip } = await import('../fuzz/targets.js');
+  const { runFuzzSession } = await import('../fuzz/run.js');
+  const { fuzzJunit } = await import('../fuzz/junit.js');
   const target = String(v.target);
   if (target === 'xen' || target === 'qemu') throw new UsageError(`target '${target}' does not exist in this build yet (targets: model, model-kvm, kvm)`);
   const reference = v.against === undefined ? DEFAULT_REFERENCE[target] : String(v.against);
@@ -142,6 +145,7 @@ export async function runSelfcheck(argv: string[]): Promise<ExitCode> {
   if (v.variant !== undefined && !BROKEN_MODELS.some((b) => b.variant.name === v.variant)) {
     throw new UsageError(`--variant: unknown variant '${v.variant}' (variants: ${BROKEN_MODELS.map((b) => b.variant.name).join(', ')})`);
   }
+  if (!v['no-suites'] && !existsSync('suites')) throw new UsageError('selfcheck runs the suites in ./suites: run it from the project root, or pass --no-suites');
   const stop = { requested: false };
   const off = onSignals(stop, process.stdout);
   try {

@@ -29,12 +29,14 @@ export class VocabularyError extends Error {
   override name = 'VocabularyError';
 }
 
-const cache = new WeakMap<FuzzStep, Compiled>();
+/** The encoding cached on the step object (a WeakMap of millions of steps costs the GC more). */
+const CACHE = Symbol('compiled');
+type Cached = FuzzStep & { [CACHE]?: { mode: number; scratch: number; c: Compiled } };
 
-/** Encode a step for a setup (cached per step object: shrinking re-runs the same steps). */
+/** Encode a step for a setup (cached per step: shrinking re-runs the same steps). */
 export function compile(step: FuzzStep, setup: SessionSetup): Compiled {
-  const hit = cache.get(step);
-  if (hit) return hit;
+  const hit = (step as Cached)[CACHE];
+  if (hit && hit.mode === setup.mode && hit.scratch === setup.scratch) return hit.c;
   const op = ops.get(step.op);
   if (!op) throw new VocabularyError(`unknown op ${step.op}`);
   const parsed = op.args.safeParse(step.args);
@@ -44,7 +46,7 @@ export function compile(step: FuzzStep, setup: SessionSetup): Compiled {
     width: setup.mode, scratch: setup.scratch + step.vcpu * 4096, dom: step.dom, vcpu: step.vcpu,
   });
   const c = { action, place };
-  cache.set(step, c);
+  Object.defineProperty(step, CACHE, { value: { mode: setup.mode, scratch: setup.scratch, c }, writable: true, configurable: true });
   return c;
 }
 

@@ -62,6 +62,8 @@ describe('oracles', () => {
     expect(checkInvariants(st('time.update'), { out: { version: 4n } }, view)).toBeUndefined();
     expect(checkInvariants(st('gnttab.maptrack'), { out: { used: 257n, limit: 256n } }, view)?.field).toBe('gnttab.maptrack_bound');
     expect(checkInvariants(st('evtchn.close', { port: 3n }), { ret: 0n }, view)?.field).toBe('evtchn.close_clears_pending');
+    expect(checkInvariants(st('evtchn.run_upcall'), { out: { handled: [3n, 5n, 3n] } }, view)?.expect).toEqual({ out: { handled: ['3', '5'] } });
+    expect(checkInvariants(st('evtchn.run_upcall'), { out: { handled: [3n, 5n] } }, view)).toBeUndefined();
     expect(checkInvariants(st('evtchn.close', { port: 3n }), { ret: 0n }, { ...view, readU8: () => 0 })).toBeUndefined();
   });
 });
@@ -82,5 +84,18 @@ describe('progress', () => {
     q.update(p, 20_000); q.update(p, 25_000); q.update(p, 30_000);
     expect(plain).toHaveLength(2);
     expect(plain.every((l) => l.endsWith('\n') && !l.includes('\r'))).toBe(true);
+  });
+});
+
+describe('progress closing line', () => {
+  it('a forced update that would repeat the last line prints nothing', () => {
+    const lines: string[] = [];
+    const q = new Progress({ write: (s: string) => lines.push(s) }, false, 250, 10_000);
+    const p = { steps: 5, sequences: 1, opsCovered: 1, opsTotal: 2, findings: 0, elapsedMs: 1000, totalMs: 2000, rate: 5 };
+    q.update(p, 20_000);
+    q.update(p, 20_001, true);
+    expect(lines).toHaveLength(1);
+    q.update({ ...p, steps: 6 }, 20_002, true);
+    expect(lines).toHaveLength(2);
   });
 });

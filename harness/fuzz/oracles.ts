@@ -146,6 +146,11 @@ export function checkInvariants(step: FuzzStep, o: Outcome, view: InvariantView)
       save: { fz_used: 'used', fz_limit: 'limit' }, values: { '($fz_limit - $fz_used) >> 63': 0 },
     });
   }
+  if (step.op === 'evtchn.run_upcall' && Array.isArray(out.handled) && new Set(out.handled).size !== out.handled.length) {
+    // One upcall run handles a pending port once: a port twice is a duplicated event.
+    const once = [...new Set(out.handled)];
+    return inv('evtchn.duplicated_event', `[${once.join(', ')}]`, `[${out.handled.join(', ')}]`, { out: { handled: once.map(String) } });
+  }
   if (step.op === 'evtchn.close' && o.ret === 0n) {
     // A closed port has no pending event left (free_evtchn clears it).
     const si = view.sharedInfo2l(step.dom);

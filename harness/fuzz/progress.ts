@@ -28,6 +28,7 @@ export function progressLine(p: ProgressState): string {
 
 export class Progress {
   private last = 0;
+  private lastLine = '';
   constructor(
     private readonly out: { write(s: string): unknown; isTTY?: boolean },
     private readonly tty = !!out.isTTY,
@@ -38,8 +39,10 @@ export class Progress {
   /** Show the state if the interval has passed (or `force`). */
   update(p: ProgressState, now: number, force = false): boolean {
     if (!force && now - this.last < (this.tty ? this.ttyEveryMs : this.plainEveryMs)) return false;
-    this.last = now;
     const line = progressLine(p);
+    if (force && line === this.lastLine) return false;
+    this.last = now;
+    this.lastLine = line;
     this.out.write(this.tty ? `\r\x1b[2K${line}` : `${line}\n`);
     return true;
   }

@@ -72,7 +72,8 @@ export async function runFuzzSession(o: FuzzRunOptions): Promise<FuzzReport> {
   const timeUp = () => elapsed() >= o.timeMs;
   const show = (force = false) => {
     const now = performance.now();
-    if (now - rateFrom.t >= 1000 || force) {
+    // The rate over the last second or more (a forced update right after one keeps the last rate).
+    if (now - rateFrom.t >= 1000) {
       rate = ((stats.steps - rateFrom.steps) * 1000) / Math.max(1, now - rateFrom.t);
       rateFrom = { t: now, steps: stats.steps };
     }
