@@ -10,6 +10,11 @@ import { didYouMean } from '../suite/suggest.js';
 import type { Width } from '../model/memory-layout.js';
 import type { XenModel, Domain, Vcpu } from '../model/domain.js';
 
+// Case files are checked once per process, each schema a few hundred times:
+// zod's JIT (compiling every object schema with new Function on first use)
+// costs more than it saves there, so it is off.
+z.config({ jitless: true });
+
 /** An integer-valued argument: a parsed expression, evaluated when the step runs. */
 export class IntArg {
   constructor(readonly expr: Expr, readonly src: string) {}

@@ -5,7 +5,13 @@ import { isMap, isSeq, type LineCounter, type Document, type Node as YamlNode } 
 import type { z } from 'zod';
 import type { SuiteProblem } from '../errors.js';
 
-export class Locator {
+/** What the checks need from a locator. */
+export interface Positions {
+  pos(path: ReadonlyArray<PropertyKey>, key?: string): { line: number; col: number };
+  problem(path: ReadonlyArray<PropertyKey>, code: string, message: string, key?: string): SuiteProblem;
+}
+
+export class Locator implements Positions {
   constructor(private readonly doc: Document, private readonly lc: LineCounter, private readonly file: string) {}
 
   /** Position of the node at `path` (or of the deepest existing parent); `key` points at a map key. */
@@ -40,7 +46,7 @@ export class Locator {
   }
 }
 
-export function zodProblems(loc: Locator, issues: z.core.$ZodIssue[], prefix: PropertyKey[] = []): SuiteProblem[] {
+export function zodProblems(loc: Positions, issues: z.core.$ZodIssue[], prefix: PropertyKey[] = []): SuiteProblem[] {
   const out: SuiteProblem[] = [];
   for (const is of issues) {
     const path = [...prefix, ...is.path];
