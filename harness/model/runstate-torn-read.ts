@@ -124,10 +124,18 @@ function analyse(states: Uint8Array[], committed: Uint8Array[], guard: Guard, re
           }
         }
       } else {
-        // Enumerate the (at most committed.length) combinations.
-        let combos: number[][] = [[]];
-        for (const st of sets) combos = combos.flatMap((c) => st.map((v) => [...c, v]));
-        torn = combos.map((c) => Uint8Array.from(c)).find((c) => !isCommitted(c));
+        // Enumerate the (at most committed.length) combinations in order, the
+        // last byte varying fastest, until one is not committed.
+        const pick = new Array<number>(size).fill(0);
+        const img = Uint8Array.from(sets, (st) => st[0]);
+        for (;;) {
+          if (!isCommitted(img)) { torn = img; break; }
+          let b = size - 1;
+          while (b >= 0 && pick[b] === sets[b].length - 1) { pick[b] = 0; img[b] = sets[b][0]; b--; }
+          if (b < 0) break;
+          pick[b]++;
+          img[b] = sets[b][pick[b]];
+        }
         found = torn !== undefined;
       }
       if (found) {
