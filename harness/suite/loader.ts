@@ -5,7 +5,7 @@
 
 import { readdirSync, readFileSync, statSync, realpathSync } from 'node:fs';
 import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
-import { LineCounter, parseDocument } from 'yaml';
+import { yaml } from './yaml-lazy.js';
 import type { OpDef, IntArg, Via } from '../ops/types.js';
 import type { SuiteProblem } from '../errors.js';
 import type { SetupFile } from './schema.js';
@@ -169,6 +169,7 @@ export function loadFile(file: string, id: string, cache?: ParseCache): { case?:
     const r = checkCase(hit.data, cachedPositions(file, hit.stepLines), id, file);
     if (!r.problems.length) return r;
   }
+  const { LineCounter, parseDocument } = yaml();
   const lc = new LineCounter();
   const doc = parseDocument(src, {
     lineCounter: lc,

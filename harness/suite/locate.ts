@@ -1,7 +1,8 @@
 // Positions for problems: a path into the YAML document becomes file:line:col,
 // and zod issues become SuiteProblems with stable codes.
 
-import { isMap, isSeq, type LineCounter, type Document, type Node as YamlNode } from 'yaml';
+import type { LineCounter, Document, Node as YamlNode } from 'yaml';
+import { yaml } from './yaml-lazy.js';
 import type { z } from 'zod';
 import type { SuiteProblem } from '../errors.js';
 
@@ -16,6 +17,7 @@ export class Locator implements Positions {
 
   /** Position of the node at `path` (or of the deepest existing parent); `key` points at a map key. */
   pos(path: ReadonlyArray<PropertyKey>, key?: string): { line: number; col: number } {
+    const { isMap, isSeq } = yaml();
     let node: unknown = this.doc.contents;
     let offset = (node as YamlNode | null)?.range?.[0] ?? 0;
     for (const k of path) {
