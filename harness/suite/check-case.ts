@@ -19,11 +19,19 @@ import { BAD_ID_CHAR, describeChar } from './case-id.js';
 type Path = PropertyKey[];
 type Found = Array<{ arg: IntArg; path: Path }>;
 
-/** Collect IntArgs in a validated value, with their paths. */
+/** Collect IntArgs in a validated value, with their paths (one shared stack; a path is copied only for an IntArg). */
 function intArgs(v: unknown, path: Path, acc: Found = []): Found {
-  if (v instanceof IntArg) acc.push({ arg: v, path });
-  else if (Array.isArray(v)) v.forEach((x, i) => intArgs(x, [...path, i], acc));
-  else if (v && typeof v === 'object') for (const [k, x] of Object.entries(v)) intArgs(x, [...path, k], acc);
+  if (v instanceof IntArg) acc.push({ arg: v, path: [...path] });
+  else if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) { path.push(i); intArgs(v[i], path, acc); path.pop(); }
+  } else if (v && typeof v === 'object') {
+    for (const k in v) {
+      if (!Object.hasOwn(v, k)) continue;
+      path.push(k);
+      intArgs((v as Record<string, unknown>)[k], path, acc);
+      path.pop();
+    }
+  }
   return acc;
 }
 
