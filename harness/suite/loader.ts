@@ -132,7 +132,6 @@ export function loadPaths(paths: string[], opts: { cache?: ParseCache | null } =
       cases.push(r.case);
     }
   }
-  cache?.flush();
   return { cases, problems };
 }
 

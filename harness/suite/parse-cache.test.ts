@@ -24,7 +24,8 @@ describe('parse cache', () => {
     expect(warm.problems).toEqual([]);
     expect(warm.cases).toEqual(none.cases);
     expect(cold.cases).toEqual(none.cases);
-    expect(readFileSync(join(cache.dir, 'parse.json'), 'utf8')).toMatch(/^\{"format":"xconf-parse-1/);
+    const key = contentKey(readFileSync('suites/hypercall/xen-version-version.yaml'));
+    expect(readFileSync(join(cache.dir, key.slice(0, 2), `${key}.json`), 'utf8')).toMatch(/^\{"f":"xconf-parse-1/);
   });
 
   it('property: values survive the cache exactly (big integers, -0, odd keys); an edit is a miss', () => {
@@ -64,8 +65,12 @@ describe('parse cache', () => {
 
   it('a corrupt or unwritable cache is ignored', () => {
     const dir = tmp('xconf-cache-');
-    writeFileSync(join(dir, 'parse.json'), '{not json');
-    expect(loadPaths(['suites/hypercall'], { cache: new ParseCache(dir) }).problems).toEqual([]);
+    const body = 'description: x\nsteps:\n  - op: memory.check\n';
+    const key = contentKey(Buffer.from(body));
+    mkdirSync(join(dir, key.slice(0, 2)));
+    writeFileSync(join(dir, key.slice(0, 2), `${key}.json`), '{not json');
+    const r = loadPaths([suite({ 'a.yaml': body })], { cache: new ParseCache(dir) });
+    expect([r.problems, r.cases.length]).toEqual([[], 1]);
     const file = join(tmp('xconf-cache-'), 'a-file');
     writeFileSync(file, '');
     expect(loadPaths(['suites/hypercall'], { cache: new ParseCache(join(file, 'sub')) }).problems).toEqual([]);

@@ -9,21 +9,16 @@
 
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** Changes whenever what is stored (or how YAML is parsed) changes. */
 const FORMAT = 'xconf-parse-1/yaml-2.9.1/core-bigint-strict';
-/** Entries kept at most (the oldest go first). */
-export const MAX_ENTRIES = 20000;
-
 export interface CachedParse {
   data: object;
   /** 1-based line of each step. */
   stepLines: number[];
 }
-
-type Stored = { d: unknown; l: number[] };
 
 /** JSON with bigints, non-finite numbers and -0 kept. */
 function encode(v: unknown): unknown {
@@ -67,50 +62,34 @@ export function contentKey(bytes: Uint8Array): string {
 }
 
 export class ParseCache {
-  private entries = new Map<string, Stored>();
-  private dirty = false;
-  private loaded = false;
-
   constructor(readonly dir: string) {}
 
-  private load(): void {
-    if (this.loaded) return;
-    this.loaded = true;
-    try {
-      const raw = JSON.parse(readFileSync(join(this.dir, 'parse.json'), 'utf8')) as { format?: string; entries?: Array<[string, Stored]> };
-      if (raw.format === FORMAT && Array.isArray(raw.entries)) this.entries = new Map(raw.entries);
-    } catch {
-      // No cache yet, or an unreadable one: start empty.
-    }
+  /** One small file per entry (no index to read or rewrite): <dir>/<first two characters>/<key>.json. */
+  private path(key: string): string {
+    return join(this.dir, key.slice(0, 2), `${key}.json`);
   }
 
   get(key: string): CachedParse | undefined {
-    this.load();
-    const e = this.entries.get(key);
-    if (!e) return undefined;
-    const data = decode(e.d);
-    if (!data || typeof data !== 'object' || Array.isArray(data)) return undefined;
-    return { data, stepLines: e.l };
-  }
-
-  set(key: string, value: CachedParse): void {
-    this.load();
-    if (this.entries.has(key)) return;
-    this.entries.set(key, { d: encode(value.data), l: value.stepLines });
-    this.dirty = true;
-  }
-
-  /** Write the cache back if it changed (atomically: a temporary file renamed over the old one). */
-  flush(): void {
-    if (!this.dirty) return;
-    this.dirty = false;
-    const all = [...this.entries];
-    const kept = all.slice(Math.max(0, all.length - MAX_ENTRIES));
+    let raw: { f?: string; d?: unknown; l?: number[] };
     try {
-      mkdirSync(this.dir, { recursive: true });
-      const tmp = join(this.dir, `parse.json.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`);
-      writeFileSync(tmp, JSON.stringify({ format: FORMAT, entries: kept }));
-      renameSync(tmp, join(this.dir, 'parse.json'));
+      raw = JSON.parse(readFileSync(this.path(key), 'utf8'));
+    } catch {
+      return undefined; // not cached, or unreadable: parse
+    }
+    if (raw.f !== FORMAT || !Array.isArray(raw.l)) return undefined;
+    const data = decode(raw.d);
+    if (!data || typeof data !== 'object' || Array.isArray(data)) return undefined;
+    return { data, stepLines: raw.l };
+  }
+
+  /** Store an entry (atomically: a temporary file renamed into place). A cache that cannot be written is ignored. */
+  set(key: string, value: CachedParse): void {
+    const file = this.path(key);
+    try {
+      mkdirSync(dirname(file), { recursive: true });
+      const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
+      writeFileSync(tmp, JSON.stringify({ f: FORMAT, d: encode(value.data), l: value.stepLines }));
+      renameSync(tmp, file);
     } catch {
       // A read-only checkout still runs; it only parses every time.
     }
