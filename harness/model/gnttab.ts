@@ -174,6 +174,7 @@ function le(bytes: Uint8Array): bigint {
 }
 function toLe(v: bigint | number, n: number): Uint8Array {
   const b = new Uint8Array(n);
+  if (typeof v === 'bigint' && v >= 0n && v <= 0xffffffffn) v = Number(v);
   if (n <= 4 && typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) {
     let y = v % 2 ** (n * 8);
     for (let i = 0; i < n; i++) { b[i] = y & 0xff; y = Math.floor(y / 256); }
