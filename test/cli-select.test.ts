@@ -49,9 +49,11 @@ describe('xconf list: vocabularies', () => {
     expect(o.status).toBe(0);
     expect(o.stdout).toMatch(/^    args: state: int64 \(RUNSTATE_\*\), steal\?: int64$/m);
   });
-  it('listing an empty directory is an error too', () => {
-    const r = cli('list', mkdtempSync(join(tmpdir(), 'xconf-empty-')));
-    expect(r.status).toBe(2);
-    expect(r.stderr).toMatch(/^xconf: no cases matched/);
+  it('listing or validating an empty directory is an error too', () => {
+    for (const cmd of ['list', 'validate']) {
+      const r = cli(cmd, mkdtempSync(join(tmpdir(), 'xconf-empty-')));
+      expect(r.status, cmd).toBe(2);
+      expect(r.stderr).toMatch(/^xconf: no cases matched/);
+    }
   });
 });

@@ -15,6 +15,7 @@ export function cmdValidate(argv: string[]): ExitCode {
   if (!positionals.length) throw new UsageError('validate needs at least one path (see --help)');
   const r = loadPaths(positionals);
   if (r.problems.length) throw new SuiteError(r.problems);
+  planOrThrow(r.cases, { paths: positionals });
   process.stdout.write(`${r.cases.length} cases valid\n`);
   return EXIT.ok;
 }

@@ -68,6 +68,8 @@ export interface BackendState {
   retries: number;
   refusals: number;
   mappings: Map<number, BackendMapping>;
+  /** How many of `mappings` each frontend has (kept with it: a flood checks it on every map). */
+  perFrontendCount: Map<number, number>;
   /** gfns ballooned out earlier and now free for reuse, and the next fresh one. */
   balloonPool: number[];
   nextBalloonGfn: number;
@@ -93,6 +95,7 @@ export function backendState(d: Domain): BackendState {
       free, initialFree: free, minFree: free,
       ballooned: 0, unpopulatedUsed: 0, oom: 0, retries: 0, refusals: 0,
       mappings: new Map(),
+      perFrontendCount: new Map(),
       balloonPool: [],
       // Ballooned frames come from the top of the backend's RAM downwards.
       nextBalloonGfn: ramPages - 1,
@@ -106,9 +109,23 @@ export function backendState(d: Domain): BackendState {
 }
 
 function frontendCount(s: BackendState, fe: number): number {
-  let n = 0;
-  for (const m of s.mappings.values()) if (m.frontend === fe) n++;
-  return n;
+  return s.perFrontendCount.get(fe) ?? 0;
+}
+
+function addMapping(s: BackendState, handle: number, m: BackendMapping): void {
+  const old = s.mappings.get(handle);
+  if (old) removeMapping(s, handle);
+  s.mappings.set(handle, m);
+  s.perFrontendCount.set(m.frontend, frontendCount(s, m.frontend) + 1);
+}
+
+function removeMapping(s: BackendState, handle: number): void {
+  const m = s.mappings.get(handle);
+  if (!m) return;
+  s.mappings.delete(handle);
+  const n = frontendCount(s, m.frontend) - 1;
+  if (n > 0) s.perFrontendCount.set(m.frontend, n);
+  else s.perFrontendCount.delete(m.frontend);
 }
 
 function takePage(s: BackendState): { gfn: number; source: 'balloon' | 'unpopulated' } | 'enomem' | 'oom' {
@@ -157,7 +174,7 @@ export function backendMap(model: XenModel, vcpu: Vcpu, frontend: number, ref: n
   if (s.kind === BACKEND_KIND.host) {
     const r = mapGrantRef(model, vcpu, { hostAddr: 0n, flags: GNTMAP.host_map | (readonly ? GNTMAP.readonly : 0), ref, dom: frontend, inHost: true });
     if (r.status !== GNTST.okay || r.handle === undefined) return { ret: 0, status: r.status };
-    s.mappings.set(r.handle, { gfn: -1, source: 'host', frontend, hostAddr: 0n });
+    addMapping(s, r.handle, { gfn: -1, source: 'host', frontend, hostAddr: 0n });
     return { ret: 0, status: GNTST.okay, handle: r.handle };
   }
   const page = takePage(s);
@@ -177,7 +194,7 @@ export function backendMap(model: XenModel, vcpu: Vcpu, frontend: number, ref: n
     givePage(s, page);
     return { ret: 0, status: r.status };
   }
-  s.mappings.set(r.handle, { ...page, frontend, hostAddr });
+  addMapping(s, r.handle, { ...page, frontend, hostAddr });
   return { ret: 0, status: GNTST.okay, handle: r.handle, gfn: page.gfn };
 }
 
@@ -187,12 +204,12 @@ export function backendUnmap(model: XenModel, vcpu: Vcpu, handle: number): numbe
   if (!m) return GNTST.bad_handle;
   if (m.source === 'host') {
     if (!releaseHandle(vcpu.domain, handle)) return GNTST.bad_handle;
-    s.mappings.delete(handle);
+    removeMapping(s, handle);
     return GNTST.okay;
   }
   const st = unmapGrantRef(model, vcpu, { hostAddr: m.hostAddr, devBusAddr: 0n, handle });
   if (st === GNTST.okay) {
-    s.mappings.delete(handle);
+    removeMapping(s, handle);
     givePage(s, m);
   }
   return st;
@@ -239,4 +256,5 @@ onMappingsReleased((d) => {
   if (!s) return;
   for (const m of s.mappings.values()) givePage(s, m);
   s.mappings.clear();
+  s.perFrontendCount.clear();
 });

@@ -164,13 +164,24 @@ function frameWrite(d: Domain, f: Frame, off: number, bytes: Uint8Array): void {
   else f.backing!.set(bytes, off);
 }
 function le(bytes: Uint8Array): bigint {
+  if (bytes.length <= 4) {
+    let n = 0;
+    for (let i = bytes.length - 1; i >= 0; i--) n = n * 256 + bytes[i];
+    return BigInt(n);
+  }
   let v = 0n;
   for (let i = bytes.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(bytes[i]);
   return v;
 }
 function toLe(v: bigint | number, n: number): Uint8Array {
-  let x = BigInt.asUintN(n * 8, BigInt(v));
   const b = new Uint8Array(n);
+  if (typeof v === 'bigint' && v >= 0n && v <= 0xffffffffn) v = Number(v);
+  if (n <= 4 && typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) {
+    let y = v % 2 ** (n * 8);
+    for (let i = 0; i < n; i++) { b[i] = y & 0xff; y = Math.floor(y / 256); }
+    return b;
+  }
+  let x = BigInt.asUintN(n * 8, BigInt(v));
   for (let i = 0; i < n; i++) { b[i] = Number(x & 0xffn); x >>= 8n; }
   return b;
 }

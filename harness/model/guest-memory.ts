@@ -49,6 +49,12 @@ export class GuestMemory {
 
   read(gpa: number, len: number): Uint8Array {
     this.check(gpa, len);
+    const off0 = gpa & (PAGE_SIZE - 1);
+    if (off0 + len <= PAGE_SIZE) {
+      // Within one page (almost every access): one copy, no loop.
+      const page = this.pages.get(gpa >>> PAGE_SHIFT);
+      return page ? page.slice(off0, off0 + len) : new Uint8Array(len);
+    }
     const out = new Uint8Array(len);
     let done = 0;
     while (done < len) {
@@ -65,6 +71,20 @@ export class GuestMemory {
 
   write(gpa: number, bytes: Uint8Array): void {
     this.check(gpa, bytes.length);
+    const off0 = gpa & (PAGE_SIZE - 1);
+    if (off0 + bytes.length <= PAGE_SIZE) {
+      // Within one page: store straight into it.
+      const pfn = gpa >>> PAGE_SHIFT;
+      let page = this.pages.get(pfn);
+      if (!page) {
+        page = new Uint8Array(PAGE_SIZE);
+        this.pages.set(pfn, page);
+      }
+      if (bytes.length <= 8) for (let i = 0; i < bytes.length; i++) page[off0 + i] = bytes[i];
+      else page.set(bytes, off0);
+      this.notify(gpa, bytes);
+      return;
+    }
     let done = 0;
     while (done < bytes.length) {
       const a = gpa + done;
@@ -79,6 +99,10 @@ export class GuestMemory {
       page.set(bytes.subarray(done, done + n), off);
       done += n;
     }
+    this.notify(gpa, bytes);
+  }
+
+  private notify(gpa: number, bytes: Uint8Array): void {
     if (this.observers.length) {
       const rec = { gpa, bytes: bytes.slice() };
       for (const o of this.observers) o(rec);
@@ -89,16 +113,36 @@ export class GuestMemory {
     this.write(gpa, new Uint8Array(len).fill(value));
   }
 
+  /** Little-endian unsigned read of up to 4 bytes as a number. */
+  private readN(gpa: number, size: 1 | 2 | 4): number {
+    const b = this.read(gpa, size);
+    let n = 0;
+    for (let i = size - 1; i >= 0; i--) n = n * 256 + b[i];
+    return n;
+  }
+
   readU(gpa: number, size: 1 | 2 | 4 | 8): bigint {
     const b = this.read(gpa, size);
+    if (size <= 4) {
+      let n = 0;
+      for (let i = size - 1; i >= 0; i--) n = n * 256 + b[i];
+      return BigInt(n);
+    }
     let v = 0n;
     for (let i = size - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]);
     return v;
   }
 
   writeU(gpa: number, size: 1 | 2 | 4 | 8, value: bigint | number): void {
-    let v = BigInt.asUintN(size * 8, BigInt(value));
     const b = new Uint8Array(size);
+    if (size <= 4 && typeof value === 'number' && Number.isSafeInteger(value)) {
+      // Small stores of plain numbers: the same bytes without BigInt arithmetic.
+      let n = value >= 0 ? value % 2 ** (size * 8) : (2 ** (size * 8) + (value % 2 ** (size * 8))) % 2 ** (size * 8);
+      for (let i = 0; i < size; i++) { b[i] = n & 0xff; n = Math.floor(n / 256); }
+      this.write(gpa, b);
+      return;
+    }
+    let v = BigInt.asUintN(size * 8, BigInt(value));
     for (let i = 0; i < size; i++) {
       b[i] = Number(v & 0xffn);
       v >>= 8n;
@@ -106,9 +150,9 @@ export class GuestMemory {
     this.write(gpa, b);
   }
 
-  u8(gpa: number): number { return Number(this.readU(gpa, 1)); }
-  u16(gpa: number): number { return Number(this.readU(gpa, 2)); }
-  u32(gpa: number): number { return Number(this.readU(gpa, 4)); }
+  u8(gpa: number): number { return this.readN(gpa, 1); }
+  u16(gpa: number): number { return this.readN(gpa, 2); }
+  u32(gpa: number): number { return this.readN(gpa, 4); }
   u64(gpa: number): bigint { return this.readU(gpa, 8); }
   setU8(gpa: number, v: number): void { this.writeU(gpa, 1, v); }
   setU16(gpa: number, v: number): void { this.writeU(gpa, 2, v); }

@@ -78,16 +78,19 @@ function analyse(states: Uint8Array[], committed: Uint8Array[], guard: Guard, re
   for (const s of states) if (!isCommitted(s)) report.visibleTorn++;
   const n = states.length;
   const size = states[0].length;
+  // Each state's guard value, read once (the windows below compare them n^2 times).
+  const guards = states.map((st) => guard.read(st));
+  // Per-byte value sets over the window [i, k]: a 256-entry membership table
+  // per byte (one buffer, cleared after each i) plus the values in order.
+  const seen = new Uint8Array(size * 256);
   for (let i = 0; i < n; i++) {
-    const g = guard.read(states[i]);
+    const g = guards[i];
     if (!guard.stable(g)) continue;
-    // Per-byte value sets over the window [i, k], grown as k increases
-    // (a 256-entry membership table per byte plus the values in order).
-    const seen = new Uint8Array(size * 256);
-    const sets: number[][] = Array.from({ length: size }, (_, b) => {
+    const sets: number[][] = [];
+    for (let b = 0; b < size; b++) {
       seen[b * 256 + states[i][b]] = 1;
-      return [states[i][b]];
-    });
+      sets.push([states[i][b]]);
+    }
     for (let k = i; k < n; k++) {
       if (k > i) {
         const st = states[k];
@@ -96,7 +99,7 @@ function analyse(states: Uint8Array[], committed: Uint8Array[], guard: Guard, re
           if (!seen[at]) { seen[at] = 1; sets[b].push(st[b]); }
         }
       }
-      if (guard.read(states[k]) !== g) continue;
+      if (guards[k] !== g) continue;
       // The snapshots the reader can assemble: the product of the per-byte sets.
       let count = 1;
       for (const st of sets) {
@@ -121,10 +124,18 @@ function analyse(states: Uint8Array[], committed: Uint8Array[], guard: Guard, re
           }
         }
       } else {
-        // Enumerate the (at most committed.length) combinations.
-        let combos: number[][] = [[]];
-        for (const st of sets) combos = combos.flatMap((c) => st.map((v) => [...c, v]));
-        torn = combos.map((c) => Uint8Array.from(c)).find((c) => !isCommitted(c));
+        // Enumerate the (at most committed.length) combinations in order, the
+        // last byte varying fastest, until one is not committed.
+        const pick = new Array<number>(size).fill(0);
+        const img = Uint8Array.from(sets, (st) => st[0]);
+        for (;;) {
+          if (!isCommitted(img)) { torn = img; break; }
+          let b = size - 1;
+          while (b >= 0 && pick[b] === sets[b].length - 1) { pick[b] = 0; img[b] = sets[b][0]; b--; }
+          if (b < 0) break;
+          pick[b]++;
+          img[b] = sets[b][pick[b]];
+        }
         found = torn !== undefined;
       }
       if (found) {
@@ -132,6 +143,7 @@ function analyse(states: Uint8Array[], committed: Uint8Array[], guard: Guard, re
         report.example ??= torn;
       }
     }
+    for (let b = 0; b < size; b++) for (const v of sets[b]) seen[b * 256 + v] = 0;
   }
 }
 

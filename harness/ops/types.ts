@@ -10,6 +10,11 @@ import { didYouMean } from '../suite/suggest.js';
 import type { Width } from '../model/memory-layout.js';
 import type { XenModel, Domain, Vcpu } from '../model/domain.js';
 
+// Case files are checked once per process, each schema a few hundred times:
+// zod's JIT (compiling every object schema with new Function on first use)
+// costs more than it saves there, so it is off.
+z.config({ jitless: true });
+
 /** An integer-valued argument: a parsed expression, evaluated when the step runs. */
 export class IntArg {
   constructor(readonly expr: Expr, readonly src: string) {}
@@ -187,6 +192,8 @@ export class StructWriter {
   u64(o: number, v: bigint | number): this { this.dv.setBigUint64(o, BigInt.asUintN(64, BigInt(v)), true); return this; }
 }
 
+const UTF8 = new TextDecoder();
+
 /** Little-endian reads for OUT decoders. */
 export function reader(bytes: Uint8Array) {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -200,7 +207,7 @@ export function reader(bytes: Uint8Array) {
     cstr: (o: number, n: number) => {
       const s = bytes.subarray(o, o + n);
       const end = s.indexOf(0);
-      return new TextDecoder().decode(end < 0 ? s : s.subarray(0, end));
+      return UTF8.decode(end < 0 ? s : s.subarray(0, end));
     },
     hex: (o: number, n: number) => Array.from(bytes.subarray(o, o + n), (b) => b.toString(16).padStart(2, '0')).join(' '),
   };

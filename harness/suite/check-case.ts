@@ -11,7 +11,7 @@ import type { SuiteProblem } from '../errors.js';
 import { caseSchema, stepSchema } from './schema.js';
 import { constantFault, evalExpr, exprVars, type Expr, type VarValue } from './expr.js';
 import { parseHexPattern, parsePath, pathIsBytes, type MemoryPath } from './memory-path.js';
-import { type Locator, zodProblems } from './locate.js';
+import { type Positions, zodProblems } from './locate.js';
 import { didYouMean } from './suggest.js';
 import type { Expected, LoadedCase, LoadedStep } from './loader.js';
 import { BAD_ID_CHAR, describeChar } from './case-id.js';
@@ -19,11 +19,19 @@ import { BAD_ID_CHAR, describeChar } from './case-id.js';
 type Path = PropertyKey[];
 type Found = Array<{ arg: IntArg; path: Path }>;
 
-/** Collect IntArgs in a validated value, with their paths. */
+/** Collect IntArgs in a validated value, with their paths (one shared stack; a path is copied only for an IntArg). */
 function intArgs(v: unknown, path: Path, acc: Found = []): Found {
-  if (v instanceof IntArg) acc.push({ arg: v, path });
-  else if (Array.isArray(v)) v.forEach((x, i) => intArgs(x, [...path, i], acc));
-  else if (v && typeof v === 'object') for (const [k, x] of Object.entries(v)) intArgs(x, [...path, k], acc);
+  if (v instanceof IntArg) acc.push({ arg: v, path: [...path] });
+  else if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) { path.push(i); intArgs(v[i], path, acc); path.pop(); }
+  } else if (v && typeof v === 'object') {
+    for (const k in v) {
+      if (!Object.hasOwn(v, k)) continue;
+      path.push(k);
+      intArgs((v as Record<string, unknown>)[k], path, acc);
+      path.pop();
+    }
+  }
   return acc;
 }
 
@@ -80,7 +88,7 @@ const STEP_TYPES: Record<string, IntType> = { dom: DOMID, vcpu: VCPU_ID, cpl: CP
 class CaseChecker {
   readonly problems: SuiteProblem[] = [];
   readonly defined = new Set<string>();
-  constructor(private readonly loc: Locator) {}
+  constructor(private readonly loc: Positions) {}
 
   add(path: Path, p: IntProblem, key?: string): void {
     this.problems.push(this.loc.problem(path, p.code, p.message, key));
@@ -203,7 +211,7 @@ function argTypeAt(op: OpDef, args: unknown, key: string): IntType {
 }
 
 /** Check a case document; a case only when the file has no problem at all. */
-export function checkCase(data: object, loc: Locator, id: string, file: string): { case?: LoadedCase; problems: SuiteProblem[] } {
+export function checkCase(data: object, loc: Positions, id: string, file: string): { case?: LoadedCase; problems: SuiteProblem[] } {
   const ck = new CaseChecker(loc);
   const parsed = caseSchema.safeParse(data);
   if (!parsed.success) ck.problems.push(...zodProblems(loc, parsed.error.issues));

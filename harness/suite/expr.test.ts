@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { evalExpr, parseExpr, ExprError } from './expr.js';
+import { evalExpr, exprToString, parseExpr, ExprError, type Expr } from './expr.js';
+import { constants } from '../ops/constants.js';
 
 const ev = (s: string, vars: Record<string, bigint> = {}) =>
   evalExpr(parseExpr(s), new Map([['EINVAL', 22n], ['X', 0x10n]]), new Map(Object.entries(vars)));
@@ -28,5 +29,28 @@ describe('expressions', () => {
       expect(ev('$a + $b - $c', { a, b, c })).toBe(a + b - c);
       expect(ev('($a | $b) & $c', { a, b, c })).toBe((a | b) & c);
     }));
+  });
+});
+
+describe('expr: printing and parsing agree', () => {
+  const leaf = fc.oneof(
+    fc.bigInt({ min: 0n, max: 1n << 64n }).map((v): Expr => ({ k: 'num', v })),
+    fc.constantFrom('EINVAL', 'PAGE_SIZE', 'DOMID_SELF').map((name): Expr => ({ k: 'const', name })),
+    fc.constantFrom('a', 'port_2').map((name): Expr => ({ k: 'var', name })),
+  );
+  const tree = fc.letrec<{ e: Expr }>((tie) => ({
+    e: fc.oneof({ depthSize: 'small', withCrossShrink: true },
+      leaf,
+      fc.record({ k: fc.constant('un' as const), op: fc.constantFrom('-' as const, '~' as const), a: tie('e') }),
+      fc.record({ k: fc.constant('bin' as const), op: fc.constantFrom('+', '-', '*', '&', '|', '^', '==', '<', '>=', '%', '/'), a: tie('e'), b: tie('e') })),
+  })).e;
+
+  it('property: parse(print(e)) evaluates like e, whatever the spacing', () => {
+    const vars = new Map<string, bigint>([['a', 7n], ['port_2', 1n << 40n]]);
+    fc.assert(fc.property(tree, fc.constantFrom('', ' ', '\t  '), (e, pad) => {
+      const text = exprToString(e).replace(/ /g, ` ${pad}`);
+      const ev = (x: Expr) => { try { return evalExpr(x, constants, vars); } catch (err) { return (err as Error).message; } };
+      expect(ev(parseExpr(text))).toEqual(ev(e));
+    }), { numRuns: 300 });
   });
 });

@@ -20,25 +20,37 @@ const BIN_PREC: Record<string, number> = {
 
 type Tok = { t: 'num'; v: bigint } | { t: 'id'; v: string } | { t: 'var'; v: string } | { t: 'op'; v: string };
 
+const SPACE = /\s+/y;
+const NUM = /(0x[0-9a-fA-F_]+|0b[01_]+|0o[0-7_]+|[0-9][0-9_]*)/y;
+const VAR = /\$([A-Za-z_][A-Za-z0-9_]*)/y;
+const ID = /[A-Za-z_][A-Za-z0-9_]*/y;
+const TWO = new Set(['<<', '>>', '==', '!=', '<=', '>=']);
+
+/** Tokens of an expression; sticky regular expressions, so no copies of the rest of the text. */
 function lex(src: string): Tok[] {
   const out: Tok[] = [];
   let i = 0;
+  const at = (re: RegExp): RegExpExecArray | null => {
+    re.lastIndex = i;
+    return re.exec(src);
+  };
   while (i < src.length) {
     const c = src[i];
-    if (/\s/.test(c)) { i++; continue; }
-    const num = /^(0x[0-9a-fA-F_]+|0b[01_]+|0o[0-7_]+|[0-9][0-9_]*)/.exec(src.slice(i));
+    const sp = at(SPACE);
+    if (sp) { i += sp[0].length; continue; }
+    const num = at(NUM);
     if (num) {
       out.push({ t: 'num', v: BigInt(num[1].replace(/_/g, '')) });
       i += num[1].length;
       if (/[A-Za-z_]/.test(src[i] ?? '')) throw new ExprError(`bad number near '${src.slice(i - num[1].length, i + 1)}'`);
       continue;
     }
-    const v = /^\$([A-Za-z_][A-Za-z0-9_]*)/.exec(src.slice(i));
+    const v = at(VAR);
     if (v) { out.push({ t: 'var', v: v[1] }); i += v[0].length; continue; }
-    const id = /^[A-Za-z_][A-Za-z0-9_]*/.exec(src.slice(i));
+    const id = at(ID);
     if (id) { out.push({ t: 'id', v: id[0] }); i += id[0].length; continue; }
     const two = src.slice(i, i + 2);
-    if (['<<', '>>', '==', '!=', '<=', '>='].includes(two)) { out.push({ t: 'op', v: two }); i += 2; continue; }
+    if (TWO.has(two)) { out.push({ t: 'op', v: two }); i += 2; continue; }
     if ('+-*/%&|^~()<>'.includes(c)) { out.push({ t: 'op', v: c }); i++; continue; }
     throw new ExprError(`unexpected '${c}'`);
   }

@@ -5,13 +5,14 @@
 
 import { readdirSync, readFileSync, statSync, realpathSync } from 'node:fs';
 import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
-import { LineCounter, parseDocument } from 'yaml';
+import { yaml } from './yaml-lazy.js';
 import type { OpDef, IntArg, Via } from '../ops/types.js';
 import type { SuiteProblem } from '../errors.js';
 import type { SetupFile } from './schema.js';
 import type { VarValue } from './expr.js';
 import type { MemoryPath } from './memory-path.js';
-import { Locator } from './locate.js';
+import { Locator, type Positions } from './locate.js';
+import { contentKey, defaultCache, type ParseCache } from './parse-cache.js';
 import { checkCase } from './check-case.js';
 import { BAD_ID_CHAR, describeChar } from './case-id.js';
 
@@ -107,7 +108,9 @@ function caseId(file: string, root: string): string {
   return rel.replace(/\.ya?ml$/, '') || basename(abs);
 }
 
-export function loadPaths(paths: string[]): LoadResult {
+/** Load every case under `paths`; parsed YAML is cached by content (parse-cache.ts) unless `cache` is null. */
+export function loadPaths(paths: string[], opts: { cache?: ParseCache | null } = {}): LoadResult {
+  const cache = opts.cache === undefined ? defaultCache() : opts.cache ?? undefined;
   const { files, problems } = discover(paths);
   const cases: LoadedCase[] = [];
   const seen = new Map<string, string>();
@@ -117,7 +120,7 @@ export function loadPaths(paths: string[]): LoadResult {
       problems.push({ file, line: 1, col: 1, code: 'BAD_ID', path: '', message: `case id '${id}' contains ${describeChar(bad[0])}; KTAP and the filter cannot carry it: rename the file` });
       continue;
     }
-    const r = loadFile(file, id);
+    const r = loadFile(file, id, cache);
     problems.push(...r.problems);
     if (r.case) {
       const prev = seen.get(id);
@@ -132,7 +135,13 @@ export function loadPaths(paths: string[]): LoadResult {
   return { cases, problems };
 }
 
-export function loadFile(file: string, id: string): { case?: LoadedCase; problems: SuiteProblem[] } {
+/** Positions for a cached parse: step lines only; any problem sends the file back to the parser. */
+function cachedPositions(file: string, stepLines: number[]): Positions {
+  const pos = (path: ReadonlyArray<PropertyKey>) => ({ line: path[0] === 'steps' && typeof path[1] === 'number' ? stepLines[path[1]] ?? 1 : 1, col: 1 });
+  return { pos, problem: (path, code, message) => ({ file, ...pos(path), code, path: path.map(String).join('.'), message }) };
+}
+
+export function loadFile(file: string, id: string, cache?: ParseCache): { case?: LoadedCase; problems: SuiteProblem[] } {
   const problems: SuiteProblem[] = [];
   const at = (code: string, message: string, line = 1, col = 1): SuiteProblem => ({ file, line, col, code, path: '', message });
   let buf: Buffer;
@@ -153,6 +162,13 @@ export function loadFile(file: string, id: string): { case?: LoadedCase; problem
     const line = src.slice(0, idx).split('\n').length;
     return { problems: [at('ENCODING', 'contains a NUL byte: not a text file', line, idx - src.lastIndexOf('\n', idx - 1))] };
   }
+  const key = cache ? contentKey(buf) : '';
+  const hit = cache?.get(key);
+  if (hit) {
+    const r = checkCase(hit.data, cachedPositions(file, hit.stepLines), id, file);
+    if (!r.problems.length) return r;
+  }
+  const { LineCounter, parseDocument } = yaml();
   const lc = new LineCounter();
   const doc = parseDocument(src, {
     lineCounter: lc,
@@ -180,5 +196,7 @@ export function loadFile(file: string, id: string): { case?: LoadedCase; problem
   if (data === null || typeof data !== 'object' || Array.isArray(data)) {
     return { problems: [loc.problem([], 'TYPE', 'a case file is a mapping with description and steps')] };
   }
-  return checkCase(data, loc, id, file);
+  const r = checkCase(data, loc, id, file);
+  if (cache && r.case) cache.set(key, { data, stepLines: r.case.steps.map((st) => st.line) });
+  return r;
 }

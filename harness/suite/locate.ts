@@ -1,15 +1,23 @@
 // Positions for problems: a path into the YAML document becomes file:line:col,
 // and zod issues become SuiteProblems with stable codes.
 
-import { isMap, isSeq, type LineCounter, type Document, type Node as YamlNode } from 'yaml';
+import type { LineCounter, Document, Node as YamlNode } from 'yaml';
+import { yaml } from './yaml-lazy.js';
 import type { z } from 'zod';
 import type { SuiteProblem } from '../errors.js';
 
-export class Locator {
+/** What the checks need from a locator. */
+export interface Positions {
+  pos(path: ReadonlyArray<PropertyKey>, key?: string): { line: number; col: number };
+  problem(path: ReadonlyArray<PropertyKey>, code: string, message: string, key?: string): SuiteProblem;
+}
+
+export class Locator implements Positions {
   constructor(private readonly doc: Document, private readonly lc: LineCounter, private readonly file: string) {}
 
   /** Position of the node at `path` (or of the deepest existing parent); `key` points at a map key. */
   pos(path: ReadonlyArray<PropertyKey>, key?: string): { line: number; col: number } {
+    const { isMap, isSeq } = yaml();
     let node: unknown = this.doc.contents;
     let offset = (node as YamlNode | null)?.range?.[0] ?? 0;
     for (const k of path) {
@@ -40,7 +48,7 @@ export class Locator {
   }
 }
 
-export function zodProblems(loc: Locator, issues: z.core.$ZodIssue[], prefix: PropertyKey[] = []): SuiteProblem[] {
+export function zodProblems(loc: Positions, issues: z.core.$ZodIssue[], prefix: PropertyKey[] = []): SuiteProblem[] {
   const out: SuiteProblem[] = [];
   for (const is of issues) {
     const path = [...prefix, ...is.path];

@@ -70,7 +70,7 @@ export const caseSchema = z.strictObject({
   requires: z.array(capability).optional(),
   flags: z.array(flag).optional(),
   timeout: z.union([z.bigint(), z.number()]).transform(Number).pipe(z.number().positive().max(3600)).optional(),
-  matrix: z.record(varName, z.array(z.union([z.bigint(), z.number(), z.string()])).min(1).max(64)).optional(),
+  matrix: z.record(varName, z.array(z.union([z.bigint(), z.number().int(), z.string()])).min(1).max(64)).optional(),
   vars: z.record(varName, int()).optional(),
   setup: setupSchema.optional(),
   /** Each step is checked on its own (check-case.ts), so one bad step hides no other. */

@@ -1,0 +1,52 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { GuestMemory, PAGE_SIZE, type StoreRecord } from './guest-memory.js';
+
+/** The plain definition the fast paths must agree with: one byte at a time, BigInt arithmetic. */
+function refBytes(size: number, value: bigint | number): number[] {
+  let v = BigInt.asUintN(size * 8, BigInt(value));
+  return Array.from({ length: size }, () => { const b = Number(v & 0xffn); v >>= 8n; return b; });
+}
+
+const SIZE = 4 * PAGE_SIZE;
+const gpaFor = (len: number) => fc.integer({ min: 0, max: SIZE - len });
+const scalarSize = fc.constantFrom<1 | 2 | 4 | 8>(1, 2, 4, 8);
+
+describe('guest memory fast paths', () => {
+  it('property: writeU stores the little-endian bytes of any value, number or bigint', () => {
+    fc.assert(fc.property(scalarSize, fc.oneof(fc.integer({ min: -(2 ** 40), max: 2 ** 40 }), fc.bigInt({ min: -(1n << 70n), max: 1n << 70n })), fc.nat(SIZE - 8), (size, v, gpa) => {
+      const m = new GuestMemory(SIZE);
+      m.writeU(gpa, size, v);
+      expect(Array.from(m.read(gpa, size))).toEqual(refBytes(size, v));
+      expect(m.readU(gpa, size)).toBe(BigInt.asUintN(size * 8, BigInt(v)));
+      if (size <= 4) expect(size === 1 ? m.u8(gpa) : size === 2 ? m.u16(gpa) : m.u32(gpa)).toBe(Number(BigInt.asUintN(size * 8, BigInt(v))));
+    }));
+  });
+
+  it('property: reads and writes across page boundaries match a flat byte array, and observers see every store', () => {
+    const op = fc.record({ len: fc.integer({ min: 1, max: 2 * PAGE_SIZE }), seed: fc.nat(255) }).chain(({ len, seed }) => fc.record({ gpa: gpaFor(len), len: fc.constant(len), seed: fc.constant(seed) }));
+    fc.assert(fc.property(fc.array(op, { maxLength: 12 }), (ops) => {
+      const m = new GuestMemory(SIZE);
+      const flat = new Uint8Array(SIZE);
+      const seen: StoreRecord[] = [];
+      m.observe((s) => seen.push(s));
+      for (const { gpa, len, seed } of ops) {
+        const bytes = Uint8Array.from({ length: len }, (_, i) => (seed + i * 7) & 0xff);
+        m.write(gpa, bytes);
+        flat.set(bytes, gpa);
+        const probe = Math.max(0, gpa - 3);
+        expect(m.read(probe, Math.min(len + 6, SIZE - probe))).toEqual(flat.slice(probe, probe + Math.min(len + 6, SIZE - probe)));
+      }
+      expect(m.read(0, SIZE)).toEqual(flat);
+      expect(seen.map((s) => [s.gpa, s.bytes.length])).toEqual(ops.map((o) => [o.gpa, o.len]));
+    }), { numRuns: 40 });
+  });
+
+  it('a read returns a copy, never a view of guest memory', () => {
+    const m = new GuestMemory(SIZE);
+    m.writeU(0x10, 4, 0x11223344);
+    const r = m.read(0x10, 4);
+    r[0] = 0;
+    expect(m.u32(0x10)).toBe(0x11223344);
+  });
+});
