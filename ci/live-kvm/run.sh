@@ -179,23 +179,29 @@ build_kernel() {
 	local t=$SECONDS blog=$results/$label/build.log
 	local build=$cache/build/$key
 	say "$label: building from $tarball (package $pkgver, fragment $sha, make -j$jobs; log $blog)"
-	rm -rf "$build"
-	mkdir -p "$build"
 	build_dir=$build # removed on exit unless XCONF_LIVE_KEEP_BUILD=1
-	tar -xf "$tarball" -C "$build" || die "$label: cannot extract $tarball"
 	local src=$build/linux-source-$series
-	[[ -d $src ]] || die "$label: $tarball did not contain linux-source-$series/"
-	if [[ -n $cov_line ]]; then printf '\n%s\n' "$cov_line" >>"$src/arch/x86/kvm/Makefile"; fi
-	{
-		make -C "$src" tinyconfig &&
-			(cd "$src" && scripts/kconfig/merge_config.sh -m .config "${fragments[@]}") &&
-			make -C "$src" olddefconfig
-	} >"$blog" 2>&1 || die "$label: configuring failed; see $blog"
-	local lost line
-	lost=$(check_config "$src/.config" "${fragments[@]}")
-	if [[ -n $lost ]]; then
-		while IFS= read -r line; do echo "live-kvm: $label: config: $line" >&2; done <<<"$lost"
-		die "$label: $(echo "$lost" | wc -l) option(s) of the config fragment did not survive olddefconfig: $(echo "$lost" | cut -d' ' -f1 | paste -sd' ')"
+	if [[ ${XCONF_LIVE_KEEP_BUILD:-0} == 1 && -f $build/configured ]]; then
+		# A kept tree of an interrupted build with the same key: make carries on where it stopped.
+		say "$label: resuming the kept build in $build"
+	else
+		rm -rf "$build"
+		mkdir -p "$build"
+		tar -xf "$tarball" -C "$build" || die "$label: cannot extract $tarball"
+		[[ -d $src ]] || die "$label: $tarball did not contain linux-source-$series/"
+		if [[ -n $cov_line ]]; then printf '\n%s\n' "$cov_line" >>"$src/arch/x86/kvm/Makefile"; fi
+		{
+			make -C "$src" tinyconfig &&
+				(cd "$src" && scripts/kconfig/merge_config.sh -m .config "${fragments[@]}") &&
+				make -C "$src" olddefconfig
+		} >"$blog" 2>&1 || die "$label: configuring failed; see $blog"
+		local lost line
+		lost=$(check_config "$src/.config" "${fragments[@]}")
+		if [[ -n $lost ]]; then
+			while IFS= read -r line; do echo "live-kvm: $label: config: $line" >&2; done <<<"$lost"
+			die "$label: $(echo "$lost" | wc -l) option(s) of the config fragment did not survive olddefconfig: $(echo "$lost" | cut -d' ' -f1 | paste -sd' ')"
+		fi
+		touch "$build/configured"
 	fi
 	if ! make -C "$src" -j"$jobs" bzImage >>"$blog" 2>&1; then
 		tail -n 20 "$blog" >&2
