@@ -64,10 +64,36 @@ const NOT_PROVIDED: Record<string, string> = {
 };
 
 /** Host- and guest-side actions this driver implements (see KvmSession.host). */
-const KVM_HOST_OPS = [
+export const KVM_HOST_OPS = [
   'evtchn.host_send', 'evtchn.set_mask', 'evtchn.run_upcall', 'evtchn.take_upcalls', 'evtchn.alloc_many', 'sched.status', 'runstate.host_set_addr',
   'runstate.host_set_current', 'runstate.host_set_data', 'runstate.host_adjust', 'runstate.get', 'runstate.race_check',
 ];
+
+/**
+ * Who answers each host-side op when the step itself does not say: `kernel` where the op
+ * is a KVM ioctl or a guest run under KVM_RUN, `vmm` where the host reads or writes the
+ * VM's memory itself (as a VMM would) or the VMM layer answers the hypercalls.
+ */
+export const HOST_OP_SERVER: Record<string, 'kernel' | 'vmm'> = {
+  'kvm.guest_log': 'kernel', 'kvm.guest_write': 'kernel', 'kvm.guest_read': 'kernel', 'kvm.guest_cpuid': 'kernel',
+  'kvm.guest_wait_upcall': 'kernel', 'evtchn.host_send': 'kernel', 'evtchn.take_upcalls': 'kernel', 'sched.status': 'kernel',
+  'runstate.host_set_addr': 'kernel', 'runstate.host_set_current': 'kernel', 'runstate.host_set_data': 'kernel',
+  'runstate.host_adjust': 'kernel', 'runstate.get': 'kernel', 'runstate.race_check': 'kernel',
+  'evtchn.set_mask': 'vmm', 'evtchn.run_upcall': 'vmm', 'evtchn.alloc_many': 'vmm',
+};
+
+/** The servedBy a step's outcome records on the kvm target when the op did not set one. */
+export function defaultServedBy(action: Action): 'kernel' | 'vmm' {
+  switch (action.kind) {
+    case 'check':
+    case 'write':
+      return 'vmm'; // the host reads / writes guest memory itself
+    case 'host':
+      return HOST_OP_SERVER[action.op] ?? 'vmm';
+    default:
+      return 'kernel'; // the guest ran under KVM_RUN (wrmsr, hypercall)
+  }
+}
 
 /** OUT values of those ops that a live KVM does not show, and why. */
 const KVM_UNOBSERVABLE_OUT: Record<string, string> = {
@@ -338,6 +364,11 @@ class KvmSession implements Session {
   }
 
   async apply(action: Action, at: StepPlacement): Promise<Outcome> {
+    const o = await this.applyAction(action, at);
+    return o.servedBy ? o : { ...o, servedBy: defaultServedBy(action) };
+  }
+
+  private async applyAction(action: Action, at: StepPlacement): Promise<Outcome> {
     if (at.dom !== this.domid) throw new DriverError(`the kvm target runs one domain (${this.domid}); step names ${at.dom}`, { code: 'EINVAL' });
     if (at.vcpu >= this.guest.vcpus.length) throw new DriverError(`no vCPU ${at.vcpu}`, { code: 'EINVAL' });
     switch (action.kind) {
