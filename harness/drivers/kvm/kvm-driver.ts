@@ -29,6 +29,8 @@ import { kvmRunstate, raceLive, runstateDataArg, runstateOutOf } from './runstat
 import { KVM_XEN_INVALID_GPA } from '../../model/runstate.js';
 import { raceArgs, raceOut } from '../../model/runstate-race.js';
 import { vmAssistEnabled, VMASST_TYPE } from '../../model/vm-assist.js';
+import type { KvmXenGetAttr } from '../../model/kvm-attr.js';
+import { kvmGetAttr } from './attr-live.js';
 
 /** KVM_CAP_XEN_HVM bits each capability needs (spec/kvm-xen-bugs-and-scope.md). */
 const XEN_CAP_BITS: Record<string, Array<keyof typeof XEN_HVM_FLAG>> = {
@@ -67,6 +69,7 @@ const NOT_PROVIDED: Record<string, string> = {
 export const KVM_HOST_OPS = [
   'evtchn.host_send', 'evtchn.set_mask', 'evtchn.run_upcall', 'evtchn.take_upcalls', 'evtchn.alloc_many', 'sched.status', 'runstate.host_set_addr',
   'runstate.host_set_current', 'runstate.host_set_data', 'runstate.host_adjust', 'runstate.get', 'runstate.race_check',
+  'kvm.xen_get_attr', 'kvm.xen_set_upcall_vector', 'kvm.xen_set_vcpu_id', 'kvm.xen_set_timer',
 ];
 
 /**
@@ -79,6 +82,7 @@ export const HOST_OP_SERVER: Record<string, 'kernel' | 'vmm'> = {
   'kvm.guest_wait_upcall': 'kernel', 'evtchn.host_send': 'kernel', 'evtchn.take_upcalls': 'kernel', 'sched.status': 'kernel',
   'runstate.host_set_addr': 'kernel', 'runstate.host_set_current': 'kernel', 'runstate.host_set_data': 'kernel',
   'runstate.host_adjust': 'kernel', 'runstate.get': 'kernel', 'runstate.race_check': 'kernel',
+  'kvm.xen_get_attr': 'kernel', 'kvm.xen_set_upcall_vector': 'kernel', 'kvm.xen_set_vcpu_id': 'kernel', 'kvm.xen_set_timer': 'kernel',
   'evtchn.set_mask': 'vmm', 'evtchn.run_upcall': 'vmm', 'evtchn.alloc_many': 'vmm',
 };
 
@@ -488,6 +492,16 @@ class KvmSession implements Session {
           : { type: op === 'runstate.host_set_data' ? 'runstate_data' : 'runstate_adjust', ...runstateDataArg(args) }));
         return { ...r, out: runstateOutOf(kvmRunstate(this.guest, at.vcpu)) };
       }
+      case 'kvm.xen_get_attr':
+        return { out: { value: kvmGetAttr(this.guest, at.vcpu, args.attr as KvmXenGetAttr) }, servedBy: 'kernel' };
+      case 'kvm.xen_set_upcall_vector':
+        return this.ioctlRet(() => this.guest.vcpus[at.vcpu].xenSetAttr({ type: 'upcall_vector', vector: n('vector') }));
+      case 'kvm.xen_set_vcpu_id':
+        return this.ioctlRet(() => this.guest.vcpus[at.vcpu].xenSetAttr({ type: 'vcpu_id', vcpuId: n('id') }));
+      case 'kvm.xen_set_timer':
+        return this.ioctlRet(() => this.guest.vcpus[at.vcpu].xenSetAttr({
+          type: 'timer', port: n('port'), priority: n('priority'), expiresNs: BigInt.asUintN(64, args.expires_ns as bigint),
+        }));
       case 'runstate.get':
         return { out: runstateOutOf(kvmRunstate(this.guest, at.vcpu)), servedBy: 'kernel' };
       case 'runstate.race_check': {
