@@ -7,6 +7,7 @@ import { defineOp, int, type Action } from './types.js';
 import {
   KVM_XEN_GET_ATTRS, KVM_XEN_PRIO_2LEVEL, kvmXenGetAttr, kvmXenSetTimer, kvmXenSetUpcallVector, kvmXenSetVcpuId,
 } from '../model/kvm-attr.js';
+import { EVTCHNSTAT, KVM_XEN_EVTCHN_FLAG, kvmEvtchnSetattr } from '../model/kvm-evtchn.js';
 
 export const xenGetAttr = defineOp({
   name: 'kvm.xen_get_attr',
@@ -48,3 +49,41 @@ export const xenSetTimer = defineOp({
   encode: (a): Action => ({ kind: 'host', op: 'kvm.xen_set_timer', args: { ...a, priority: a.priority ?? KVM_XEN_PRIO_2LEVEL } }),
   model: (_m, a, { vcpu }) => ({ ret: kvmXenSetTimer(vcpu, a.port, a.priority ?? KVM_XEN_PRIO_2LEVEL, a.expires_ns) }),
 });
+
+const evtchnArgs = z.strictObject({
+  send_port: int(), type: int().optional(), port: int().optional(), vcpu: int().optional(), priority: int().optional(),
+});
+
+function evtchnOp(name: string, flags: bigint, summary: string) {
+  return defineOp({
+    name,
+    summary,
+    args: name === 'kvm.xen_evtchn_reset' ? z.strictObject({}).optional() : evtchnArgs,
+    requires: ['evtchn.send', 'flavor.kvm'],
+    encode: (a): Action => {
+      const x = (a ?? {}) as Partial<Record<'send_port' | 'type' | 'port' | 'vcpu' | 'priority', bigint>>;
+      return {
+        kind: 'host',
+        op: name,
+        args: {
+          flags, send_port: x.send_port ?? 0n, type: x.type ?? EVTCHNSTAT.ipi, port: x.port ?? x.send_port ?? 0n,
+          vcpu: x.vcpu ?? 0n, priority: x.priority ?? KVM_XEN_PRIO_2LEVEL,
+        },
+      };
+    },
+    model: (_m, a, { dom }) => {
+      const x = a as unknown as Record<'flags' | 'send_port' | 'type' | 'port' | 'vcpu' | 'priority', bigint>;
+      return { ret: kvmEvtchnSetattr(dom, { flags: x.flags, sendPort: x.send_port, type: x.type, port: x.port, vcpu: x.vcpu, priority: x.priority }) };
+    },
+  });
+}
+
+export const xenEvtchnAssign = evtchnOp('kvm.xen_evtchn_assign', 0n,
+  'The VMM registers a send port with KVM (KVM_XEN_ATTR_TYPE_EVTCHN: type EVTCHNSTAT_ipi (default) or _interdomain, ' +
+  'delivered to `port` (default send_port) on `vcpu`), so the guest\'s EVTCHNOP_send on it is served in-kernel; ret 0 or the errno');
+export const xenEvtchnUpdate = evtchnOp('kvm.xen_evtchn_update', KVM_XEN_EVTCHN_FLAG.UPDATE,
+  'KVM_XEN_EVTCHN_UPDATE: retarget a registered send port to another vCPU (type and port must match); ret 0 or the errno');
+export const xenEvtchnDeassign = evtchnOp('kvm.xen_evtchn_deassign', KVM_XEN_EVTCHN_FLAG.DEASSIGN,
+  'KVM_XEN_EVTCHN_DEASSIGN: KVM forgets the send port (EVTCHNOP_send goes to the VMM again); ret 0 or -ENOENT');
+export const xenEvtchnReset = evtchnOp('kvm.xen_evtchn_reset', KVM_XEN_EVTCHN_FLAG.RESET,
+  'KVM_XEN_EVTCHN_RESET: KVM forgets every send port; ret 0');

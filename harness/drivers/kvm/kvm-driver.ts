@@ -70,6 +70,7 @@ export const KVM_HOST_OPS = [
   'evtchn.host_send', 'evtchn.set_mask', 'evtchn.run_upcall', 'evtchn.take_upcalls', 'evtchn.alloc_many', 'sched.status', 'runstate.host_set_addr',
   'runstate.host_set_current', 'runstate.host_set_data', 'runstate.host_adjust', 'runstate.get', 'runstate.race_check',
   'kvm.xen_get_attr', 'kvm.xen_set_upcall_vector', 'kvm.xen_set_vcpu_id', 'kvm.xen_set_timer',
+  'kvm.xen_evtchn_assign', 'kvm.xen_evtchn_update', 'kvm.xen_evtchn_deassign', 'kvm.xen_evtchn_reset',
 ];
 
 /**
@@ -83,6 +84,8 @@ export const HOST_OP_SERVER: Record<string, 'kernel' | 'vmm'> = {
   'runstate.host_set_addr': 'kernel', 'runstate.host_set_current': 'kernel', 'runstate.host_set_data': 'kernel',
   'runstate.host_adjust': 'kernel', 'runstate.get': 'kernel', 'runstate.race_check': 'kernel',
   'kvm.xen_get_attr': 'kernel', 'kvm.xen_set_upcall_vector': 'kernel', 'kvm.xen_set_vcpu_id': 'kernel', 'kvm.xen_set_timer': 'kernel',
+  'kvm.xen_evtchn_assign': 'kernel', 'kvm.xen_evtchn_update': 'kernel',
+  'kvm.xen_evtchn_deassign': 'kernel', 'kvm.xen_evtchn_reset': 'kernel',
   'evtchn.set_mask': 'vmm', 'evtchn.run_upcall': 'vmm', 'evtchn.alloc_many': 'vmm',
 };
 
@@ -494,6 +497,14 @@ class KvmSession implements Session {
       }
       case 'kvm.xen_get_attr':
         return { out: { value: kvmGetAttr(this.guest, at.vcpu, args.attr as KvmXenGetAttr) }, servedBy: 'kernel' };
+      case 'kvm.xen_evtchn_assign':
+      case 'kvm.xen_evtchn_update':
+      case 'kvm.xen_evtchn_deassign':
+      case 'kvm.xen_evtchn_reset':
+        return this.ioctlRet(() => this.guest.vm.xenSetAttr({
+          type: 'evtchn', sendPort: n('send_port'), evtchnType: n('type'), flags: n('flags'),
+          deliver: { kind: 'port', port: n('port'), vcpu: n('vcpu'), priority: n('priority') },
+        }));
       case 'kvm.xen_set_upcall_vector':
         return this.ioctlRet(() => this.guest.vcpus[at.vcpu].xenSetAttr({ type: 'upcall_vector', vector: n('vector') }));
       case 'kvm.xen_set_vcpu_id':
