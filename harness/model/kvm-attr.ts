@@ -1,7 +1,8 @@
 // model-kvm: what KVM holds in its Xen attributes after the same history, read back
 // with KVM_XEN_HVM_GET_ATTR / KVM_XEN_VCPU_GET_ATTR, and the rules its SET_ATTR applies.
 // Source: linux arch/x86/kvm/xen.c (6.1 and 6.12 agree on everything modelled here):
-// kvm_xen_hvm_get_attr, kvm_xen_vcpu_get_attr, kvm_xen_vcpu_set_attr, kvm_xen_init_vcpu.
+// kvm_xen_hvm_get_attr, kvm_xen_vcpu_get_attr, kvm_xen_vcpu_set_attr, kvm_xen_init_vcpu;
+// virt/kvm/kvm_main.c, kvm_vm_ioctl_create_vcpu.
 // The VMM (QEMU, or the kvm target's VMM layer) keeps KVM told of shared_info, vcpu_info,
 // the width and the upcall vectors, so KVM's values follow the model's Xen state.
 import type { Domain, Vcpu } from './domain.js';
@@ -31,8 +32,10 @@ const vcpuAttrs = new WeakMap<Vcpu, KvmVcpuAttrs>();
 function attrsOf(v: Vcpu): KvmVcpuAttrs {
   let a = vcpuAttrs.get(v);
   if (!a) {
-    // kvm_xen_init_vcpu: vcpu_id = vcpu_idx; no timer.
-    a = { vcpuId: BigInt(v.id), timerPort: 0n, timerExpires: 0n };
+    // kvm_xen_init_vcpu sets vcpu_id = vcpu_idx, but runs from kvm_arch_vcpu_create before
+    // kvm_vm_ioctl_create_vcpu assigns vcpu_idx (virt/kvm/kvm_main.c, 6.1 and 6.12; seen
+    // live on both): every vCPU starts as Xen vCPU 0. No timer.
+    a = { vcpuId: 0n, timerPort: 0n, timerExpires: 0n };
     vcpuAttrs.set(v, a);
   }
   return a;
