@@ -7,9 +7,12 @@
 #   probe <probe output>      exit <code>       taint <kernel taint mask>
 #   junit-begin <bytes>, base64 of the gzipped JUnit file, junit-end <sha256>
 #   junit-missing             fatal <reason>    done
+#   wall <seconds the inner command took>
+#   gcda-begin/gcda-end, gcda-missing: the same for xen.gcda when XCONF_COVERAGE=1
 # and powers off. Kernel command line switches (for debugging):
 #   xconf.cmd=<base64>   run this shell command instead of /xconf-live/cmd.sh
 #   xconf.shell=1        start an interactive shell on the console before power-off
+#   xconf.coverage=1     reset xen.o's gcov counters before the command, send xen.gcda after
 # shellcheck disable=SC1091
 
 export PATH=/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin
@@ -57,6 +60,7 @@ for arg in $cmdline; do
 		cmd_file=/tmp/cmd.sh
 		;;
 	xconf.shell=1) want_shell=1 ;;
+	xconf.coverage=1) XCONF_COVERAGE=1 ;;
 	esac
 done
 
@@ -72,10 +76,24 @@ junit=${XCONF_LIVE_JUNIT:-/tmp/junit.xml}
 XCONF_LIVE_KERNEL=$(uname -r)
 export HOME=/tmp XCONF_LIVE=1 XCONF_LIVE_JUNIT="$junit" XCONF_LIVE_KERNEL
 rm -f "$junit"
+
+# Coverage variant: xen.o's gcov counters, zeroed so they count the inner command only.
+gcda=
+if [ "${XCONF_COVERAGE:-0}" = 1 ]; then
+	mkdir -p /sys/kernel/debug
+	mount -t debugfs debugfs /sys/kernel/debug || fatal "cannot mount debugfs for the coverage counters"
+	gcda=$(find /sys/kernel/debug/gcov -name xen.gcda | head -n1)
+	[ -n "$gcda" ] || fatal "coverage kernel without /sys/kernel/debug/gcov/.../xen.gcda"
+	echo 1 >/sys/kernel/debug/gcov/reset || fatal "cannot reset the gcov counters"
+fi
+
 echo "xconf-live: running $(cat "$cmd_file")"
+t0=$(cut -d' ' -f1 /proc/uptime)
 (cd /xconf && exec sh "$cmd_file" </dev/null)
 rc=$?
+t1=$(cut -d' ' -f1 /proc/uptime)
 mark "exit $rc"
+mark "wall $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')"
 
 # Keep kernel messages from splitting the base64 lines below.
 dmesg -n 1
@@ -85,5 +103,11 @@ if [ -f "$junit" ]; then
 	mark "junit-end $(sha256sum "$junit" | cut -d' ' -f1)"
 else
 	mark junit-missing
+fi
+if [ -n "$gcda" ]; then
+	cp "$gcda" /tmp/xen.gcda
+	mark "gcda-begin $(wc -c </tmp/xen.gcda)"
+	gzip -c /tmp/xen.gcda | base64
+	mark "gcda-end $(sha256sum /tmp/xen.gcda | cut -d' ' -f1)"
 fi
 finish

@@ -22,6 +22,10 @@ append_extra=${XCONF_LIVE_APPEND:-}
 shell_mode=${XCONF_LIVE_SHELL:-0}
 quiet=${XCONF_LIVE_QUIET:-0}
 report=${XCONF_LIVE_REPORT:-$repo/reports/live-kvm.xml}
+# Kernel series whose xen.o is built with gcov and whose xen.c coverage is reported:
+# a list of series, 1 (every selected kernel) or 0 (none). Default 6.12: instrumenting
+# xen.o alone does not slow the run measurably, so the cached 6.12 is the covered one.
+coverage_sel=${XCONF_LIVE_COVERAGE-6.12}
 results=$repo/reports/live-kvm
 work=$cache/work
 
@@ -58,6 +62,15 @@ done
 [[ -n ${kernels// /} ]] || die "XCONF_LIVE_KERNELS is empty"
 [[ $timeout_s =~ ^[0-9]+$ ]] || die "XCONF_LIVE_TIMEOUT must be a number of seconds, not '$timeout_s'"
 [[ $jobs =~ ^[0-9]+$ ]] || die "XCONF_LIVE_JOBS must be a number, not '$jobs'"
+case $coverage_sel in
+0 | '') coverage_sel='' ;;
+1) coverage_sel=$kernels ;;
+*) for k in $coverage_sel; do
+	[[ $k =~ ^[0-9]+\.[0-9]+$ ]] || die "XCONF_LIVE_COVERAGE: '$k' is not 0, 1 or a kernel series like 6.12"
+done ;;
+esac
+# covered <series>: is this kernel built with gcov on xen.o?
+covered() { [[ " $coverage_sel " == *" $1 "* ]]; }
 if [[ -z ${XCONF_LIVE_CMD:-} && ! -f $repo/dist/cli/main.js ]]; then
 	die "dist/cli/main.js is missing, so the default inner command ($default_cmd) cannot run; run 'npm ci' first, or set XCONF_LIVE_CMD"
 fi
@@ -110,7 +123,7 @@ command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 is not insta
 
 # ---------------------------------------------------------------- kernels
 
-declare -A kernel_image=() kernel_release=()
+declare -A kernel_image=() kernel_release=() kernel_dir=()
 
 # Print the fragment lines of the given files that did not survive in config $1.
 check_config() {
@@ -139,9 +152,15 @@ build_kernel() {
 	[[ -f $tarball ]] || die "$label: $tarball is missing (package linux-source-$series)"
 	local fragments=("$here/kernel.config")
 	if [[ -f $here/kernel-$series.config ]]; then fragments+=("$here/kernel-$series.config"); fi
+	# The coverage variant: gcov on arch/x86/kvm/xen.o only (the Makefile line is part of the key).
+	local cov_line=''
+	if covered "$series"; then
+		fragments+=("$here/kernel-coverage.config")
+		cov_line='GCOV_PROFILE_xen.o := y'
+	fi
 	local pkgver sha key dest
 	pkgver=$(dpkg-query -W -f='${Version}' "linux-source-$series")
-	sha=$(cat "${fragments[@]}" | sha256sum | cut -c1-12)
+	sha=$({ cat "${fragments[@]}"; printf '%s' "$cov_line"; } | sha256sum | cut -c1-12)
 	key=$(printf '%s' "$pkgver" | tr -c 'A-Za-z0-9.+-' '_')-$sha
 	dest=$cache/kernels/$key
 	mkdir -p "$cache/kernels" "$results/$label"
@@ -149,8 +168,9 @@ build_kernel() {
 	local lock_fd
 	exec {lock_fd}>"$cache/kernels/.$key.lock"
 	flock "$lock_fd"
-	if [[ -f $dest/bzImage && -f $dest/release ]]; then
+	if [[ -f $dest/bzImage && -f $dest/release && (-z $cov_line || -f $dest/gcov/xen.gcno) ]]; then
 		kernel_image[$series]=$dest/bzImage
+		kernel_dir[$series]=$dest
 		kernel_release[$series]=$(<"$dest/release")
 		say "$label: cached kernel ${kernel_release[$series]} ($dest)"
 		exec {lock_fd}>&-
@@ -160,22 +180,29 @@ build_kernel() {
 	local t=$SECONDS blog=$results/$label/build.log
 	local build=$cache/build/$key
 	say "$label: building from $tarball (package $pkgver, fragment $sha, make -j$jobs; log $blog)"
-	rm -rf "$build"
-	mkdir -p "$build"
 	build_dir=$build # removed on exit unless XCONF_LIVE_KEEP_BUILD=1
-	tar -xf "$tarball" -C "$build" || die "$label: cannot extract $tarball"
 	local src=$build/linux-source-$series
-	[[ -d $src ]] || die "$label: $tarball did not contain linux-source-$series/"
-	{
-		make -C "$src" tinyconfig &&
-			(cd "$src" && scripts/kconfig/merge_config.sh -m .config "${fragments[@]}") &&
-			make -C "$src" olddefconfig
-	} >"$blog" 2>&1 || die "$label: configuring failed; see $blog"
-	local lost line
-	lost=$(check_config "$src/.config" "${fragments[@]}")
-	if [[ -n $lost ]]; then
-		while IFS= read -r line; do echo "live-kvm: $label: config: $line" >&2; done <<<"$lost"
-		die "$label: $(echo "$lost" | wc -l) option(s) of the config fragment did not survive olddefconfig: $(echo "$lost" | cut -d' ' -f1 | paste -sd' ')"
+	if [[ ${XCONF_LIVE_KEEP_BUILD:-0} == 1 && -f $build/configured ]]; then
+		# A kept tree of an interrupted build with the same key: make carries on where it stopped.
+		say "$label: resuming the kept build in $build"
+	else
+		rm -rf "$build"
+		mkdir -p "$build"
+		tar -xf "$tarball" -C "$build" || die "$label: cannot extract $tarball"
+		[[ -d $src ]] || die "$label: $tarball did not contain linux-source-$series/"
+		if [[ -n $cov_line ]]; then printf '\n%s\n' "$cov_line" >>"$src/arch/x86/kvm/Makefile"; fi
+		{
+			make -C "$src" tinyconfig &&
+				(cd "$src" && scripts/kconfig/merge_config.sh -m .config "${fragments[@]}") &&
+				make -C "$src" olddefconfig
+		} >"$blog" 2>&1 || die "$label: configuring failed; see $blog"
+		local lost line
+		lost=$(check_config "$src/.config" "${fragments[@]}")
+		if [[ -n $lost ]]; then
+			while IFS= read -r line; do echo "live-kvm: $label: config: $line" >&2; done <<<"$lost"
+			die "$label: $(echo "$lost" | wc -l) option(s) of the config fragment did not survive olddefconfig: $(echo "$lost" | cut -d' ' -f1 | paste -sd' ')"
+		fi
+		touch "$build/configured"
 	fi
 	if ! make -C "$src" -j"$jobs" bzImage >>"$blog" 2>&1; then
 		tail -n 20 "$blog" >&2
@@ -188,18 +215,31 @@ build_kernel() {
 	cp "$src/.config" "$staged/config"
 	cat "${fragments[@]}" >"$staged/fragment"
 	make -s -C "$src" kernelrelease >"$staged/release"
+	if [[ -n $cov_line ]]; then
+		# What gcov needs later: the notes file, the source and the compiler that wrote them.
+		[[ -f $src/arch/x86/kvm/xen.gcno ]] || die "$label: the coverage build left no arch/x86/kvm/xen.gcno"
+		mkdir -p "$staged/gcov"
+		cp "$src/arch/x86/kvm/xen.gcno" "$src/arch/x86/kvm/xen.c" "$staged/gcov/"
+		printf '%s\n' "$src" >"$staged/gcov/build-dir"
+		gcc -dumpfullversion >"$staged/gcov/gcc-version"
+	fi
 	rm -rf "$dest"
 	mv -T "$staged" "$dest"
 	if [[ ${XCONF_LIVE_KEEP_BUILD:-0} != 1 ]]; then rm -rf "$build"; fi
 	build_dir=
 	exec {lock_fd}>&-
 	kernel_image[$series]=$dest/bzImage
+	kernel_dir[$series]=$dest
 	kernel_release[$series]=$(<"$dest/release")
 	took "build $label" "$t"
 	say "$label: built ${kernel_release[$series]} in ${timing["build $label"]} s ($dest)"
 }
 
 for k in $kernels; do build_kernel "$k"; done
+if [[ ${XCONF_LIVE_BUILD_ONLY:-0} == 1 ]]; then
+	say "kernels ready ($kernels); XCONF_LIVE_BUILD_ONLY=1: not booting"
+	exit 0
+fi
 
 # ---------------------------------------------------------------- initramfs
 
@@ -288,8 +328,8 @@ show_console() {
 	fi
 	awk -v p="[$1] " -v m="@@xconf-live:$nonce:" '
 		{ sub(/\r$/, "") }
-		index($0, m "junit-begin") { print p $0; skip = 1; fflush(); next }
-		index($0, m "junit-end") { skip = 0 }
+		index($0, m "junit-begin") || index($0, m "gcda-begin") { print p $0; skip = 1; fflush(); next }
+		index($0, m "junit-end") || index($0, m "gcda-end") { skip = 0 }
 		!skip { print p $0; fflush() }'
 }
 
@@ -299,6 +339,25 @@ marker() {
 }
 
 declare -A verdict=()
+extra_summary=()
+
+# Decode payload $2 (junit, gcda) of serial log $1 into file $3. Returns 1 when it was sent
+# but its sha256 does not match; no file when it was not sent.
+payload() {
+	local log=$1 what=$2 out=$3 want got
+	rm -f "$out"
+	grep -a -qF "@@xconf-live:$nonce:$what-begin" "$log" || return 0
+	want=$(marker "$log" "$what-end")
+	awk -v m="@@xconf-live:$nonce:" -v w="$what" '
+		index($0, m w "-end") { exit }
+		on && /^[A-Za-z0-9+\/=]+$/ { print }
+		index($0, m w "-begin") { on = 1 }' "$log" | base64 -d 2>/dev/null | gzip -dc >"$out" 2>/dev/null || true
+	got=$(sha256sum "$out" | cut -d' ' -f1)
+	if [[ -z $want || $got != "$want" ]]; then
+		rm -f "$out"
+		return 1
+	fi
+}
 
 boot_kernel() {
 	local series=$1 label=linux-$1
@@ -306,6 +365,7 @@ boot_kernel() {
 	mkdir -p "$dir"
 	rm -f "$dir/serial.log" "$dir/junit.xml" "$dir/meta"
 	local append="console=ttyS0 panic=-1${append_extra:+ $append_extra}"
+	if covered "$series"; then append+=" xconf.coverage=1"; fi
 	[[ $shell_mode != 1 ]] || append+=" xconf.shell=1"
 	local serial=stdio
 	[[ $shell_mode != 1 ]] || serial=mon:stdio
@@ -329,23 +389,26 @@ boot_kernel() {
 	local log=$dir/serial.clean
 	tr -d '\r' <"$dir/serial.log" >"$log"
 	local code cap release taint fatal status=ok reason=
+	rm -f "$dir/xen.gcda" "$dir/xen.c.gcov" "$dir/xen-c-coverage.json"
 	code=$(marker "$log" exit)
 	cap=$(marker "$log" probe | grep -oE 'KVM_CAP_XEN_HVM=0x[0-9a-f]+' | cut -d= -f2 || true)
 	release=$(marker "$log" release)
 	taint=$(marker "$log" taint)
 	fatal=$(marker "$log" fatal)
 
-	if grep -a -qF "@@xconf-live:$nonce:junit-begin" "$log"; then
-		local want got
-		want=$(marker "$log" junit-end)
-		awk -v m="@@xconf-live:$nonce:" '
-			index($0, m "junit-end") { exit }
-			on && /^[A-Za-z0-9+\/=]+$/ { print }
-			index($0, m "junit-begin") { on = 1 }' "$log" | base64 -d 2>/dev/null | gzip -dc >"$dir/junit.xml" 2>/dev/null || true
-		got=$(sha256sum "$dir/junit.xml" | cut -d' ' -f1)
-		if [[ -z $want || $got != "$want" ]]; then
-			status=failed reason="the JUnit file was corrupted on the serial console (sha256 mismatch)"
-			rm -f "$dir/junit.xml"
+	if ! payload "$log" junit "$dir/junit.xml"; then
+		status=failed reason="the JUnit file was corrupted on the serial console (sha256 mismatch)"
+	fi
+	local wall cov=''
+	wall=$(marker "$log" wall)
+	if covered "$series" && [[ $status == ok ]]; then
+		if ! payload "$log" gcda "$dir/xen.gcda"; then
+			status=failed reason="xen.gcda was corrupted on the serial console (sha256 mismatch)"
+		elif [[ ! -f $dir/xen.gcda ]]; then
+			status=failed reason="the coverage kernel sent no xen.gcda"
+		elif ! cov=$(node "$here/coverage.mjs" report --label "$label" --notes "${kernel_dir[$series]}/gcov" \
+			--gcda "$dir/xen.gcda" --kernel "${release:-${kernel_release[$series]}}" --out "$dir"); then
+			status=failed reason="gcov could not read xen.gcda"
 		fi
 	fi
 	if ((rc == 124 || rc == 137)); then
@@ -367,7 +430,11 @@ boot_kernel() {
 		echo "reason=$reason"
 		echo "boot_seconds=$secs"
 		echo "taint=$taint"
+		echo "wall_seconds=$wall"
 	} >"$dir/meta"
+	# One line per kernel after the merged summary: the inner command's wall time in the
+	# guest and, for a coverage kernel, gcov's figures for xen.c.
+	extra_summary+=("$(printf '%-11s in-guest wall %s s' "$label" "${wall:-?}")${cov:+; ${cov#"$label "}}")
 	if [[ $status == ok && ($code == 0 || $code == 4) ]]; then
 		verdict[$series]=ok
 	else
@@ -387,6 +454,7 @@ done
 echo
 echo "live-kvm summary"
 node "$here/merge-junit.mjs" --out "$report" "${result_dirs[@]}" || die "merging the JUnit files failed"
+for line in "${extra_summary[@]}"; do echo "$line"; done
 took total "$total_start"
 for step in "${timing_order[@]}"; do printf '  %-18s %5d s\n' "$step" "${timing[$step]}"; done
 

@@ -14,6 +14,7 @@ import { GuestMemory, PAGE_SIZE } from './guest-memory.js';
 import { HYPERVISOR, registerHypercalls, type GuestStruct, type HypercallContext } from './hypercall.js';
 import { provideEventChannels } from './event-delivery.js';
 import { ops2l } from './evtchn-2l.js';
+import { kvmEvtchnSend } from './kvm-evtchn.js';
 import { evtchnFifoExpandArray, evtchnFifoInitControl, fifoDestroy } from './evtchn-fifo.js';
 
 export const EVTCHNOP = {
@@ -515,7 +516,11 @@ export function eventChannelOp(ctx: HypercallContext, args: bigint[]): number {
     case EVTCHNOP.close:
       return inOut(4, (a) => closePort(ctx.domain, a.u32(0)));
     case EVTCHNOP.send:
-      return inOut(4, (a) => sendPort(ctx.domain, a.u32(0)));
+      // On KVM, a port the VMM registered with KVM_XEN_ATTR_TYPE_EVTCHN is served in-kernel.
+      return inOut(4, (a) => {
+        const k = ctx.domain.model.flavor === 'kvm' ? kvmEvtchnSend(ctx.domain, a.u32(0)) : null;
+        return k === null ? sendPort(ctx.domain, a.u32(0)) : Number(k);
+      });
     case EVTCHNOP.status: {
       let st: StatusOut | undefined;
       return inOut(24, (a) => {

@@ -6,9 +6,10 @@ import * as runstate from './runstate.js';
 import * as sched from './sched.js';
 import * as evtchn from './evtchn.js';
 import * as kvm from './kvm.js';
+import * as kvmAttr from './kvm-attr.js';
 import * as gnttab from './gnttab.js';
 
-const modules: Array<Record<string, unknown>> = [core, xen, runstate, sched, evtchn, gnttab, kvm];
+const modules: Array<Record<string, unknown>> = [core, xen, runstate, sched, evtchn, gnttab, kvm, kvmAttr];
 
 export const ops = new Map<string, OpDef>();
 for (const m of modules) {

@@ -75,3 +75,17 @@ describe('host-op OUT values', () => {
     for (const r of reasons('suites/sched/poll-too-many-ports.yaml')) expect(r).toBeUndefined();
   });
 });
+
+describe('servedBy on the kvm target', () => {
+  it('names a server for every host op the driver implements and for every kvm.* op', async () => {
+    const { defaultServedBy, HOST_OP_SERVER, KVM_HOST_OPS } = await import('./kvm-driver.js');
+    const { ops } = await import('../../ops/index.js');
+    const kvmOps = [...ops.keys()].filter((n) => n.startsWith('kvm.'));
+    expect(kvmOps.length).toBeGreaterThan(0);
+    for (const op of [...KVM_HOST_OPS, ...kvmOps]) expect(HOST_OP_SERVER[op], op).toMatch(/^(kernel|vmm)$/);
+    expect(defaultServedBy({ kind: 'host', op: 'evtchn.host_send', args: {} })).toBe('kernel');
+    expect(defaultServedBy({ kind: 'host', op: 'evtchn.set_mask', args: {} })).toBe('vmm');
+    expect(defaultServedBy({ kind: 'check' })).toBe('vmm');
+    expect(defaultServedBy({ kind: 'wrmsr', msr: 0x40000000, value: 0n })).toBe('kernel');
+  });
+});

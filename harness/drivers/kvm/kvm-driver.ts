@@ -29,6 +29,8 @@ import { kvmRunstate, raceLive, runstateDataArg, runstateOutOf } from './runstat
 import { KVM_XEN_INVALID_GPA } from '../../model/runstate.js';
 import { raceArgs, raceOut } from '../../model/runstate-race.js';
 import { vmAssistEnabled, VMASST_TYPE } from '../../model/vm-assist.js';
+import type { KvmXenGetAttr } from '../../model/kvm-attr.js';
+import { kvmGetAttr } from './attr-live.js';
 
 /** KVM_CAP_XEN_HVM bits each capability needs (spec/kvm-xen-bugs-and-scope.md). */
 const XEN_CAP_BITS: Record<string, Array<keyof typeof XEN_HVM_FLAG>> = {
@@ -64,10 +66,41 @@ const NOT_PROVIDED: Record<string, string> = {
 };
 
 /** Host- and guest-side actions this driver implements (see KvmSession.host). */
-const KVM_HOST_OPS = [
+export const KVM_HOST_OPS = [
   'evtchn.host_send', 'evtchn.set_mask', 'evtchn.run_upcall', 'evtchn.take_upcalls', 'evtchn.alloc_many', 'sched.status', 'runstate.host_set_addr',
   'runstate.host_set_current', 'runstate.host_set_data', 'runstate.host_adjust', 'runstate.get', 'runstate.race_check',
+  'kvm.xen_get_attr', 'kvm.xen_set_upcall_vector', 'kvm.xen_set_vcpu_id', 'kvm.xen_set_timer',
+  'kvm.xen_evtchn_assign', 'kvm.xen_evtchn_update', 'kvm.xen_evtchn_deassign', 'kvm.xen_evtchn_reset',
 ];
+
+/**
+ * Who answers each host-side op when the step itself does not say: `kernel` where the op
+ * is a KVM ioctl or a guest run under KVM_RUN, `vmm` where the host reads or writes the
+ * VM's memory itself (as a VMM would) or the VMM layer answers the hypercalls.
+ */
+export const HOST_OP_SERVER: Record<string, 'kernel' | 'vmm'> = {
+  'kvm.guest_log': 'kernel', 'kvm.guest_write': 'kernel', 'kvm.guest_read': 'kernel', 'kvm.guest_cpuid': 'kernel',
+  'kvm.guest_wait_upcall': 'kernel', 'evtchn.host_send': 'kernel', 'evtchn.take_upcalls': 'kernel', 'sched.status': 'kernel',
+  'runstate.host_set_addr': 'kernel', 'runstate.host_set_current': 'kernel', 'runstate.host_set_data': 'kernel',
+  'runstate.host_adjust': 'kernel', 'runstate.get': 'kernel', 'runstate.race_check': 'kernel',
+  'kvm.xen_get_attr': 'kernel', 'kvm.xen_set_upcall_vector': 'kernel', 'kvm.xen_set_vcpu_id': 'kernel', 'kvm.xen_set_timer': 'kernel',
+  'kvm.xen_evtchn_assign': 'kernel', 'kvm.xen_evtchn_update': 'kernel',
+  'kvm.xen_evtchn_deassign': 'kernel', 'kvm.xen_evtchn_reset': 'kernel',
+  'evtchn.set_mask': 'vmm', 'evtchn.run_upcall': 'vmm', 'evtchn.alloc_many': 'vmm',
+};
+
+/** The servedBy a step's outcome records on the kvm target when the op did not set one. */
+export function defaultServedBy(action: Action): 'kernel' | 'vmm' {
+  switch (action.kind) {
+    case 'check':
+    case 'write':
+      return 'vmm'; // the host reads / writes guest memory itself
+    case 'host':
+      return HOST_OP_SERVER[action.op] ?? 'vmm';
+    default:
+      return 'kernel'; // the guest ran under KVM_RUN (wrmsr, hypercall)
+  }
+}
 
 /** OUT values of those ops that a live KVM does not show, and why. */
 const KVM_UNOBSERVABLE_OUT: Record<string, string> = {
@@ -338,6 +371,11 @@ class KvmSession implements Session {
   }
 
   async apply(action: Action, at: StepPlacement): Promise<Outcome> {
+    const o = await this.applyAction(action, at);
+    return o.servedBy ? o : { ...o, servedBy: defaultServedBy(action) };
+  }
+
+  private async applyAction(action: Action, at: StepPlacement): Promise<Outcome> {
     if (at.dom !== this.domid) throw new DriverError(`the kvm target runs one domain (${this.domid}); step names ${at.dom}`, { code: 'EINVAL' });
     if (at.vcpu >= this.guest.vcpus.length) throw new DriverError(`no vCPU ${at.vcpu}`, { code: 'EINVAL' });
     switch (action.kind) {
@@ -457,6 +495,24 @@ class KvmSession implements Session {
           : { type: op === 'runstate.host_set_data' ? 'runstate_data' : 'runstate_adjust', ...runstateDataArg(args) }));
         return { ...r, out: runstateOutOf(kvmRunstate(this.guest, at.vcpu)) };
       }
+      case 'kvm.xen_get_attr':
+        return { out: { value: kvmGetAttr(this.guest, at.vcpu, args.attr as KvmXenGetAttr) }, servedBy: 'kernel' };
+      case 'kvm.xen_evtchn_assign':
+      case 'kvm.xen_evtchn_update':
+      case 'kvm.xen_evtchn_deassign':
+      case 'kvm.xen_evtchn_reset':
+        return this.ioctlRet(() => this.guest.vm.xenSetAttr({
+          type: 'evtchn', sendPort: n('send_port'), evtchnType: n('type'), flags: n('flags'),
+          deliver: { kind: 'port', port: n('port'), vcpu: n('vcpu'), priority: n('priority') },
+        }));
+      case 'kvm.xen_set_upcall_vector':
+        return this.ioctlRet(() => this.guest.vcpus[at.vcpu].xenSetAttr({ type: 'upcall_vector', vector: n('vector') }));
+      case 'kvm.xen_set_vcpu_id':
+        return this.ioctlRet(() => this.guest.vcpus[at.vcpu].xenSetAttr({ type: 'vcpu_id', vcpuId: n('id') }));
+      case 'kvm.xen_set_timer':
+        return this.ioctlRet(() => this.guest.vcpus[at.vcpu].xenSetAttr({
+          type: 'timer', port: n('port'), priority: n('priority'), expiresNs: BigInt.asUintN(64, args.expires_ns as bigint),
+        }));
       case 'runstate.get':
         return { out: runstateOutOf(kvmRunstate(this.guest, at.vcpu)), servedBy: 'kernel' };
       case 'runstate.race_check': {

@@ -1,0 +1,102 @@
+// model-kvm: what KVM holds in its Xen attributes after the same history, read back
+// with KVM_XEN_HVM_GET_ATTR / KVM_XEN_VCPU_GET_ATTR, and the rules its SET_ATTR applies.
+// Source: linux arch/x86/kvm/xen.c (6.1 and 6.12 agree on everything modelled here):
+// kvm_xen_hvm_get_attr, kvm_xen_vcpu_get_attr, kvm_xen_vcpu_set_attr, kvm_xen_init_vcpu;
+// virt/kvm/kvm_main.c, kvm_vm_ioctl_create_vcpu.
+// The VMM (QEMU, or the kvm target's VMM layer) keeps KVM told of shared_info, vcpu_info,
+// the width and the upcall vectors, so KVM's values follow the model's Xen state.
+import type { Domain, Vcpu } from './domain.js';
+import { callbackVector, hvmVcpu } from './hvm-op.js';
+
+/** KVM_XEN_INVALID_GFN / _GPA: all ones (include/uapi/linux/kvm.h; GPA_INVALID in 6.1). */
+export const KVM_XEN_INVALID = (1n << 64n) - 1n;
+/** KVM_IRQ_ROUTING_XEN_EVTCHN_PRIO_2LEVEL, the only priority KVM accepts. */
+export const KVM_XEN_PRIO_2LEVEL = 0xffffffffn;
+/** KVM_MAX_VCPUS on x86 without CONFIG_MAXSMP (arch/x86/include/asm/kvm_host.h). */
+export const KVM_MAX_VCPUS = 1024n;
+
+export const KVM_XEN_GET_ATTRS = [
+  'long_mode', 'shared_info', 'xen_version', 'callback_vector',
+  'vcpu_info', 'vcpu_id', 'upcall_vector', 'timer_port', 'timer_priority', 'timer_expires',
+] as const;
+export type KvmXenGetAttr = (typeof KVM_XEN_GET_ATTRS)[number];
+
+/** KVM's per-vCPU attributes that only the VMM sets (no Xen hypercall reaches them). */
+interface KvmVcpuAttrs {
+  vcpuId: bigint;
+  timerPort: bigint;
+  timerExpires: bigint;
+}
+const vcpuAttrs = new WeakMap<Vcpu, KvmVcpuAttrs>();
+
+function attrsOf(v: Vcpu): KvmVcpuAttrs {
+  let a = vcpuAttrs.get(v);
+  if (!a) {
+    // kvm_xen_init_vcpu sets vcpu_id = vcpu_idx, but runs from kvm_arch_vcpu_create before
+    // kvm_vm_ioctl_create_vcpu assigns vcpu_idx (virt/kvm/kvm_main.c, 6.1 and 6.12; seen
+    // live on both): every vCPU starts as Xen vCPU 0. No timer.
+    a = { vcpuId: 0n, timerPort: 0n, timerExpires: 0n };
+    vcpuAttrs.set(v, a);
+  }
+  return a;
+}
+
+/** The value KVM_XEN_*_GET_ATTR reports for `attr` (the timer as its three fields). */
+export function kvmXenGetAttr(d: Domain, v: Vcpu, attr: KvmXenGetAttr): bigint {
+  switch (attr) {
+    case 'long_mode':
+      return d.width === 64 ? 1n : 0n;
+    case 'shared_info':
+      return d.sharedInfoGpa === null ? KVM_XEN_INVALID : BigInt(d.sharedInfoGpa >> 12);
+    case 'xen_version': {
+      const x = d.model.config.xenVersion;
+      return BigInt(((x.major << 16) | x.minor) >>> 0);
+    }
+    case 'callback_vector':
+      return BigInt(callbackVector(d) ?? 0);
+    case 'vcpu_info': {
+      const gpa = v.vcpuInfoAddress();
+      return gpa === null ? KVM_XEN_INVALID : BigInt(gpa);
+    }
+    case 'vcpu_id':
+      return attrsOf(v).vcpuId;
+    case 'upcall_vector':
+      return BigInt(hvmVcpu(v).upcallVector);
+    case 'timer_port':
+      return attrsOf(v).timerPort;
+    case 'timer_priority':
+      // kvm_xen_vcpu_get_attr reports 2-level whatever was set.
+      return KVM_XEN_PRIO_2LEVEL;
+    case 'timer_expires':
+      return attrsOf(v).timerExpires;
+  }
+}
+
+const EINVAL = -22n;
+
+/** KVM_XEN_VCPU_ATTR_TYPE_UPCALL_VECTOR: 1..0x0f refused; else the vCPU's vector (0 = none). */
+export function kvmXenSetUpcallVector(v: Vcpu, vector: bigint): bigint {
+  if (vector !== 0n && vector < 0x10n) return EINVAL;
+  hvmVcpu(v).upcallVector = Number(vector);
+  return 0n;
+}
+
+/** KVM_XEN_VCPU_ATTR_TYPE_VCPU_ID: below KVM_MAX_VCPUS, else -EINVAL. */
+export function kvmXenSetVcpuId(v: Vcpu, id: bigint): bigint {
+  if (id >= KVM_MAX_VCPUS) return EINVAL;
+  attrsOf(v).vcpuId = id;
+  return 0n;
+}
+
+/**
+ * KVM_XEN_VCPU_ATTR_TYPE_TIMER: a port needs the 2-level priority (-EINVAL); the old timer
+ * stops; a port with a non-zero expiry starts it. Only expiries that have not passed are
+ * modelled (the case keeps the timer in the future), so the expiry reads back as set.
+ */
+export function kvmXenSetTimer(v: Vcpu, port: bigint, priority: bigint, expires: bigint): bigint {
+  if (port !== 0n && priority !== KVM_XEN_PRIO_2LEVEL) return EINVAL;
+  const a = attrsOf(v);
+  a.timerPort = port;
+  a.timerExpires = port !== 0n && expires !== 0n ? expires : 0n;
+  return 0n;
+}

@@ -1,0 +1,93 @@
+// model-kvm: KVM's own event-channel table (KVM_XEN_ATTR_TYPE_EVTCHN) and the
+// EVTCHNOP_send it serves from it in-kernel. Source: linux arch/x86/kvm/xen.c,
+// kvm_xen_setattr_evtchn, kvm_xen_eventfd_assign / _update / _deassign / _reset and
+// kvm_xen_hcall_evtchn_send (the same rules in 6.1 and 6.12). Only port delivery is
+// modelled; an eventfd target is the VMM's business and not tracked here.
+import type { Domain } from './domain.js';
+import { channel, evtchnState, newChannel } from './evtchn.js';
+
+/** KVM_IRQ_ROUTING_XEN_EVTCHN_PRIO_2LEVEL (kept here: evtchn.ts imports this module). */
+const KVM_XEN_PRIO_2LEVEL = 0xffffffffn;
+
+export const KVM_XEN_EVTCHN_FLAG = { DEASSIGN: 1n, UPDATE: 2n, RESET: 4n } as const;
+export const EVTCHNSTAT = { closed: 0n, unbound: 1n, interdomain: 2n, pirq: 3n, virq: 4n, ipi: 5n } as const;
+
+interface Entry {
+  type: bigint;
+  port: number;
+  vcpu: number;
+}
+const tables = new WeakMap<Domain, Map<number, Entry>>();
+
+function table(d: Domain): Map<number, Entry> {
+  let t = tables.get(d);
+  if (!t) tables.set(d, (t = new Map()));
+  return t;
+}
+
+/** max_evtchn_port(): the 2-level limit of KVM's latched width. */
+function maxPort(d: Domain): bigint {
+  return d.width === 64 ? 4096n : 1024n;
+}
+
+const EINVAL = -22n;
+const ENOENT = -2n;
+const EEXIST = -17n;
+
+export interface KvmEvtchnAttr {
+  flags: bigint;
+  sendPort: bigint;
+  type: bigint;
+  port: bigint;
+  vcpu: bigint;
+  priority: bigint;
+}
+
+/** KVM_XEN_HVM_SET_ATTR(KVM_XEN_ATTR_TYPE_EVTCHN) with port delivery: 0 or a negative errno. */
+export function kvmEvtchnSetattr(d: Domain, a: KvmEvtchnAttr): bigint {
+  const t = table(d);
+  if (a.flags === KVM_XEN_EVTCHN_FLAG.RESET) {
+    t.clear();
+    return 0n;
+  }
+  if (a.sendPort === 0n || a.sendPort >= maxPort(d)) return EINVAL;
+  const send = Number(a.sendPort);
+  if (a.flags === KVM_XEN_EVTCHN_FLAG.DEASSIGN) return t.delete(send) ? 0n : ENOENT;
+  if (a.flags === KVM_XEN_EVTCHN_FLAG.UPDATE) {
+    // kvm_xen_eventfd_update: only the target vCPU may change.
+    const e = t.get(send);
+    if (!e) return ENOENT;
+    if (e.type !== a.type || e.port === 0 || BigInt(e.port) !== a.port || a.priority !== KVM_XEN_PRIO_2LEVEL) return EINVAL;
+    e.vcpu = Number(a.vcpu);
+    return 0n;
+  }
+  if (a.flags !== 0n) return EINVAL;
+  // kvm_xen_eventfd_assign
+  if (a.type === EVTCHNSTAT.ipi) {
+    if (a.port !== a.sendPort) return EINVAL;
+  } else if (a.type === EVTCHNSTAT.interdomain) {
+    if (a.port === 0n) return -9n; // an eventfd target; this model has no descriptor: EBADF
+    if (a.port >= maxPort(d)) return EINVAL;
+  } else {
+    return EINVAL;
+  }
+  if (a.priority !== KVM_XEN_PRIO_2LEVEL) return EINVAL;
+  if (t.has(send)) return EEXIST;
+  t.set(send, { type: a.type, port: Number(a.port), vcpu: Number(a.vcpu) });
+  return 0n;
+}
+
+/**
+ * kvm_xen_hcall_evtchn_send: a port in KVM's table is raised in-kernel on its target
+ * (pending bit, upcall unless masked) and the call returns 0; null when KVM leaves the
+ * call to the VMM (port not in the table, or kvm_xen_set_evtchn fails: no such vCPU).
+ */
+export function kvmEvtchnSend(d: Domain, sendPort: number): bigint | null {
+  const e = tables.get(d)?.get(sendPort);
+  if (!e) return null;
+  const v = d.vcpu(e.vcpu);
+  if (!v || BigInt(e.port) >= maxPort(d)) return null;
+  const ch = channel(d, e.port) ?? newChannel(e.port);
+  evtchnState(d).ops.setPending(v, ch);
+  return 0n;
+}

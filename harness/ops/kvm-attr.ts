@@ -1,0 +1,89 @@
+// The VMM's side of KVM's Xen attributes: reading them back (KVM_XEN_HVM_GET_ATTR,
+// KVM_XEN_VCPU_GET_ATTR) and the vCPU attributes only a VMM sets (KVM_XEN_VCPU_SET_ATTR:
+// UPCALL_VECTOR, VCPU_ID, TIMER). On the kvm target they are the ioctls; on the model,
+// what KVM would hold and answer (harness/model/kvm-attr.ts, from arch/x86/kvm/xen.c).
+import { z } from 'zod';
+import { defineOp, int, type Action } from './types.js';
+import {
+  KVM_XEN_GET_ATTRS, KVM_XEN_PRIO_2LEVEL, kvmXenGetAttr, kvmXenSetTimer, kvmXenSetUpcallVector, kvmXenSetVcpuId,
+} from '../model/kvm-attr.js';
+import { EVTCHNSTAT, KVM_XEN_EVTCHN_FLAG, kvmEvtchnSetattr } from '../model/kvm-evtchn.js';
+
+export const xenGetAttr = defineOp({
+  name: 'kvm.xen_get_attr',
+  summary:
+    'The VMM reads a Xen attribute back from KVM: long_mode, shared_info (gfn), xen_version, callback_vector (VM); ' +
+    'vcpu_info (gpa), vcpu_id, upcall_vector, timer_port, timer_priority, timer_expires (the vCPU); OUT value',
+  args: z.strictObject({ attr: z.enum(KVM_XEN_GET_ATTRS) }),
+  requires: ['shared_info', 'flavor.kvm'],
+  out: ['value'],
+  encode: (a): Action => ({ kind: 'host', op: 'kvm.xen_get_attr', args: a }),
+  model: (_m, a, { dom, vcpu }) => ({ out: { value: kvmXenGetAttr(dom, vcpu, a.attr) } }),
+});
+
+export const xenSetUpcallVector = defineOp({
+  name: 'kvm.xen_set_upcall_vector',
+  summary: 'The VMM sets the vCPU\'s upcall vector in KVM (KVM_XEN_VCPU_ATTR_TYPE_UPCALL_VECTOR, 0..255); ret 0 or -EINVAL for 1..0x0f',
+  args: z.strictObject({ vector: int() }),
+  requires: ['evtchn.upcall_vector', 'flavor.kvm'],
+  encode: (a): Action => ({ kind: 'host', op: 'kvm.xen_set_upcall_vector', args: a }),
+  model: (_m, a, { vcpu }) => ({ ret: kvmXenSetUpcallVector(vcpu, a.vector) }),
+});
+
+export const xenSetVcpuId = defineOp({
+  name: 'kvm.xen_set_vcpu_id',
+  summary: 'The VMM sets the vCPU\'s Xen vCPU id in KVM (KVM_XEN_VCPU_ATTR_TYPE_VCPU_ID); ret 0 or -EINVAL at KVM_MAX_VCPUS and above',
+  args: z.strictObject({ id: int() }),
+  requires: ['timer', 'flavor.kvm'],
+  encode: (a): Action => ({ kind: 'host', op: 'kvm.xen_set_vcpu_id', args: a }),
+  model: (_m, a, { vcpu }) => ({ ret: kvmXenSetVcpuId(vcpu, a.id) }),
+});
+
+export const xenSetTimer = defineOp({
+  name: 'kvm.xen_set_timer',
+  summary:
+    'The VMM hands the vCPU\'s Xen timer to KVM (KVM_XEN_VCPU_ATTR_TYPE_TIMER: port, priority, expires_ns; ' +
+    'port 0 stops it), as on migration; ret 0 or -EINVAL for a port with a priority other than 2-level. The expiry must lie in the future',
+  args: z.strictObject({ port: int(), priority: int().optional(), expires_ns: int() }),
+  requires: ['timer', 'flavor.kvm'],
+  encode: (a): Action => ({ kind: 'host', op: 'kvm.xen_set_timer', args: { ...a, priority: a.priority ?? KVM_XEN_PRIO_2LEVEL } }),
+  model: (_m, a, { vcpu }) => ({ ret: kvmXenSetTimer(vcpu, a.port, a.priority ?? KVM_XEN_PRIO_2LEVEL, a.expires_ns) }),
+});
+
+const evtchnArgs = z.strictObject({
+  send_port: int(), type: int().optional(), port: int().optional(), vcpu: int().optional(), priority: int().optional(),
+});
+
+function evtchnOp(name: string, flags: bigint, summary: string) {
+  return defineOp({
+    name,
+    summary,
+    args: name === 'kvm.xen_evtchn_reset' ? z.strictObject({}).optional() : evtchnArgs,
+    requires: ['evtchn.send', 'flavor.kvm'],
+    encode: (a): Action => {
+      const x = (a ?? {}) as Partial<Record<'send_port' | 'type' | 'port' | 'vcpu' | 'priority', bigint>>;
+      return {
+        kind: 'host',
+        op: name,
+        args: {
+          flags, send_port: x.send_port ?? 0n, type: x.type ?? EVTCHNSTAT.ipi, port: x.port ?? x.send_port ?? 0n,
+          vcpu: x.vcpu ?? 0n, priority: x.priority ?? KVM_XEN_PRIO_2LEVEL,
+        },
+      };
+    },
+    model: (_m, a, { dom }) => {
+      const x = a as unknown as Record<'flags' | 'send_port' | 'type' | 'port' | 'vcpu' | 'priority', bigint>;
+      return { ret: kvmEvtchnSetattr(dom, { flags: x.flags, sendPort: x.send_port, type: x.type, port: x.port, vcpu: x.vcpu, priority: x.priority }) };
+    },
+  });
+}
+
+export const xenEvtchnAssign = evtchnOp('kvm.xen_evtchn_assign', 0n,
+  'The VMM registers a send port with KVM (KVM_XEN_ATTR_TYPE_EVTCHN: type EVTCHNSTAT_ipi (default) or _interdomain, ' +
+  'delivered to `port` (default send_port) on `vcpu`), so the guest\'s EVTCHNOP_send on it is served in-kernel; ret 0 or the errno');
+export const xenEvtchnUpdate = evtchnOp('kvm.xen_evtchn_update', KVM_XEN_EVTCHN_FLAG.UPDATE,
+  'KVM_XEN_EVTCHN_UPDATE: retarget a registered send port to another vCPU (type and port must match); ret 0 or the errno');
+export const xenEvtchnDeassign = evtchnOp('kvm.xen_evtchn_deassign', KVM_XEN_EVTCHN_FLAG.DEASSIGN,
+  'KVM_XEN_EVTCHN_DEASSIGN: KVM forgets the send port (EVTCHNOP_send goes to the VMM again); ret 0 or -ENOENT');
+export const xenEvtchnReset = evtchnOp('kvm.xen_evtchn_reset', KVM_XEN_EVTCHN_FLAG.RESET,
+  'KVM_XEN_EVTCHN_RESET: KVM forgets every send port; ret 0');
