@@ -7,6 +7,7 @@
 #   probe <probe output>      exit <code>       taint <kernel taint mask>
 #   junit-begin <bytes>, base64 of the gzipped JUnit file, junit-end <sha256>
 #   junit-missing             fatal <reason>    done
+#   diff-begin/diff-end: the same for the differential report (JUNIT with .differential.xml)
 #   wall <seconds the inner command took>
 #   gcda-begin/gcda-end, gcda-missing: the same for xen.gcda when XCONF_COVERAGE=1
 # and powers off. Kernel command line switches (for debugging):
@@ -75,7 +76,7 @@ mark "release $(uname -r)"
 junit=${XCONF_LIVE_JUNIT:-/tmp/junit.xml}
 XCONF_LIVE_KERNEL=$(uname -r)
 export HOME=/tmp XCONF_LIVE=1 XCONF_LIVE_JUNIT="$junit" XCONF_LIVE_KERNEL
-rm -f "$junit"
+rm -f "$junit" "${junit%.xml}.differential.xml"
 
 # Coverage variant: xen.o's gcov counters, zeroed so they count the inner command only.
 gcda=
@@ -103,6 +104,13 @@ if [ -f "$junit" ]; then
 	mark "junit-end $(sha256sum "$junit" | cut -d' ' -f1)"
 else
 	mark junit-missing
+fi
+# The differential of the run against its reference (--diff-report), when there is one.
+diff=${junit%.xml}.differential.xml
+if [ -f "$diff" ]; then
+	mark "diff-begin $(wc -c <"$diff")"
+	gzip -c "$diff" | base64
+	mark "diff-end $(sha256sum "$diff" | cut -d' ' -f1)"
 fi
 if [ -n "$gcda" ]; then
 	cp "$gcda" /tmp/xen.gcda

@@ -11,6 +11,9 @@
 // also gets a suite "<label>/live-kvm" with one case, "boot-and-run", that fails
 // when the guest did not deliver (timeout, crash, no JUnit, unexpected exit code).
 // Prints one summary line per kernel. The report is written atomically.
+// --file NAME merges RESULT_DIR/NAME instead of junit.xml; --no-boot leaves out
+// the boot-and-run suites (for a part of the results, such as differential.xml,
+// whose boot verdict is in the main report).
 // Exit status: 0 when written, 2 on bad usage or unreadable input.
 import { existsSync, readFileSync, renameSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join, basename } from 'node:path';
@@ -22,14 +25,18 @@ function die(msg) {
 
 const args = process.argv.slice(2);
 let out = null;
+let fileName = 'junit.xml';
+let boot = true;
 const dirs = [];
 for (let i = 0; i < args.length; i++) {
   if (args[i] === '--out') out = args[++i];
   else if (args[i].startsWith('--out=')) out = args[i].slice(6);
+  else if (args[i] === '--file') fileName = args[++i];
+  else if (args[i] === '--no-boot') boot = false;
   else if (args[i].startsWith('-')) die(`unknown option ${args[i]}`);
   else dirs.push(args[i]);
 }
-if (!out || dirs.length === 0) die('usage: merge-junit.mjs --out FILE RESULT_DIR...');
+if (!out || dirs.length === 0) die('usage: merge-junit.mjs --out FILE [--file NAME] [--no-boot] RESULT_DIR...');
 
 // ---- small XML helpers (enough for JUnit; no DTDs, no entities beyond the five) ----
 
@@ -186,7 +193,7 @@ for (const dir of dirs) {
   };
   let inner = null;
   let problem = meta.status === 'ok' ? null : meta.reason || 'the guest did not complete';
-  const junitFile = join(dir, 'junit.xml');
+  const junitFile = join(dir, fileName);
   if (existsSync(junitFile)) {
     try {
       inner = rewrite(readFileSync(junitFile, 'utf8'), label, props);
@@ -194,8 +201,13 @@ for (const dir of dirs) {
       problem = `the JUnit file from the guest is not usable: ${e.message}`;
     }
   }
-  if (!problem && inner && meta.exit === '1' && inner.counts.failures + inner.counts.errors === 0) {
-    problem = 'the inner command exited 1 but its JUnit file reports no failure';
+  if (boot && !problem && inner && meta.exit === '1' && inner.counts.failures + inner.counts.errors === 0) {
+    // The cases passed: a disagreement with the reference is what failed (it has its own report).
+    const diffFile = join(dir, 'differential.xml');
+    const disagreements = existsSync(diffFile) ? (readFileSync(diffFile, 'utf8').match(/<failure /g) ?? []).length : 0;
+    problem = disagreements
+      ? `the run disagreed with its reference on ${disagreements} case(s) (see the differential report)`
+      : 'the inner command exited 1 but its JUnit file reports no failure';
   }
   if (!problem && !okExit.has(meta.exit) && meta.exit !== '1') {
     problem = `the inner command exited ${meta.exit}`;
@@ -214,17 +226,18 @@ for (const dir of dirs) {
     }
   }
   own += '</testcase></testsuite>';
-  suites.push(own);
+  if (boot) suites.push(own);
+  else problem = null; // a part report (the differential): the boot verdict is in the main report
   if (inner?.xml) suites.push(inner.xml);
 
   const c = inner?.counts ?? { tests: 0, failures: 0, errors: 0, skipped: 0, known: 0, time: 0 };
-  totals.tests += c.tests + 1;
+  totals.tests += c.tests + (boot ? 1 : 0);
   totals.failures += c.failures;
   totals.errors += c.errors + (problem ? 1 : 0);
   totals.skipped += c.skipped;
   totals.time += seconds;
   summary.push(
-    `${label.padEnd(11)} kernel ${String(props.kernel).padEnd(9)} KVM_CAP_XEN_HVM=${(meta.cap || '?').padEnd(5)} ` +
+    `${boot ? '' : 'differential '}${label.padEnd(11)} kernel ${String(props.kernel).padEnd(9)} KVM_CAP_XEN_HVM=${(meta.cap || '?').padEnd(5)} ` +
       `exit ${(meta.exit ?? '-').padEnd(3)} tests ${c.tests} failures ${c.failures + c.errors} skipped ${c.skipped} known ${c.known} ` +
       `boot ${meta.boot_seconds ?? '?'}s taint ${meta.taint || '?'}` +
       (inner ? '' : ' (no JUnit)') +

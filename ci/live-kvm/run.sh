@@ -9,7 +9,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
-default_cmd='node bin/xconf.js run --target=kvm --in-process --diff-against=model-kvm --junit=/tmp/junit.xml'
+default_cmd='node bin/xconf.js run --target=kvm --in-process --diff-against=model-kvm --expect=auto --junit=/tmp/junit.xml --diff-report=/tmp/junit.differential.xml'
 kernels=${XCONF_LIVE_KERNELS:-6.1 6.12}
 inner_cmd=${XCONF_LIVE_CMD:-$default_cmd}
 guest_junit=${XCONF_LIVE_JUNIT:-/tmp/junit.xml}
@@ -328,8 +328,8 @@ show_console() {
 	fi
 	awk -v p="[$1] " -v m="@@xconf-live:$nonce:" '
 		{ sub(/\r$/, "") }
-		index($0, m "junit-begin") || index($0, m "gcda-begin") { print p $0; skip = 1; fflush(); next }
-		index($0, m "junit-end") || index($0, m "gcda-end") { skip = 0 }
+		index($0, m "junit-begin") || index($0, m "diff-begin") || index($0, m "gcda-begin") { print p $0; skip = 1; fflush(); next }
+		index($0, m "junit-end") || index($0, m "diff-end") || index($0, m "gcda-end") { skip = 0 }
 		!skip { print p $0; fflush() }'
 }
 
@@ -341,7 +341,7 @@ marker() {
 declare -A verdict=()
 extra_summary=()
 
-# Decode payload $2 (junit, gcda) of serial log $1 into file $3. Returns 1 when it was sent
+# Decode payload $2 (junit, diff, gcda) of serial log $1 into file $3. Returns 1 when it was sent
 # but its sha256 does not match; no file when it was not sent.
 payload() {
 	local log=$1 what=$2 out=$3 want got
@@ -363,7 +363,7 @@ boot_kernel() {
 	local series=$1 label=linux-$1
 	local dir=$results/$label
 	mkdir -p "$dir"
-	rm -f "$dir/serial.log" "$dir/junit.xml" "$dir/meta"
+	rm -f "$dir/serial.log" "$dir/junit.xml" "$dir/differential.xml" "$dir/meta"
 	local append="console=ttyS0 panic=-1${append_extra:+ $append_extra}"
 	if covered "$series"; then append+=" xconf.coverage=1"; fi
 	[[ $shell_mode != 1 ]] || append+=" xconf.shell=1"
@@ -398,6 +398,8 @@ boot_kernel() {
 
 	if ! payload "$log" junit "$dir/junit.xml"; then
 		status=failed reason="the JUnit file was corrupted on the serial console (sha256 mismatch)"
+	elif ! payload "$log" diff "$dir/differential.xml"; then
+		status=failed reason="the differential report was corrupted on the serial console (sha256 mismatch)"
 	fi
 	local wall cov=''
 	wall=$(marker "$log" wall)
@@ -454,6 +456,13 @@ done
 echo
 echo "live-kvm summary"
 node "$here/merge-junit.mjs" --out "$report" "${result_dirs[@]}" || die "merging the JUnit files failed"
+# The differentials (kvm against model-kvm) in a report of their own, so the cases are counted once.
+diff_dirs=()
+for d in "${result_dirs[@]}"; do [[ -f $d/differential.xml ]] && diff_dirs+=("$d"); done
+if ((${#diff_dirs[@]})); then
+	node "$here/merge-junit.mjs" --file differential.xml --no-boot --out "${report%.xml}.differential.xml" "${diff_dirs[@]}" ||
+		die "merging the differential reports failed"
+fi
 for line in "${extra_summary[@]}"; do echo "$line"; done
 took total "$total_start"
 for step in "${timing_order[@]}"; do printf '  %-18s %5d s\n' "$step" "${timing[$step]}"; done

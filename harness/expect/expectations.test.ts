@@ -108,3 +108,21 @@ divergences:
     expect(autoExpectationFiles(d, 'model', undefined)).toEqual([]);
   });
 });
+
+describe("the project's own expectations files", () => {
+  it('load, and every entry names cases that exist in suites/', async () => {
+    const { readdirSync } = await import('node:fs');
+    const { loadPaths } = await import('../suite/loader.js');
+    const { plan } = await import('../runner/plan.js');
+    const cases = loadPaths(['suites']).cases;
+    const names = plan(cases, {}).map((pc) => pc.name);
+    const ids = cases.map((c) => c.id);
+    const files = readdirSync('expectations').filter((f) => f.endsWith('.yaml'));
+    expect(files.length).toBeGreaterThan(0);
+    for (const f of files) {
+      const e = loadExpectations(join('expectations', f));
+      expect(f.startsWith(`${e.target}`)).toBe(true);
+      for (const entry of e.entries) expect(names.some((n) => entry.match(n, '')) || ids.some((i) => entry.match('', i)), `${entry.source}`).toBe(true);
+    }
+  });
+});

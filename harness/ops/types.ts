@@ -155,8 +155,6 @@ export interface OpDef<S extends z.ZodType = z.ZodType> {
   args: S;
   /** Capabilities the target needs for this op. */
   requires: readonly string[];
-  /** More capabilities the op needs when the guest is 32-bit (the compat ABI). */
-  compatRequires?: readonly string[];
   /** OUT field names the op can produce (for `expect.out` and `save`). */
   out?: readonly string[];
   encode(args: Resolved<z.output<S>>, ctx: OpContext): Action;

@@ -78,7 +78,6 @@ export function requirements(c: LoadedCase, setup: SessionSetup, vars?: Vars): s
   const req = new Set(c.requires);
   for (const s of c.steps) {
     for (const r of s.op.requires) req.add(r);
-    if (setup.mode === 32) for (const r of s.op.compatRequires ?? []) req.add(r);
     // A host- or guest-side action is a capability of its own: a target runs only those it implements.
     if (s.op.model) {
       req.add(hostOpCapability(s.op.name));

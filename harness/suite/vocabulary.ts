@@ -19,7 +19,6 @@ export const CAPABILITIES: Record<string, string> = {
   'evtchn.upcall_vector': 'a per-vCPU upcall vector (HVMOP_set_evtchn_upcall_vector) is injected into the vCPU\'s LAPIC by the event-channel code (KVM_XEN_VCPU_ATTR_TYPE_UPCALL_VECTOR)',
   'evtchn.callback_vector': 'the domain callback vector (HVM_PARAM_CALLBACK_IRQ, vector type) is injected while evtchn_upcall_pending is set (KVM_XEN_ATTR_TYPE_UPCALL_VECTOR)',
   'sched.poll': 'SCHEDOP_poll',
-  'sched.poll.compat': 'SCHEDOP_poll from a 32-bit (compat) guest is handled as a poll (not degraded to a yield)',
   timer: 'Xen one-shot / periodic timers and VIRQ_TIMER',
   'gnttab.v1': 'grant tables, version 1',
   'gnttab.v2': 'grant tables, version 2',

@@ -23,7 +23,6 @@ import { hostOpCapability, hostOpOutCapability } from '../../ops/types.js';
 import type { Capabilities, Driver, Session, SessionSetup } from '../driver.js';
 import { GuestVm, loadAddon, MP_STATE, probeKvm, XEN_HVM_FLAG, type KvmProbe } from './addon.js';
 import { GUEST_LAYOUT, type CommandResult, type GuestCommand } from './guest.js';
-import { compatPollVerdict, observeCompatPoll } from './feature-probe.js';
 import { takeUpcallsLive, upcallForwarding, upcallVectors } from './upcall-live.js';
 import { kvmRunstate, raceLive, runstateDataArg, runstateOutOf } from './runstate-live.js';
 import { KVM_XEN_INVALID_GPA } from '../../model/runstate.js';
@@ -156,8 +155,6 @@ export function kvmCapabilities(p: KvmProbe, vendor: 'intel' | 'amd' | undefined
     has.delete('sched.poll');
     missing.set('sched.poll', 'in-kernel SCHEDOP_poll needs an in-kernel LAPIC (KVM_CREATE_IRQCHIP failed)');
   }
-  // Decided by a behaviour probe in KvmDriver.probe() when sched.poll is there.
-  missing.set('sched.poll.compat', has.has('sched.poll') ? 'not probed' : `needs sched.poll (${missing.get('sched.poll')})`);
   for (const [cap, why] of Object.entries(NOT_PROVIDED)) missing.set(cap, why);
   for (const v of ['intel', 'amd'] as const) {
     if (vendor === v) has.add(`cpu.${v}`);
@@ -569,14 +566,6 @@ export class KvmDriver implements Driver {
     if (!p.ok) throw new DriverError(`kvm target unavailable: ${p.reason}`, { code: p.code, errno: p.errno });
     const vendor = hostVendor();
     const caps = kvmCapabilities(p, vendor);
-    // No KVM_CAP_XEN_HVM bit says whether a 32-bit SCHEDOP_poll is really polled: ask the kernel.
-    if (caps.has.has('sched.poll')) {
-      const why = compatPollVerdict(await observeCompatPoll(vendor ?? 'intel'));
-      if (why === undefined) {
-        (caps.has as Set<string>).add('sched.poll.compat');
-        (caps.missing as Map<string, string>).delete('sched.poll.compat');
-      } else (caps.missing as Map<string, string>).set('sched.poll.compat', why);
-    }
     this.probed = { caps, probe: p, vendor: vendor ?? 'intel' };
     return caps;
   }
