@@ -71,13 +71,16 @@ export function skipGroups(results: CaseResult[], missing: Readonly<Record<strin
   return out;
 }
 
-/** On a live target: cases whose steps the kernel served, those the VMM layer alone answered, and those with kernel host ops only. */
+/**
+ * On a live target: cases with a guest step (hypercall, MSR write) the kernel served, those with
+ * kernel host ops only (KVM ioctls, guest runs driven by the host), and those the VMM layer alone answered.
+ */
 export function servedCounts(results: CaseResult[]): { kernel: number; vmmOnly: number; hostOnly: number } | undefined {
   const ran = results.filter((r) => r.status !== 'skip');
   if (!ran.some((r) => r.steps.some((s) => s.servedBy === 'kernel' || s.servedBy === 'vmm'))) return undefined;
   const c = { kernel: 0, vmmOnly: 0, hostOnly: 0 };
   for (const r of ran) {
-    if (r.steps.some((s) => s.servedBy === 'kernel' && s.kind === 'hypercall')) c.kernel++;
+    if (r.steps.some((s) => s.servedBy === 'kernel' && s.kind !== 'host')) c.kernel++;
     else if (r.steps.some((s) => s.servedBy === 'kernel')) c.hostOnly++;
     else c.vmmOnly++;
   }

@@ -116,6 +116,7 @@ describe('console', () => {
   it('served counts only on targets that say who served; host ops alone are their own class', () => {
     const s = (servedBy: string, kind: string) => ({ index: 0, label: 'o', line: 1, status: 'pass' as const, servedBy, kind });
     const mk = (...steps: ReturnType<typeof s>[]): CaseResult => ({ ...base, id: 'z', variant: '', name: 'z', status: 'pass', steps });
+    expect(servedCounts([mk(s('kernel', 'wrmsr'), s('vmm', 'hypercall'))])).toEqual({ kernel: 1, vmmOnly: 0, hostOnly: 0 });
     expect(servedCounts([mk(s('model', 'hypercall'))])).toBeUndefined();
     expect(servedCounts([mk(s('kernel', 'hypercall'), s('vmm', 'hypercall')), mk(s('vmm', 'hypercall')), mk(s('kernel', 'host'), s('vmm', 'hypercall'))]))
       .toEqual({ kernel: 1, vmmOnly: 1, hostOnly: 1 });
