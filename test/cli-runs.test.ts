@@ -116,8 +116,8 @@ describe('stopping', () => {
     child.kill('SIGTERM');
     const code = await new Promise((r) => child.on('exit', r));
     expect(code).toBe(143);
-    expect(out).toMatch(/^INTERRUPTED \(SIGTERM\): \d+ of 778 cases ran; reports mark the run as partial$/m);
-    expect(readFileSync(`${d}/j.xml`, 'utf8')).toMatch(/<testcase classname="xconf.run" name="interrupted">\s*<error message="run interrupted \(SIGTERM\) after \d+ of 778 cases/);
+    expect(out).toMatch(/^INTERRUPTED \(SIGTERM\): \d+ of \d+ cases ran; reports mark the run as partial$/m);
+    expect(readFileSync(`${d}/j.xml`, 'utf8')).toMatch(/<testcase classname="xconf.run" name="interrupted">\s*<error message="run interrupted \(SIGTERM\) after \d+ of \d+ cases/);
     const k = readFileSync(`${d}/k.ktap`, 'utf8').trimEnd().split('\n');
     expect(k[2]).toMatch(/^1\.\.\d{3}$/);
     expect(k.at(-1)).toMatch(/^Bail out! run interrupted \(SIGTERM\)/);
