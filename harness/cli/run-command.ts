@@ -14,7 +14,7 @@ import { runPlan } from '../runner/run.js';
 import { runParallel } from '../runner/parallel.js';
 import { counts, type CaseResult, type RunSummary } from '../runner/results.js';
 import { diffCounts, runDifferential } from '../runner/differential.js';
-import { applyExpectations, autoExpectationFiles, loadExpectations, targetVersion, type ExpectationFile } from '../expect/expectations.js';
+import type { ExpectationFile } from '../expect/expectations.js';
 import { differentialJunitXml, junitXml } from '../report/junit.js';
 import { ktap } from '../report/ktap.js';
 import { consoleSummary, styleFor } from '../report/console.js';
@@ -22,7 +22,6 @@ import { Progress } from '../report/progress.js';
 import { runJson } from '../report/json.js';
 import { writeAtomic } from '../report/atomic-write.js';
 import { checkReportPaths, clearReports, lockReports, type ReportPath } from './report-files.js';
-import { failedInReport } from './rerun.js';
 import { intOption, parse, type Values } from './args.js';
 import { HELP } from './help.js';
 import { kcidbOptions } from './kcidb-options.js';
@@ -112,12 +111,15 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
   const kcidbWriter = kcidb ? await import('../report/kcidb.js') : undefined;
   const reports = reportPaths(v);
   checkReportPaths(reports);
-  const rerun = v['rerun-failed'] ? failedInReport(String(v.junit)) : undefined;
+  // Modules an option alone needs (the YAML and XML parsers) load only with that option.
+  const rerun = v['rerun-failed'] ? (await import('./rerun.js')).failedInReport(String(v.junit)) : undefined;
   if (rerun && rerun.size === 0) {
     process.stdout.write(`xconf: ${v.junit} records no failed cases: nothing to rerun\n`);
     return EXIT.ok;
   }
-  const expectFiles: ExpectationFile[] = ((v.expect as string[] | undefined) ?? []).filter((f) => f !== 'auto').map(loadExpectations);
+  const expectArgs = (v.expect as string[] | undefined) ?? [];
+  const expectations = expectArgs.length ? await import('../expect/expectations.js') : undefined;
+  const expectFiles: ExpectationFile[] = expectations ? expectArgs.filter((f) => f !== 'auto').map(expectations.loadExpectations) : [];
   // From here on the previous reports are gone: whatever stops this run, none can pass for its result.
   lockReports(reports);
   clearReports(reports);
@@ -137,9 +139,9 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
   const reference = against === undefined ? undefined : await createDriver(against);
   await reference?.probe();
   const caps = await driver.probe();
-  const version = targetVersion(caps.properties);
-  if ((v.expect as string[] | undefined)?.includes('auto')) {
-    expectFiles.push(...autoExpectationFiles(EXPECTATIONS_DIR, target, version).map(loadExpectations));
+  const version = expectations?.targetVersion(caps.properties);
+  if (expectations && expectArgs.includes('auto')) {
+    expectFiles.push(...expectations.autoExpectationFiles(EXPECTATIONS_DIR, target, version).map(expectations.loadExpectations));
   }
 
   const order = new Map(planned.map((pc, i) => [pc.name, i]));
@@ -195,11 +197,13 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
     results = (await runPlan(runOrder, driver, { timeoutSeconds: timeout, seed: String(seed ?? 0), isolate, signal: ac.signal, onResult })).results;
   }
   const run: RunSummary = { ...base(results), durationMs: performance.now() - t0 };
-  // An entry that matches no case is stale only when the whole suite tree was loaded.
-  const known = positionals.length ? undefined : { names: plan(loaded.cases, {}).map((pc: PlannedCase) => pc.name), ids: loaded.cases.map((c) => c.id) };
-  const applied = applyExpectations(expectFiles, driver.name, version, run.results, known);
-  run.results = applied.results;
-  if (applied.problems.length) run.expectationProblems = applied.problems;
+  if (expectations) {
+    // An entry that matches no case is stale only when the whole suite tree was loaded.
+    const known = positionals.length ? undefined : { names: plan(loaded.cases, {}).map((pc: PlannedCase) => pc.name), ids: loaded.cases.map((c) => c.id) };
+    const applied = expectations.applyExpectations(expectFiles, driver.name, version, run.results, known);
+    run.results = applied.results;
+    if (applied.problems.length) run.expectationProblems = applied.problems;
+  }
   if (stop.why() || bailed) run.interrupted = stop.why() ?? '--bail: stopped at the first failure';
   // Stopped before the comparison: the differential report exists, empty and marked interrupted.
   if (reference && run.interrupted) run.differential = { target: driver.name, reference: reference.name, entries: [] };
