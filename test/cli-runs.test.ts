@@ -168,6 +168,16 @@ describe('selection and workers', () => {
     expect(cli('run', 'suites/hypercall', '--rerun-failed', `--junit=${none}/j.xml`).stdout).toMatch(/records no failed cases: nothing to rerun/);
     expect(cli('run', '--rerun-failed', `--junit=${none}/absent.xml`).stderr).toMatch(/--rerun-failed: no previous report at .*absent\.xml \(ENOENT\)/);
   });
+  it('an empty shard of a fan-out runs nothing and passes; a rerun matching nothing selected is a usage error', () => {
+    const d = tmp();
+    const r = cli('run', 'suites/hypercall/xen-version-version.yaml', '--shard=3/3', `--junit=${d}/j.xml`);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^0 passed, 0 failed, 0 skipped, 0 known divergences$/m);
+    expect(cli('run', 'test/cases/fails', `--junit=${d}/f.xml`).status).toBe(1);
+    const rr = cli('run', 'suites/hypercall', '--rerun-failed', `--junit=${d}/f.xml`);
+    expect(rr.status).toBe(2);
+    expect(rr.stderr).toMatch(/no cases matched: none of the 1 failed cases in .*f\.xml is among the selected cases/);
+  });
   it('isolated runs print a line per finished case as they go', () => {
     const d = tmp();
     const r = cli('run', 'suites/hypercall/xen-version-version.yaml', '--isolate', `--junit=${d}/j.xml`);

@@ -128,10 +128,10 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
   const loaded = loadPaths(paths);
   if (loaded.problems.length) throw new SuiteError(loaded.problems);
   let planned = planOrThrow(loaded.cases, { paths, filter: v.filter as string | undefined, shard });
-  if (rerun) planned = planned.filter((pc) => rerun.has(pc.name));
-  if (!planned.length) {
-    const what = [`paths ${paths.join(' ')}`, v.filter ? `--filter='${v.filter}'` : '', shard ? `--shard=${v.shard}` : '', rerun ? `--rerun-failed (${rerun.size} in ${v.junit})` : ''].filter(Boolean).join(', ');
-    throw new UsageError(`no cases matched (${what}); see 'xconf list' for the case ids and README.md for the filter syntax`);
+  // planOrThrow refuses an empty selection (an empty shard of a fan-out is fine); so does a rerun.
+  if (rerun) {
+    planned = planned.filter((pc) => rerun.has(pc.name));
+    if (!planned.length) throw new UsageError(`no cases matched: none of the ${rerun.size} failed cases in ${v.junit} is among the selected cases`);
   }
   const driver = await createDriver(target);
   // The reference is created and probed before anything runs, so a reference
@@ -162,9 +162,15 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
     if (run.differential) writeAtomic(reports.find((r) => r.option === '--diff-report')!.path, differentialJunitXml(run));
     persistMs = performance.now() - t;
   };
-  // Progress rewrites cost at most a tenth of the run: never sooner than 250 ms, nor than ten times the last write.
-  const due = () => performance.now() - last >= Math.max(PROGRESS_INTERVAL_MS, 10 * persistMs);
   const IN_PROGRESS = 'in progress: the run had not finished when this report was written';
+  // Progress rewrites, marked in progress, cost at most a tenth of the run: never sooner
+  // than 250 ms after the last, nor than ten times the last write's cost.
+  let last = performance.now();
+  const persistIfDue = (partial: () => RunSummary) => {
+    if (performance.now() - last < Math.max(PROGRESS_INTERVAL_MS, 10 * persistMs)) return;
+    persist({ ...partial(), interrupted: IN_PROGRESS });
+    last = performance.now();
+  };
   persist({ ...base([]), interrupted: IN_PROGRESS });
 
   const style = styleFor(process.stdout);
@@ -175,15 +181,11 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
   });
   const ac = new AbortController();
   stop.signal.addEventListener('abort', () => ac.abort(), { once: true });
-  let last = performance.now();
   let bailed = false;
   const onResult = (r: CaseResult, done: CaseResult[]) => {
     progress.caseDone(r);
     if (v.bail && (r.status === 'fail' || r.status === 'error') && !bailed) { bailed = true; ac.abort(); }
-    // Model cases finish in microseconds: rewrite at most every 250 ms; slow cases are persisted as each ends.
-    if (!due()) return;
-    persist({ ...base(done), interrupted: IN_PROGRESS });
-    last = performance.now();
+    persistIfDue(() => base(done));
   };
   const t0 = performance.now();
   const runOrder = seed === undefined ? planned : shuffled(planned, seed);
@@ -209,17 +211,12 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
   if (reference && run.interrupted) run.differential = { target: driver.name, reference: reference.name, entries: [] };
   persist(run);
   if (reference && !run.interrupted) {
-    last = performance.now();
     const ranHere = new Set(run.results.map((r) => r.name));
     run.differential = await runDifferential(planned.filter((pc) => ranHere.has(pc.name)), run.results, driver.name, reference, {
       timeoutSeconds: timeout, seed: String(seed ?? 0),
       // Model references run in this process (fast); a kvm reference is isolated like a kvm target.
       isolate: !v['in-process'] && (!!v.isolate || reference.name === 'kvm'),
-      onProgress: (soFar) => {
-        if (!due()) return;
-        persist({ ...run, differential: soFar(), interrupted: IN_PROGRESS });
-        last = performance.now();
-      },
+      onProgress: (soFar) => persistIfDue(() => ({ ...run, differential: soFar() })),
     });
     if (stop.why()) run.interrupted = stop.why();
     persist(run);
