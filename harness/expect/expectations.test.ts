@@ -57,6 +57,8 @@ divergences:
     expect(() => loadExpectations(join(dir, 'absent.yaml'))).toThrow(/--expect: cannot read .*absent\.yaml \(ENOENT\)/);
     expect(() => loadExpectations(file('notmap.yaml', '- 1\n'))).toThrow(/notmap\.yaml:1:1: an expectations file is a mapping/);
     expect(() => loadExpectations(file('notarget.yaml', 'divergences: []\n'))).toThrow(/missing 'target'/);
+    // An unquoted 6.10 is the number 6.1: versions must be strings.
+    expect(() => loadExpectations(file('numver.yaml', 'target: kvm\nversion: 6.10\ndivergences: []\n'))).toThrow(/numver\.yaml:2:10: version must be a string: quote versions/);
   });
   it('globs: * crosses /, ? is one character, brackets are literal', () => {
     expect(compileGlob('sched/*[mode=32]').test('sched/poll-x[mode=32]')).toBe(true);

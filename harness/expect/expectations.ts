@@ -80,8 +80,8 @@ export function loadExpectations(file: string): ExpectationFile {
     const key = str(pair.key);
     const val = pair.value as Node | null;
     if (key === 'target' || key === 'version') {
-      const v = str(val) ?? (val && typeof (val as { value?: unknown }).value === 'number' ? String((val as { value: number }).value) : undefined);
-      if (!v) at(val ?? (pair.key as Node), `${key} must be a string (quote versions: "6.1")`);
+      const v = str(val);
+      if (!v) at(val ?? (pair.key as Node), `${key} must be a string: quote versions ("6.10"; unquoted, 6.10 is the number 6.1)`);
       else if (key === 'target') out.target = v;
       else out.version = v;
     } else if (key === 'divergences') {
@@ -93,9 +93,9 @@ export function loadExpectations(file: string): ExpectationFile {
         for (const p of item.items) {
           const k = str(p.key) ?? '';
           seen.add(k);
-          const v = str(p.value) ?? (p.value && typeof (p.value as { value?: unknown }).value === 'number' ? String((p.value as { value: number }).value) : undefined);
+          const v = str(p.value);
           if (!FIELDS.includes(k)) at(p.key as Node, `unknown field '${k}' (fields: ${FIELDS.join(', ')})`);
-          else if (v === undefined || v === '') at((p.value as Node) ?? (p.key as Node), `${k} must be a non-empty string`);
+          else if (v === undefined || v === '') at((p.value as Node) ?? (p.key as Node), `${k} must be a non-empty string${k === 'until' ? ' (quote versions: "6.2")' : ''}`);
           else f[k] = v;
         }
         for (const k of ['id', 'status', 'reason', 'where']) if (!seen.has(k)) at(item, `missing '${k}'`);
