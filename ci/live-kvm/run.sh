@@ -371,6 +371,11 @@ boot_kernel() {
 	[[ $shell_mode != 1 ]] || serial=mon:stdio
 	local qemu=(qemu-system-x86_64 -accel tcg -cpu max -smp "$smp" -m "$mem" -display none -nodefaults
 		-serial "$serial" -no-reboot -kernel "${kernel_image[$series]}" -initrd "$initrd" -append "$append")
+	# One TCG VM at a time on this machine (live-kvm, live-xen and manual boots share the
+	# lock): two at once on 2 cores double every build and boot and invite timeouts.
+	local tcg_fd
+	exec {tcg_fd}>"$cache/.tcg.lock"
+	flock -n "$tcg_fd" || { say "$label: waiting for another TCG VM to finish ($cache/.tcg.lock)"; flock "$tcg_fd"; }
 	say "$label: booting ${kernel_release[$series]} (timeout $timeout_s s; serial log $dir/serial.log)"
 	say "$label: $(printf '%q ' "${qemu[@]}")"
 	local t=$SECONDS rc
@@ -383,6 +388,7 @@ boot_kernel() {
 		rc=${PIPESTATUS[0]}
 	fi
 	set -e
+	exec {tcg_fd}>&-
 	local secs=$((SECONDS - t))
 	took "boot $label" "$t"
 
