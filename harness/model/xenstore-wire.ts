@@ -112,6 +112,9 @@ export class XsRingServer {
   private out: Uint8Array[] = [];
   constructor(readonly xs: XenStore, readonly conn: number) {}
 
+  /** Bytes of a request read from the ring but not yet whole (xenstored's conn->in). */
+  private inbuf: number[] = [];
+
   /** Service the ring page (4 KiB view); returns whether the guest should be notified. */
   service(page: Uint8Array): boolean {
     if (this.bad) return false;
@@ -120,20 +123,15 @@ export class XsRingServer {
     const prod = dv.getUint32(XS_RING.reqProd, true);
     if (((prod - cons) >>> 0) > XENSTORE_RING_SIZE) { this.bad = true; return false; }
     const avail = (prod - cons) >>> 0;
-    const peek = (off: number, n: number) => {
-      const b = new Uint8Array(n);
-      for (let i = 0; i < n; i++) b[i] = page[XS_RING.req + ((cons + off + i) & (XENSTORE_RING_SIZE - 1))];
-      return b;
-    };
-    let used = 0;
-    let notify = false;
-    while (avail - used >= XSD_SOCKMSG_SIZE) {
-      const h = new DataView(peek(used, XSD_SOCKMSG_SIZE).buffer);
+    for (let i = 0; i < avail; i++) this.inbuf.push(page[XS_RING.req + ((cons + i) & (XENSTORE_RING_SIZE - 1))]);
+    const used = avail;
+    let notify = used > 0;
+    while (this.inbuf.length >= XSD_SOCKMSG_SIZE) {
+      const h = new DataView(Uint8Array.from(this.inbuf.slice(0, XSD_SOCKMSG_SIZE)).buffer);
       const len = h.getUint32(12, true);
       if (len > XENSTORE_PAYLOAD_MAX) { this.bad = true; break; }
-      if (avail - used < XSD_SOCKMSG_SIZE + len) break;
-      const payload = peek(used + XSD_SOCKMSG_SIZE, len);
-      used += XSD_SOCKMSG_SIZE + len;
+      if (this.inbuf.length < XSD_SOCKMSG_SIZE + len) break;
+      const payload = Uint8Array.from(this.inbuf.splice(0, XSD_SOCKMSG_SIZE + len).slice(XSD_SOCKMSG_SIZE));
       const r = handle(this.xs, this.conn, { type: h.getUint32(0, true), reqId: h.getUint32(4, true), txId: h.getUint32(8, true), payload });
       this.out.push(encodeMsg(r));
       notify = true;
@@ -149,18 +147,19 @@ export class XsRingServer {
     return this.flush(page, dv) || notify;
   }
 
-  /** Copy queued replies into rsp while they fit whole (xenstored writes as space allows). */
+  /** Copy queued output into rsp as space allows: a reply larger than the ring goes in pieces. */
   private flush(page: Uint8Array, dv: DataView): boolean {
     let prod = dv.getUint32(XS_RING.rspProd, true);
     const cons = dv.getUint32(XS_RING.rspCons, true);
     let wrote = false;
     while (this.out.length) {
       const m = this.out[0];
-      if (XENSTORE_RING_SIZE - ((prod - cons) >>> 0) < m.length) break;
-      for (let i = 0; i < m.length; i++) page[XS_RING.rsp + ((prod + i) & (XENSTORE_RING_SIZE - 1))] = m[i];
-      prod = (prod + m.length) >>> 0;
-      this.out.shift();
+      const n = Math.min(m.length, XENSTORE_RING_SIZE - ((prod - cons) >>> 0));
+      if (n === 0) break;
+      for (let i = 0; i < n; i++) page[XS_RING.rsp + ((prod + i) & (XENSTORE_RING_SIZE - 1))] = m[i];
+      prod = (prod + n) >>> 0;
       wrote = true;
+      if (n === m.length) this.out.shift(); else this.out[0] = m.subarray(n);
     }
     dv.setUint32(XS_RING.rspProd, prod, true);
     return wrote;
