@@ -52,6 +52,7 @@ export function handle(xs: XenStore, conn: number, m: XsMsg): XsMsg {
   const reply = (payload: Uint8Array, type = m.type): XsMsg => ({ type, reqId: m.reqId, txId: m.txId, payload });
   try {
     const p = m.payload;
+    xs.checkTx(conn, m.txId);
     switch (m.type) {
       case XS.READ: return reply(xs.read(conn, m.txId, onearg(p)).slice());
       case XS.DIRECTORY: return reply(enc.encode(xs.directory(conn, m.txId, onearg(p)).map((c) => `${c}\0`).join('')));

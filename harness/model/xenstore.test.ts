@@ -58,12 +58,12 @@ describe('xenstore model: nodes and permissions', () => {
     expect(errno(() => xs.rm(1, 0, 'data/none/deeper'))).toBe('ENOENT');
   });
 
-  it('enforces the entry, value size, watch and transaction quotas', () => {
+  it('enforces the entry, value size, watch and transaction quotas (watches and transactions: quota + 1, as xenstored counts)', () => {
     const xs = fresh();
     expect(errno(() => xs.write(1, 0, 'data/big', new Uint8Array(XS_QUOTA.entrySize)))).toBe('ENOSPC');
-    for (let i = 0; i < XS_QUOTA.watches; i++) xs.watch(1, `data/w${i}`, 't');
+    for (let i = 0; i <= XS_QUOTA.watches; i++) xs.watch(1, `data/w${i}`, 't');
     expect(errno(() => xs.watch(1, 'data/one-more', 't'))).toBe('E2BIG');
-    for (let i = 0; i < XS_QUOTA.transactions; i++) xs.startTransaction(1, 0);
+    for (let i = 0; i <= XS_QUOTA.transactions; i++) xs.startTransaction(1, 0);
     expect(errno(() => xs.startTransaction(1, 0))).toBe('ENOSPC');
     const owned = xs.paths().filter((p) => p.startsWith('/local/domain/1')).length - 2; // name, domid are dom0's
     for (let i = owned; i < XS_QUOTA.entries; i++) xs.write(1, 0, `data/e${i}`, b(''));
@@ -81,7 +81,8 @@ describe('xenstore model: transactions and watches', () => {
     expect(errno(() => xs.endTransaction(1, t, true))).toBe('EAGAIN');
     expect(errno(() => xs.read(1, 0, 'data/x'))).toBe('ENOENT');
     expect(errno(() => xs.endTransaction(1, t, true))).toBe('ENOENT');
-    expect(errno(() => xs.startTransaction(1, 7))).toBe('EBUSY');
+    expect(errno(() => xs.startTransaction(1, 7))).toBe('ENOENT');
+    expect(errno(() => xs.startTransaction(1, xs.startTransaction(1, 0)))).toBe('EBUSY');
   });
 
   it('fires the initial event, then one per change at or below the watch', () => {

@@ -243,9 +243,12 @@ export class XenStore {
   }
 
   startTransaction(conn: number, txId: number): number {
+    this.tx(conn, txId);
     if (txId !== 0) throw new XsError('EBUSY');
+    // xenstored_transaction.c checks `transaction_started > quota_max_transaction` before
+    // counting the new one: a domain gets quota + 1 transactions.
     const open = [...this.txs.values()].filter((t) => t.conn === conn).length;
-    if (!this.privileged(conn) && open >= XS_QUOTA.transactions) throw new XsError('ENOSPC');
+    if (!this.privileged(conn) && open > XS_QUOTA.transactions) throw new XsError('ENOSPC');
     const id = this.nextTx++;
     this.txs.set(id, { id, conn, nodes: new Map(), seen: new Map() });
     return id;
@@ -269,7 +272,8 @@ export class XenStore {
     const rel = !path.startsWith('/') && !path.startsWith('@');
     const abs = this.canonical(conn, path);
     if (this.watches.some((w) => w.conn === conn && w.token === token && w.path === abs)) throw new XsError('EEXIST');
-    if (!this.privileged(conn) && this.watches.filter((w) => w.conn === conn).length >= XS_QUOTA.watches) throw new XsError('E2BIG');
+    // xenstored_watch.c: `domain_watch(conn) > quota_nb_watch_per_domain`, checked before adding.
+    if (!this.privileged(conn) && this.watches.filter((w) => w.conn === conn).length > XS_QUOTA.watches) throw new XsError('E2BIG');
     this.watches.push({ conn, path: abs, token, rel });
     this.events.push({ conn, path, token });
   }
@@ -296,6 +300,9 @@ export class XenStore {
       this.events.push({ conn: w.conn, path: w.rel && ev.startsWith(pre) ? ev.slice(pre.length) : ev, token: w.token });
     }
   }
+
+  /** process_message looks the transaction up first: an unknown tx_id is ENOENT for every type. */
+  checkTx(conn: number, txId: number): void { this.tx(conn, txId); }
 
   /** Every node path, sorted (for tests). */
   paths(): string[] { return [...this.nodes.keys()].sort(); }
