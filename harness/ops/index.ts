@@ -8,8 +8,9 @@ import * as evtchn from './evtchn.js';
 import * as kvm from './kvm.js';
 import * as kvmAttr from './kvm-attr.js';
 import * as gnttab from './gnttab.js';
+import * as xenstore from './xenstore.js';
 
-const modules: Array<Record<string, unknown>> = [core, xen, runstate, sched, evtchn, gnttab, kvm, kvmAttr];
+const modules: Array<Record<string, unknown>> = [core, xen, runstate, sched, evtchn, gnttab, kvm, kvmAttr, xenstore];
 
 export const ops = new Map<string, OpDef>();
 for (const m of modules) {

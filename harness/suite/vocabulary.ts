@@ -2,6 +2,7 @@
 // implements; cases list what they need in `requires:`) and flags.
 
 export const CAPABILITIES: Record<string, string> = {
+  xenstore: 'a xenstore server on the ring and port HVM_PARAM_STORE_PFN / STORE_EVTCHN give',
   'hypercall.intercept': 'hypercalls from the guest reach the Xen emulation',
   'hypercall.page': 'writing the Xen hypercall MSR fills the hypercall page',
   'hypercall.cpl': 'hypercalls can be issued from guest CPL > 0',
