@@ -9,6 +9,7 @@ import {
   type RunstateWriter,
 } from './runstate.js';
 import { checkUpdate, runstateGuard, versionGuard } from './runstate-torn-read.js';
+import { GuestMemory } from './guest-memory.js';
 import { updateVcpuTime, writeWallclock } from './time.js';
 import { VMASST_TYPE } from './vm-assist.js';
 import { SHARED_INFO } from './memory-layout.js';
@@ -161,5 +162,77 @@ describe('version protocols', () => {
       d.memory.setU32(base, 2);
     });
     expect(r.acceptedTorn).toBeGreaterThan(0);
+  });
+});
+
+describe('torn-read analysis against a brute-force enumeration', () => {
+  /** Every window (i, k) of one replay, every snapshot of it enumerated: the definition, slowly. */
+  function bruteForce(states: Uint8Array[], committed: Uint8Array[], stable: (img: Uint8Array) => boolean, guard: (img: Uint8Array) => number) {
+    const key = (a: Uint8Array) => Array.from(a).join(',');
+    const ok = new Set(committed.map(key));
+    let accepted = 0;
+    let visible = 0;
+    for (const s of states) if (!ok.has(key(s))) visible++;
+    for (let i = 0; i < states.length; i++) {
+      if (!stable(states[i])) continue;
+      for (let k = i; k < states.length; k++) {
+        if (guard(states[k]) !== guard(states[i])) continue;
+        const sets = Array.from(states[0], (_, b) => [...new Set(states.slice(i, k + 1).map((s) => s[b]))]);
+        let torn = false;
+        const walk = (b: number, img: number[]) => {
+          if (torn) return;
+          if (b === sets.length) { if (!ok.has(img.join(','))) torn = true; return; }
+          for (const v of sets[b]) walk(b + 1, [...img, v]);
+        };
+        walk(0, []);
+        if (torn) accepted++;
+      }
+    }
+    return { accepted, visible };
+  }
+
+  /** The replay checkUpdate makes (ascending byte order): byte stores one by one, atomic stores whole. */
+  function replayAsc(before: Uint8Array, base: number, stores: Array<{ gpa: number; bytes: Uint8Array }>, desc: boolean) {
+    const img = before.slice();
+    const out = [img.slice()];
+    for (const s of stores) {
+      const atomic = [1, 2, 4, 8].includes(s.bytes.length) && Math.floor(s.gpa / 64) === Math.floor((s.gpa + s.bytes.length - 1) / 64);
+      const idx = atomic ? [[...s.bytes.keys()]] : (desc ? [...s.bytes.keys()].reverse() : [...s.bytes.keys()]).map((j) => [j]);
+      for (const group of idx) {
+        for (const j of group) { const o = s.gpa + j - base; if (o >= 0 && o < img.length) img[o] = s.bytes[j]; }
+        out.push(img.slice());
+      }
+    }
+    return out;
+  }
+
+  it('fast-check: accepted and visible torn counts equal the enumeration, for any stores over a small area', () => {
+    const base = 0x1000 - 3; // the area crosses a cache line and a page
+    const size = 6;
+    fc.assert(fc.property(
+      fc.uint8Array({ minLength: size, maxLength: size }),
+      fc.array(fc.record({ off: fc.integer({ min: -2, max: size - 1 }), bytes: fc.uint8Array({ minLength: 1, maxLength: 4 }) }), { maxLength: 4 }),
+      (init, writes) => {
+        const mem = new GuestMemory(0x4000);
+        mem.write(base, init);
+        // Guard: byte 0 of the area, stable when even (a version-like protocol).
+        const guard = { read: (img: Uint8Array) => BigInt(img[0]), stable: (v: bigint) => (v & 1n) === 0n };
+        const stores = writes.map((w) => ({ gpa: base + w.off, bytes: w.bytes }));
+        const r = checkUpdate(mem, base, size, guard, () => { for (const s of stores) mem.write(s.gpa, s.bytes); });
+        const after = mem.read(base, size);
+        const committed = Array.from(init).join() === Array.from(after).join() ? [init] : [init, after];
+        const relevant = stores.filter((s) => s.gpa < base + size && s.gpa + s.bytes.length > base);
+        let accepted = 0;
+        let visible = 0;
+        for (const desc of [false, true]) {
+          const b = bruteForce(replayAsc(init, base, relevant, desc), committed, (img) => (img[0] & 1) === 0, (img) => img[0]);
+          accepted += b.accepted;
+          visible += b.visible;
+        }
+        expect(r.acceptedTorn).toBe(accepted);
+        expect(r.visibleTorn).toBe(visible);
+        expect(r.example !== undefined).toBe(accepted > 0);
+      },
+    ), { numRuns: 300 });
   });
 });

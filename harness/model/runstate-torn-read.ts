@@ -71,7 +71,11 @@ function replay(before: Uint8Array, base: number, stores: StoreRecord[], descend
 }
 
 /** Two memory images are byte for byte the same. */
-export const same = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((x, i) => x === b[i]);
+export function same(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
 
 function analyse(states: Uint8Array[], committed: Uint8Array[], guard: Guard, report: TornReport): void {
   const isCommitted = (img: Uint8Array) => committed.some((c) => same(c, img));
@@ -80,13 +84,23 @@ function analyse(states: Uint8Array[], committed: Uint8Array[], guard: Guard, re
   const size = states[0].length;
   // Each state's guard value, read once (the windows below compare them n^2 times).
   const guards = states.map((st) => guard.read(st));
+  // The bytes each state changed from the one before: a byte's value set over
+  // a window [i, k] only grows at the states that wrote it.
+  const changed: number[][] = [[]];
+  for (let k = 1; k < n; k++) {
+    const a = states[k - 1], c = states[k], d: number[] = [];
+    for (let b = 0; b < size; b++) if (a[b] !== c[b]) d.push(b);
+    changed.push(d);
+  }
   // Per-byte value sets over the window [i, k]: a 256-entry membership table
-  // per byte (one buffer, cleared after each i) plus the values in order.
+  // per byte (one buffer, cleared after each i) plus the values in order, and
+  // the bytes that have more than one value (only they multiply the count).
   const seen = new Uint8Array(size * 256);
   for (let i = 0; i < n; i++) {
     const g = guards[i];
     if (!guard.stable(g)) continue;
     const sets: number[][] = [];
+    const multi: number[] = [];
     for (let b = 0; b < size; b++) {
       seen[b * 256 + states[i][b]] = 1;
       sets.push([states[i][b]]);
@@ -94,16 +108,20 @@ function analyse(states: Uint8Array[], committed: Uint8Array[], guard: Guard, re
     for (let k = i; k < n; k++) {
       if (k > i) {
         const st = states[k];
-        for (let b = 0; b < size; b++) {
+        for (const b of changed[k]) {
           const at = b * 256 + st[b];
-          if (!seen[at]) { seen[at] = 1; sets[b].push(st[b]); }
+          if (!seen[at]) {
+            seen[at] = 1;
+            sets[b].push(st[b]);
+            if (sets[b].length === 2) multi.push(b);
+          }
         }
       }
       if (guards[k] !== g) continue;
       // The snapshots the reader can assemble: the product of the per-byte sets.
       let count = 1;
-      for (const st of sets) {
-        count *= st.length;
+      for (const b of multi) {
+        count *= sets[b].length;
         if (count > committed.length) break;
       }
       let torn: Uint8Array | undefined;
