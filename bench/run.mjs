@@ -15,6 +15,7 @@ import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { loadavg, tmpdir, cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { bundle } from '../tools/bundle.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
@@ -60,11 +61,14 @@ function nodeStart(n) {
   return median(t);
 }
 
+// The phase timer, bundled as the CLI is (tools/bundle.mjs), so its imports cost what `xconf run`'s do.
+await bundle({ phases: 'bench/lib/phases.mjs' }, join(root, 'dist', 'bench'));
+
 function phases(n, paths = []) {
   const all = [];
   for (let i = 0; i < n; i++) {
-    const r = spawnSync(process.execPath, [join(here, 'lib/phases.mjs'), ...paths], { cwd: root, encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`bench/lib/phases.mjs exited ${r.status}: ${r.stderr}`);
+    const r = spawnSync(process.execPath, [join(root, 'dist/bench/phases.js'), ...paths], { cwd: root, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`dist/bench/phases.js (bench/lib/phases.mjs bundled) exited ${r.status}: ${r.stderr}`);
     all.push(JSON.parse(r.stdout.trim().split('\n').at(-1)));
   }
   const pick = (k) => median(all.map((p) => p[k]));

@@ -1,14 +1,14 @@
 #!/usr/bin/env node
-// Entry point: runs the compiled CLI (built by `npm ci` through the prepare script).
+// Entry point: runs the bundled CLI (dist/bundle/, built by `npm ci` through the prepare script).
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 // The parent as the process starts, before anything slow: a run whose parent dies stops (see run-command.ts).
 process.env.XCONF_PARENT_PID = String(process.ppid);
 
-const main = new URL('../dist/cli/main.js', import.meta.url);
+const main = new URL('../dist/bundle/main.js', import.meta.url);
 if (!existsSync(fileURLToPath(main))) {
-  process.stderr.write('xconf: dist/ is missing; run `npm ci` (or `npm run build`) first\n');
+  process.stderr.write('xconf: dist/bundle/ is missing; run `npm ci` (or `npm run build`) first\n');
   process.exit(2);
 }
-await import(main.href);
+(await import(main.href)).start(process.argv.slice(2));

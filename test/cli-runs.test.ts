@@ -16,7 +16,7 @@ async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
 }
 
 beforeAll(() => {
-  if (!existsSync('dist/cli/main.js')) execFileSync('npm', ['run', 'build'], { stdio: 'ignore' });
+  if (!existsSync('dist/bundle/main.js')) execFileSync('npm', ['run', 'build'], { stdio: 'ignore' });
 });
 
 describe('usage that would mislead', () => {

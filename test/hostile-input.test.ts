@@ -10,7 +10,7 @@ import { loadFile } from '../harness/suite/loader.js';
 import { formatProblem } from '../harness/errors.js';
 
 beforeAll(() => {
-  if (!existsSync('dist/cli/main.js')) execFileSync('npm', ['run', 'build'], { stdio: 'ignore' });
+  if (!existsSync('dist/bundle/main.js')) execFileSync('npm', ['run', 'build'], { stdio: 'ignore' });
 });
 
 const seeds = readdirSync('suites/hypercall').map((f) => readFileSync(join('suites/hypercall', f), 'utf8'));

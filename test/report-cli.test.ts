@@ -34,7 +34,7 @@ const counts = (xml: string) => {
 };
 
 beforeAll(() => {
-  if (!existsSync('dist/cli/main.js')) execFileSync('npm', ['run', 'build'], { stdio: 'ignore' });
+  if (!existsSync('dist/bundle/main.js')) execFileSync('npm', ['run', 'build'], { stdio: 'ignore' });
 });
 
 describe('xconf run --kcidb and xconf report --kcidb', () => {

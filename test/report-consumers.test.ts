@@ -40,7 +40,7 @@ const closing = (out: string) => {
 const runs: Record<string, { junit: string[]; ktap: string; counts: ReturnType<typeof closing> }> = {};
 
 beforeAll(() => {
-  if (!existsSync('dist/cli/main.js')) execFileSync('npm', ['run', 'build'], { stdio: 'ignore' });
+  if (!existsSync('dist/bundle/main.js')) execFileSync('npm', ['run', 'build'], { stdio: 'ignore' });
   const model = cli('run', `--junit=${dir}/model.xml`, `--ktap=${dir}/model.ktap`);
   runs.model = { junit: [`${dir}/model.xml`], ktap: `${dir}/model.ktap`, counts: closing(model.stdout) };
   const diff = cli('run', '--target=model-kvm', '--diff-against=model', `--junit=${dir}/diff.xml`, `--ktap=${dir}/diff.ktap`, `--diff-report=${dir}/diff.differential.xml`);

@@ -1,7 +1,8 @@
 // Help texts. Kept free of heavy imports: `xconf --help` loads nothing else.
 import { readFileSync } from 'node:fs';
+import { packagePath } from '../paths.js';
 
-export const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+export const VERSION = (JSON.parse(readFileSync(packagePath('package.json'), 'utf8')) as { version: string }).version;
 const TARGET_LIST = 'model | model-kvm | kvm';
 
 export const HELP: Record<string, string> = {

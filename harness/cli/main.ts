@@ -61,8 +61,8 @@ export function report(e: unknown): ExitCode {
   return EXIT.environment;
 }
 
-const isMain = process.argv[1] && import.meta.url.endsWith('/cli/main.js');
-if (isMain) {
+/** Run the command line in `argv` as the program: exit code, EPIPE and errors handled (bin/xconf.js calls it). */
+export function start(argv: string[]): void {
   // A reader that went away (`xconf run | head`) ends the program quietly, as for any Unix tool.
   for (const stream of [process.stdout, process.stderr]) {
     stream.on('error', (e: NodeJS.ErrnoException) => {
@@ -70,8 +70,11 @@ if (isMain) {
       throw e;
     });
   }
-  main(process.argv.slice(2)).then(
+  main(argv).then(
     (code) => { process.exitCode = code; },
     (e) => { process.exitCode = report(e); },
   );
 }
+
+// `node dist/cli/main.js ...` runs the program too.
+if (process.argv[1] && import.meta.url.endsWith('/cli/main.js') && process.argv[1].endsWith('main.js')) start(process.argv.slice(2));

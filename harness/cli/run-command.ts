@@ -4,7 +4,7 @@
 // (marked as in progress), and written whole at the end; a signal, the death of
 // the parent process or --bail ends the run between cases with every report
 // marked as partial.
-import { fileURLToPath } from 'node:url';
+import { sep } from 'node:path';
 import { EXIT, UsageError, type ExitCode } from '../errors.js';
 import { createDriver, TARGETS } from '../drivers/index.js';
 import { loadPaths } from '../suite/loader.js';
@@ -25,10 +25,11 @@ import { checkReportPaths, clearReports, lockReports, type ReportPath } from './
 import { intOption, parse, type Values } from './args.js';
 import { HELP } from './help.js';
 import { kcidbOptions } from './kcidb-options.js';
+import { packagePath } from '../paths.js';
 
 /** Minimum time between progress rewrites of the reports during a run. */
 const PROGRESS_INTERVAL_MS = 250;
-const EXPECTATIONS_DIR = fileURLToPath(new URL('../../expectations/', import.meta.url));
+const EXPECTATIONS_DIR = packagePath('expectations') + sep;
 const MODEL_TARGETS = new Set(['model', 'model-kvm']);
 
 /** Fisher-Yates with a small seeded generator (mulberry32): the same seed, the same order. */

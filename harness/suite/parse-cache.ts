@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { packagePath } from '../paths.js';
 
 /** Changes whenever what is stored (or how YAML is parsed) changes. */
 const FORMAT = 'xconf-parse-1/yaml-2.9.1/core-bigint-strict';
@@ -100,6 +100,6 @@ export class ParseCache {
 export function defaultCache(): ParseCache | undefined {
   const env = process.env;
   if (env.XCONF_CACHE === '0') return undefined;
-  const dir = env.XCONF_CACHE_DIR ?? fileURLToPath(new URL('../../node_modules/.cache/xconf/', import.meta.url));
+  const dir = env.XCONF_CACHE_DIR ?? packagePath('node_modules', '.cache', 'xconf');
   return new ParseCache(dir);
 }

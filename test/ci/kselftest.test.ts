@@ -43,7 +43,7 @@ function runKselftest(env: Record<string, string>) {
 const totals = (out: string) => /^# # Totals: pass:(\d+) fail:(\d+) xfail:(\d+) xpass:(\d+) skip:(\d+) error:(\d+)$/m.exec(out)?.slice(1).map(Number);
 
 beforeAll(() => {
-  if (!existsSync('dist/cli/main.js')) execFileSync('npm', ['run', 'build'], { stdio: 'ignore' });
+  if (!existsSync('dist/bundle/main.js')) execFileSync('npm', ['run', 'build'], { stdio: 'ignore' });
 });
 
 describe.skipIf(!tools)("the kselftest wrapper under the kernel's runner", () => {

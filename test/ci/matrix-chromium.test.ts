@@ -24,7 +24,7 @@ const EXPECTED: Record<string, number[]> = {
 const ORDER = ['pass', 'fail', 'error', 'xfail', 'skip'];
 
 beforeAll(() => {
-  if (!existsSync('dist/cli/main.js')) execFileSync('npm', ['run', 'build'], { stdio: 'ignore' });
+  if (!existsSync('dist/bundle/main.js')) execFileSync('npm', ['run', 'build'], { stdio: 'ignore' });
 });
 
 describe.skipIf(!CHROMIUM)('matrix page in headless Chromium', () => {

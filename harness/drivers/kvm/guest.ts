@@ -18,8 +18,8 @@
 // u64 a0..a6. Result record (64 bytes): u32 status = generation << 8 | code
 // (1 ok, 2 faulted; 0 = not run), u32 fault vector, u64 ret, u64 aux[6].
 import { readFileSync, existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import type { Regs, Sregs, Segment } from './addon.js';
+import { packagePath } from '../../paths.js';
 
 export type GuestMode = 64 | 32;
 
@@ -659,7 +659,7 @@ export function parseGuestImage(bytes: Buffer, mode: GuestMode): GuestImage {
 }
 
 export function guestImagePath(mode: GuestMode): string {
-  return fileURLToPath(new URL(`../../../native/build/guest/guest${mode}.bin`, import.meta.url));
+  return packagePath('native', 'build', 'guest', `guest${mode}.bin`);
 }
 
 /** Read and check the built guest image, or say why it is unavailable. */

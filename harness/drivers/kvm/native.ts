@@ -2,8 +2,9 @@
 // probing what it offers, and the argument checks every call makes first.
 import { createRequire } from 'node:module';
 import { existsSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { sep } from 'node:path';
 import { DriverError } from '../../errors.js';
+import { packagePath } from '../../paths.js';
 
 // ------------------------------------------------------------- constants --
 
@@ -234,7 +235,7 @@ export interface NativeAddon {
 
 export type Unavailable = { ok: false; reason: string; code: string; errno?: number };
 
-export const nativeDir = process.env.XCONF_NATIVE_BUILD_DIR ?? fileURLToPath(new URL('../../../native/build/', import.meta.url));
+export const nativeDir = process.env.XCONF_NATIVE_BUILD_DIR ?? packagePath('native', 'build') + sep;
 export const NATIVE_BUILD_DIR = nativeDir;
 export const NATIVE_ABI_VERSION = 1;
 
