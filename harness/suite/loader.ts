@@ -21,6 +21,8 @@ export const MAX_FILE_BYTES = 1 << 20;
 /** Largest number of alias expansions in one document (billion-laughs guard). */
 export const MAX_ALIAS_COUNT = 100;
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
 export type Expected = { src: string; int?: IntArg; bytes?: Uint8Array } | { list: IntArg[]; src: string };
 
 export interface LoadedStep {
@@ -76,19 +78,24 @@ export function discover(paths: string[]): { files: Array<{ file: string; id: st
       continue;
     }
     const root = resolve(st.isDirectory() ? p : dirname(p));
-    const realRoot = realpathSync(root);
-    const walk = (f: string): void => {
-      const s = statSync(f);
-      if (s.isDirectory()) {
-        for (const e of readdirSync(f).sort()) walk(join(f, e));
-      } else if (['.yaml', '.yml'].includes(extname(f))) {
-        // A case file must stay inside the suite root it was found under (no symlink escapes).
-        const real = realpathSync(f);
-        if (real !== realRoot && !real.startsWith(realRoot + sep)) {
-          problems.push({ file: f, line: 1, col: 1, code: 'OUTSIDE_ROOT', path: '', message: `resolves outside ${p}; case files must live under the suite root` });
-          return;
-        }
-        files.push({ file: f, id: caseId(f, root) });
+    const realRoot = realpathSync.native(root);
+    const file = (f: string): void => {
+      if (!['.yaml', '.yml'].includes(extname(f))) return;
+      // A case file must stay inside the suite root it was found under (no symlink escapes).
+      const real = realpathSync.native(f);
+      if (real !== realRoot && !real.startsWith(realRoot + sep)) {
+        problems.push({ file: f, line: 1, col: 1, code: 'OUTSIDE_ROOT', path: '', message: `resolves outside ${p}; case files must live under the suite root` });
+        return;
+      }
+      files.push({ file: f, id: caseId(f, root) });
+    };
+    // Entry types from readdir; only a symbolic link needs a stat (to follow it).
+    const walk = (dir: string): void => {
+      const entries = readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      for (const e of entries) {
+        const f = join(dir, e.name);
+        if (e.isSymbolicLink() ? statSync(f).isDirectory() : e.isDirectory()) walk(f);
+        else file(f);
       }
     };
     if (st.isDirectory()) walk(p);
@@ -153,7 +160,7 @@ export function loadFile(file: string, id: string, cache?: ParseCache): { case?:
   if (buf.length > MAX_FILE_BYTES) return { problems: [at('TOO_LARGE', `file is ${buf.length} bytes; the limit is ${MAX_FILE_BYTES}`)] };
   let src: string;
   try {
-    src = new TextDecoder('utf-8', { fatal: true }).decode(buf);
+    src = UTF8.decode(buf);
   } catch {
     return { problems: [at('ENCODING', 'not valid UTF-8 text')] };
   }
