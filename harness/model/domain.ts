@@ -109,9 +109,16 @@ export class Domain {
   placeSharedInfo(gpa: number): void {
     if (gpa % PAGE_SIZE !== 0) throw new RangeError('shared_info must be page aligned');
     const old = this.sharedInfoGpa;
-    // The page is Xen's own: moving it keeps its contents (xen/common/memory.c, xenmem_add_to_physmap_one).
+    // The page is Xen's own: moving it keeps its contents. Xen removes the frame it left
+    // from the physmap, a hole (xen/arch/x86/mm.c xenmem_add_to_physmap_one: "Unmap from
+    // old location"; real Xen 4.17 then reads ~0 there). Under KVM the VMM's overlay
+    // page moves and the guest's RAM below shows again (zeroes, as it was never used).
     const contents = old === null ? new Uint8Array(PAGE_SIZE) : this.memory.read(old, PAGE_SIZE);
-    if (old !== null) this.memory.fill(old, PAGE_SIZE, 0);
+    if (old !== null && old !== gpa) {
+      if (this.model.config.flavor === 'xen') this.memory.unmapFrame(old / PAGE_SIZE);
+      else this.memory.fill(old, PAGE_SIZE, 0);
+    }
+    this.memory.mapFrame(gpa / PAGE_SIZE);
     this.memory.write(gpa, contents);
     this.sharedInfoGpa = gpa;
     this.areas.set('shared_info', gpa);

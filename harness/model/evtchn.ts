@@ -21,6 +21,8 @@ export const EVTCHNOP = {
   bind_interdomain: 0, bind_virq: 1, bind_pirq: 2, close: 3, send: 4, status: 5,
   alloc_unbound: 6, bind_ipi: 7, bind_vcpu: 8, unmask: 9, reset: 10, init_control: 11,
   expand_array: 12, set_priority: 13,
+  /** Xen's own continuation of reset (public/event_channel.h under __XEN__), yet dispatched for guests too. */
+  reset_cont: 14,
 } as const;
 
 /** Internal channel states (ECS_*, xen/include/xen/sched.h). */
@@ -461,12 +463,18 @@ export function unmaskPort(d: Domain, port: number): number {
   return 0;
 }
 
-function reset(ctx: HypercallContext, dom: number): number {
+/**
+ * EVTCHNOP_reset, and EVTCHNOP_reset_cont (`resuming`: evtchn_reset(d, true)). The model
+ * never preempts a reset, so none is ever in progress to resume: d->next_evtchn is 0 and
+ * Xen answers -EBUSY (xen/common/event_channel.c, evtchn_reset; seen on Xen 4.17.7).
+ */
+function reset(ctx: HypercallContext, dom: number, resuming = false): number {
   const d = ctx.model.lookupDomain(ctx.domain, dom);
   if (!d) return err('ESRCH');
   if (d !== ctx.domain && !ctx.domain.privileged) return err('EPERM'); // xsm_evtchn_reset(XSM_TARGET)
   // Resetting another domain needs it paused by its controller; the model never pauses domains.
   if (d !== ctx.domain) return err('EINVAL');
+  if (resuming) return err('EBUSY');
   const s = evtchnState(d);
   for (let p = 1; p < s.chans.length; p++) if (s.chans[p].state > ECS.reserved) closePort(d, p);
   if (s.ops.abi === 'fifo') {
@@ -540,6 +548,8 @@ export function eventChannelOp(ctx: HypercallContext, args: bigint[]): number {
       return inOut(4, (a) => unmaskPort(ctx.domain, a.u32(0)));
     case EVTCHNOP.reset:
       return inOut(2, (a) => reset(ctx, a.u16(0)));
+    case EVTCHNOP.reset_cont:
+      return inOut(2, (a) => reset(ctx, a.u16(0), true));
     case EVTCHNOP.init_control:
       return inOut(24, (a) => evtchnFifoInitControl(ctx, a.u64(0), a.u32(8), a.u32(12)), (a) => a.setU8(16, 17));
     case EVTCHNOP.expand_array:

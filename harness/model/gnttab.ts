@@ -227,7 +227,9 @@ function placeFrame(d: Domain, s: GnttabState, status: boolean, idx: number, gpa
     });
   }
   const contents = f.gpa !== null ? d.memory.read(f.gpa, PAGE_SIZE) : f.backing!;
-  if (f.gpa !== null) d.memory.fill(f.gpa, PAGE_SIZE, 0);
+  // The frame it leaves becomes a hole (xen/arch/x86/mm.c xenmem_add_to_physmap_one).
+  if (f.gpa !== null && f.gpa !== gpa) d.memory.unmapFrame(f.gpa / PAGE_SIZE);
+  d.memory.mapFrame(gpa / PAGE_SIZE);
   d.memory.write(gpa, contents);
   f.gpa = gpa;
   f.backing = null;
@@ -237,7 +239,7 @@ function placeFrame(d: Domain, s: GnttabState, status: boolean, idx: number, gpa
 function unplaceFrame(d: Domain, f: Frame, key: string): void {
   if (f.gpa !== null) {
     f.backing = d.memory.read(f.gpa, PAGE_SIZE);
-    d.memory.fill(f.gpa, PAGE_SIZE, 0);
+    d.memory.unmapFrame(f.gpa / PAGE_SIZE); // guest_physmap_remove_page: a hole
     f.gpa = null;
   }
   d.areas.delete(key);

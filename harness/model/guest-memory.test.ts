@@ -49,4 +49,23 @@ describe('guest memory fast paths', () => {
     r[0] = 0;
     expect(m.u32(0x10)).toBe(0x11223344);
   });
+
+  it('a frame taken out of the physmap reads all-ones and drops writes, around and across it, until a frame is put back', () => {
+    fc.assert(fc.property(fc.integer({ min: 0, max: SIZE - 1 }), fc.integer({ min: 1, max: 3 * PAGE_SIZE }), (gpa, len0) => {
+      const len = Math.min(len0, SIZE - gpa);
+      const m = new GuestMemory(SIZE);
+      m.fill(0, SIZE, 0x5a);
+      m.unmapFrame(1);
+      const inHole = (a: number) => a >= PAGE_SIZE && a < 2 * PAGE_SIZE;
+      m.write(gpa, new Uint8Array(len).fill(0x11));
+      const r = m.read(0, SIZE);
+      for (let a = 0; a < SIZE; a++) {
+        const want = inHole(a) ? 0xff : a >= gpa && a < gpa + len ? 0x11 : 0x5a;
+        if (r[a] !== want) return false;
+      }
+      m.mapFrame(1);
+      expect(m.isHole(1)).toBe(false);
+      return m.read(PAGE_SIZE, PAGE_SIZE).every((b) => b === 0);
+    }), { numRuns: 60 });
+  });
 });

@@ -20,8 +20,13 @@ export interface StoreRecord {
   bytes: Uint8Array;
 }
 
+/** What a guest reads from a frame with nothing behind it (an HVM access to a p2m hole reads ~0). */
+const HOLE_PAGE = new Uint8Array(PAGE_SIZE).fill(0xff);
+
 export class GuestMemory {
   private readonly pages = new Map<number, Uint8Array>();
+  /** Frames with nothing behind them: reads give all-ones, writes are dropped. */
+  private holes?: Set<number>;
   /** Observers of every store, in order (torn-read checks replay them). */
   private readonly observers: Array<(s: StoreRecord) => void> = [];
 
@@ -76,6 +81,7 @@ export class GuestMemory {
       // Within one page: store straight into it.
       const pfn = gpa >>> PAGE_SHIFT;
       let page = this.pages.get(pfn);
+      if (page === HOLE_PAGE) return;
       if (!page) {
         page = new Uint8Array(PAGE_SIZE);
         this.pages.set(pfn, page);
@@ -96,7 +102,7 @@ export class GuestMemory {
         page = new Uint8Array(PAGE_SIZE);
         this.pages.set(pfn, page);
       }
-      page.set(bytes.subarray(done, done + n), off);
+      if (page !== HOLE_PAGE) page.set(bytes.subarray(done, done + n), off);
       done += n;
     }
     this.notify(gpa, bytes);
@@ -107,6 +113,26 @@ export class GuestMemory {
       const rec = { gpa, bytes: bytes.slice() };
       for (const o of this.observers) o(rec);
     }
+  }
+
+  /**
+   * Take the frame at pfn out of the guest's physmap, as Xen's guest_physmap_remove_page
+   * does when XENMEM_add_to_physmap moves a Xen page (shared_info, a grant frame) away:
+   * the guest then reads all-ones there and its writes go nowhere.
+   */
+  unmapFrame(pfn: number): void {
+    (this.holes ??= new Set()).add(pfn);
+    this.pages.set(pfn, HOLE_PAGE);
+  }
+
+  /** Put a frame (fresh zeroes) back at pfn if it was a hole. */
+  mapFrame(pfn: number): void {
+    if (!this.holes?.delete(pfn)) return;
+    this.pages.delete(pfn);
+  }
+
+  isHole(pfn: number): boolean {
+    return this.holes?.has(pfn) ?? false;
   }
 
   fill(gpa: number, len: number, value: number): void {

@@ -6,6 +6,7 @@
 // spec/xen-abi.md 2.4, 6.2, 7.1.
 
 import { err } from './errno.js';
+import { xenAtLeast } from './version.js';
 import { PAGE_SHIFT, PAGE_SIZE } from './guest-memory.js';
 import { HYPERVISOR, registerHypercalls, type HypercallContext } from './hypercall.js';
 import { VCPU_INFO, VCPU_INFO_SIZE, VCPU_TIME_INFO, XEN_LEGACY_MAX_VCPUS } from './memory-layout.js';
@@ -34,13 +35,21 @@ function registerVcpuInfo(ctx: HypercallContext, v: Vcpu, arg: bigint): number {
   const mfn = a.u64(0);
   const offset = BigInt(a.u32(8));
   const gaddr = ((mfn << BigInt(PAGE_SHIFT)) + offset) & U64;
+  const d = v.domain;
+  const align = d.width === 32 ? 4 : 8;
+  if (ctx.model.flavor === 'xen' && !xenAtLeast(ctx.model.config.xenVersion, 4, 18)) {
+    // Xen 4.17's map_vcpu_info (xen/common/domain.c): the offset and alignment first
+    // (-ENXIO), then a second registration and a frame without RAM (-EINVAL).
+    if (offset > BigInt(PAGE_SIZE - VCPU_INFO_SIZE) || offset % BigInt(align) !== 0n) return err('ENXIO');
+    if (v.vcpuInfoGpa !== null) return err('EINVAL');
+    if (!d.memory.contains(Number(gaddr), VCPU_INFO_SIZE)) return err('EINVAL');
+  }
   if (gaddr === U64 || gaddr >> BigInt(PAGE_SHIFT) !== mfn) return err('EINVAL');
   if (v.vcpuInfoGpa !== null) return err('EBUSY'); // only once per vCPU
-  const d = v.domain;
   const g = Number(gaddr);
   // map_guest_area: within one page, aligned to xen_ulong_t (compat_ulong_t for 32-bit shared_info).
   if (Math.floor(g / PAGE_SIZE) !== Math.floor((g + VCPU_INFO_SIZE - 1) / PAGE_SIZE)) return err('ENXIO');
-  if (g % (d.width === 32 ? 4 : 8) !== 0) return err('ENXIO');
+  if (g % align !== 0) return err('ENXIO');
   if (!d.memory.contains(g, VCPU_INFO_SIZE)) return err('EINVAL'); // no page behind the gfn
   // vcpu_info_populate: copy the old vcpu_info, or a zeroed one with the upcall mask set
   // for a vCPU that only had the dummy.
@@ -93,6 +102,9 @@ export function vcpuOp(ctx: HypercallContext, args: bigint[]): number {
   }
   const v = d.vcpu(vcpuid);
   if (!v) return err('ENOENT');
+  // The phys-area registrations came with Xen 4.18 (xen/common/domain.c); before, no such sub-op.
+  const phys = cmd === VCPUOP.register_runstate_phys_area || cmd === VCPUOP.register_vcpu_time_phys_area;
+  if (phys && m.flavor === 'xen' && !xenAtLeast(m.config.xenVersion, 4, 18)) return err('ENOSYS');
   switch (cmd) {
     case VCPUOP.up:
       // Every model vCPU is initialised; bringing one up wakes it.

@@ -66,13 +66,21 @@ function denied(ctx: HypercallContext, cmd: number): boolean {
   }
 }
 
+/** Whether the modelled Xen is at least major.minor (setup.xen_version): where releases differ. */
+export function xenAtLeast(v: { major: number; minor: number }, major: number, minor: number): boolean {
+  return v.major > major || (v.major === major && v.minor >= minor);
+}
+
 export function featureSubmap(ctx: HypercallContext): number {
   // HVM domain: translated paging, not direct-mapped, no PV-only features.
-  let m = (1 << XENFEAT.memory_op_vnode_supported) | (1 << XENFEAT.vcpu_time_phys_area) |
-    (1 << XENFEAT.runstate_phys_area) | (1 << XENFEAT.writable_page_tables) |
+  let m = (1 << XENFEAT.memory_op_vnode_supported) | (1 << XENFEAT.writable_page_tables) |
     (1 << XENFEAT.auto_translated_physmap) | (1 << XENFEAT.hvm_safe_pvclock) |
-    (1 << XENFEAT.hvm_callback_vector) | (1 << XENFEAT.dm_msix_all_writes) |
-    (1 << XENFEAT.not_direct_mapped);
+    (1 << XENFEAT.hvm_callback_vector) | (1 << XENFEAT.not_direct_mapped);
+  // Bits newer Xens added (xen/include/public/features.h at each release, and
+  // xen/common/kernel.c setting them); real Xen 4.17.7 answers 0x12305 without them.
+  const v = ctx.model.config.xenVersion;
+  if (xenAtLeast(v, 4, 18)) m |= (1 << XENFEAT.runstate_phys_area) | (1 << XENFEAT.vcpu_time_phys_area);
+  if (xenAtLeast(v, 4, 19)) m |= 1 << XENFEAT.dm_msix_all_writes;
   if (ctx.domain.privileged) m |= 1 << XENFEAT.dom0;
   return m >>> 0;
 }
