@@ -214,7 +214,7 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
   if (reference && !run.interrupted) {
     const ranHere = new Set(run.results.map((r) => r.name));
     run.differential = await runDifferential(planned.filter((pc) => ranHere.has(pc.name)), run.results, driver.name, reference, {
-      timeoutSeconds: timeout, seed: String(seed ?? 0),
+      timeoutSeconds: timeout, seed: String(seed ?? 0), xenVersion: caps.fixedXenVersion,
       // Model references run in this process (fast); a kvm reference is isolated like a kvm target.
       isolate: !v['in-process'] && (!!v.isolate || reference.name === 'kvm'),
       onProgress: (soFar) => persistIfDue(() => ({ ...run, differential: soFar() })),

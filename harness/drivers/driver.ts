@@ -12,6 +12,11 @@ export interface Capabilities {
   missing: ReadonlyMap<string, string>;
   /** Facts recorded in reports (kernel version, KVM_CAP_XEN_HVM value, model flavour). */
   properties: Readonly<Record<string, string>>;
+  /**
+   * A real hypervisor's own version ("4.17.7"): cases that set no setup.xen_version run
+   * with it (and so does their differential reference); a case asking another one skips.
+   */
+  fixedXenVersion?: string;
 }
 
 export interface DomainSetup {

@@ -131,7 +131,7 @@ export function compareVersions(a: string, b: string): number {
 
 /** The version a target reports (a kernel release for kvm), or undefined. */
 export function targetVersion(properties: Readonly<Record<string, string>>): string | undefined {
-  return properties.kernel ?? properties.version;
+  return properties.kernel ?? properties.xen_version ?? properties.version;
 }
 
 /** Whether a file speaks about this target at this version (same series: 6.1 covers 6.1.192, not 6.12). */

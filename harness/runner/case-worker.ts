@@ -23,6 +23,7 @@ process.once('message', async (req: WorkerRequest) => {
   const caps = await driver.probe();
   const result = await runCase(pc, driver, caps, {
     timeoutSeconds: req.timeoutSeconds,
+    xenVersion: req.xenVersion,
     onStep: (index, label) => { void send({ kind: 'step', index, label }); },
   });
   await send({ kind: 'result', result });

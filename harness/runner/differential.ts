@@ -147,7 +147,7 @@ export async function runDifferential(
   const ran = new Set(results.filter((r) => r.status !== 'skip').map((r) => r.name));
   const again = planned.filter((pc) => ran.has(pc.name));
   const ref = await runPlan(again, reference, {
-    timeoutSeconds: opts.timeoutSeconds, seed: opts.seed, isolate: opts.isolate,
+    timeoutSeconds: opts.timeoutSeconds, seed: opts.seed, isolate: opts.isolate, xenVersion: opts.xenVersion,
     onResult: (_r, done) => opts.onProgress?.(() => compareRuns(target, reference.name, results, done)),
   });
   return compareRuns(target, reference.name, results, ref.results);

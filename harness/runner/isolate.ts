@@ -15,6 +15,7 @@ export interface WorkerRequest {
   variant: string;
   target: string;
   timeoutSeconds?: number;
+  xenVersion?: string;
 }
 
 export type WorkerMessage =
@@ -58,7 +59,7 @@ export function runIsolated(pc: PlannedCase, target: string, opts: RunCaseOption
       const tail = stderr.trim().split('\n').slice(-1)[0];
       resolve({ ...base, status: 'error', message: `${how} ${where}${tail ? `: ${tail}` : ''}`, durationMs: performance.now() - t0 });
     });
-    const req: WorkerRequest = { file: pc.case.file, id: pc.case.id, variant: pc.variant.name, target, timeoutSeconds: opts.timeoutSeconds };
+    const req: WorkerRequest = { file: pc.case.file, id: pc.case.id, variant: pc.variant.name, target, timeoutSeconds: opts.timeoutSeconds, xenVersion: opts.xenVersion };
     child.send(req);
   });
 }

@@ -42,12 +42,42 @@ function resolveArgs(v: unknown, vars: Vars): unknown {
   return v;
 }
 
-export function resolveSetup(c: LoadedCase, vars: Vars): SessionSetup {
+/**
+ * Whether a real hypervisor's own version satisfies a case's setup.xen_version: the same
+ * major.minor, and the same extra version when the case names one ("4.17" takes 4.17.7).
+ */
+export function versionMatches(want: string, fixed: string): boolean {
+  const a = /^(\d+)\.(\d+)(.*)$/.exec(want), b = /^(\d+)\.(\d+)(.*)$/.exec(fixed);
+  return !!a && !!b && a[1] === b[1] && a[2] === b[2] && (a[3] === '' || a[3] === b[3]);
+}
+
+/** The version a case runs with: a real hypervisor's own (or the differential target's), else its setup's, else the default. */
+function versionOf(c: LoadedCase, fixed: string | undefined): string {
+  const want = c.setup.xen_version;
+  if (fixed !== undefined && (want === undefined || versionMatches(want, fixed))) return fixed;
+  return want ?? DEFAULTS.xenVersion;
+}
+
+/** A case that asks for another version than a real hypervisor's own cannot run there. */
+function versionSkip(c: LoadedCase, caps: Capabilities): string | undefined {
+  const want = c.setup.xen_version;
+  if (caps.fixedXenVersion === undefined || want === undefined || versionMatches(want, caps.fixedXenVersion)) return undefined;
+  return `Requirement not met: setup.xen_version ${want} (the hypervisor is Xen ${caps.fixedXenVersion}; its version is not the case's to choose)`;
+}
+
+/** Bind the setup variables (check-case.ts SETUP_VARS) from a resolved setup. */
+function setupVars(vars: Vars, setup: SessionSetup): void {
+  vars.set('xen_major', BigInt(setup.xenVersion.major));
+  vars.set('xen_minor', BigInt(setup.xenVersion.minor));
+}
+
+export function resolveSetup(c: LoadedCase, vars: Vars, xenVersion?: string): SessionSetup {
   const s = c.setup;
   const num = (a: IntArg | undefined, d: number): number => (a === undefined ? d : Number(evalArg(a, vars)));
   const mode = num(s.mode, 64);
   if (mode !== 64 && mode !== 32) throw new ExprError(`setup.mode must be 64 or 32, got ${mode}`);
-  const vm = /^(\d+)\.(\d+)(.*)$/.exec(s.xen_version ?? DEFAULTS.xenVersion)!;
+  const vm = /^(\d+)\.(\d+)(.*)$/.exec(versionOf(c, xenVersion));
+  if (!vm) throw new ExprError(`xen_version '${versionOf(c, xenVersion)}' is not MAJOR.MINOR[EXTRA]`);
   const [, maj, minor, extra] = vm;
   const domains: DomainSetup[] = (s.domains ?? [{ id: new IntArg({ k: 'num', v: 1n }, '1') }]).map((d) => ({
     id: num(d.id, 1),
@@ -174,6 +204,8 @@ function readScalar(b: Uint8Array, t: Scalar): bigint {
 
 export interface RunCaseOptions {
   timeoutSeconds?: number;
+  /** The version cases without setup.xen_version run with (a differential reference follows its target's). */
+  xenVersion?: string;
   /** Called as each step starts (isolated runs report progress to the parent with it). */
   onStep?: (index: number, label: string) => void;
 }
@@ -187,7 +219,9 @@ export function skipReason(pc: PlannedCase, caps: Capabilities): string | undefi
   try {
     const vars: Vars = new Map(pc.variant.bindings);
     for (const [k, a] of pc.case.vars) vars.set(k, evalArg(a, vars));
-    const missing = requirements(pc.case, resolveSetup(pc.case, vars), vars).filter((r) => !caps.has.has(r));
+    const vskip = versionSkip(pc.case, caps);
+    if (vskip) return vskip;
+    const missing = requirements(pc.case, resolveSetup(pc.case, vars, caps.fixedXenVersion), vars).filter((r) => !caps.has.has(r));
     if (!missing.length) return undefined;
     return `Requirement not met: ${missing.map((m) => `${m} (${caps.missing.get(m) ?? 'not implemented by this target'})`).join(', ')}`;
   } catch {
@@ -207,10 +241,13 @@ export async function runCase(pc: PlannedCase, driver: Driver, caps: Capabilitie
   let setup: SessionSetup;
   try {
     for (const [k, a] of c.vars) vars.set(k, evalArg(a, vars));
-    setup = resolveSetup(c, vars);
+    setup = resolveSetup(c, vars, caps.fixedXenVersion ?? opts.xenVersion);
+    setupVars(vars, setup);
   } catch (e) {
     return result('error', `setup: ${(e as Error).message}`);
   }
+  const vskip = versionSkip(c, caps);
+  if (vskip) return result('skip', vskip);
   const missing = requirements(c, setup, vars).filter((r) => !caps.has.has(r));
   if (missing.length) {
     const why = missing.map((m) => `${m} (${caps.missing.get(m) ?? 'not implemented by this target'})`).join(', ');

@@ -79,6 +79,9 @@ function compileExpected(raw: unknown, bytes: boolean): Expected | { error: IntP
   return { src, int: r };
 }
 
+/** Variables every step may use: the Xen version the case runs with (setup.xen_version or the target's own). */
+export const SETUP_VARS = ['xen_major', 'xen_minor'] as const;
+
 /** Types of the integer fields of `setup`, by key. */
 const SETUP_TYPES: Record<string, IntType> = {
   scratch: ADDRESS, id: DOMID, vcpus: U32, memory: U64, shared_info: ADDRESS, hypercall_page: ADDRESS,
@@ -244,6 +247,8 @@ export function checkCase(data: object, loc: Positions, id: string, file: string
     vars.push([k, arg]);
   }
   ck.ints(intArgs(c?.setup ?? {}, ['setup']), (path) => SETUP_TYPES[lastKey(path)]);
+  // Bound from the resolved setup for every step (run-case.ts setupVars).
+  for (const b of SETUP_VARS) ck.defined.add(b);
   if (c?.setup?.mode) {
     const m = c.setup.mode;
     if (!exprVars(m.expr).length && !intProblem(m)) {

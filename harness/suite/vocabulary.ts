@@ -32,6 +32,7 @@ export const CAPABILITIES: Record<string, string> = {
   'cpu.intel': 'the (emulated) CPU is Intel: vmcall',
   'cpu.amd': 'the (emulated) CPU is AMD: vmmcall',
   'kvm.plain': 'plain KVM: VM and vCPU creation and guest execution without Xen',
+  'version.build_strings': 'xen_version\'s build strings (compiler, compile_by, changeset, capabilities) are the model\'s, so a case can name them',
 };
 
 export const FLAGS: Record<string, string> = {
