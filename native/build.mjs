@@ -60,7 +60,9 @@ function buildAddon() {
   if (!process.env.npm_config_nodedir && existsSync('/usr/include/node/node_api.h')) args.push('--nodedir=/usr');
   const r = run(cmd, args);
   if (r.status !== 0) fail(`node-gyp rebuild failed (exit ${r.status}): ${tail(r)}`);
-  if (!existsSync(join(out, 'Release', 'xconf_kvm.node'))) fail('node-gyp rebuild produced no build/Release/xconf_kvm.node');
+  for (const addon of ['xconf_kvm', 'xconf_xen']) {
+    if (!existsSync(join(out, 'Release', `${addon}.node`))) fail(`node-gyp rebuild produced no build/Release/${addon}.node`);
+  }
 }
 
 function buildGuest() {
@@ -83,6 +85,14 @@ function buildGuest() {
     const c = run('objcopy', ['-O', 'binary', elf, bin]);
     if (c.status !== 0) fail(`objcopy of guest${mode} failed (exit ${c.status}): ${tail(c)}`);
   }
+  // The Xen target's PVH entry stub: an ELF with XEN_ELFNOTE_PHYS32_ENTRY (pvh.S).
+  const obj = join(dst, 'pvh.o');
+  const a = run('as', ['--64', '-I', src, '-o', obj, join(src, 'pvh.S')]);
+  if (a.status !== 0) fail(`assembling native/guest/pvh.S failed (exit ${a.status}): ${tail(a)}`);
+  const ldArgs = ['-m', 'elf_x86_64', '-nostdlib', '-T', join(src, 'pvh.ld'), '-o', join(dst, 'pvh.elf'), obj];
+  let l = run('ld', ['--no-warn-rwx-segments', ...ldArgs]);
+  if (l.status !== 0 && /no-warn-rwx-segments/.test(l.stderr ?? '')) l = run('ld', ldArgs);
+  if (l.status !== 0) fail(`linking the PVH stub failed (exit ${l.status}): ${tail(l)}`);
 }
 
 try {

@@ -1,10 +1,10 @@
-// Target registry: name -> driver factory. The kvm driver is loaded lazily so
-// the model works on machines where the native addon is absent.
+// Target registry: name -> driver factory. The kvm and xen drivers are loaded lazily
+// so the model works on machines where the native addons are absent.
 import { UsageError } from '../errors.js';
 import type { Driver } from './driver.js';
 import { ModelDriver } from './model/model-driver.js';
 
-export const TARGETS = ['model', 'model-kvm', 'kvm'] as const;
+export const TARGETS = ['model', 'model-kvm', 'kvm', 'xen'] as const;
 export type TargetName = (typeof TARGETS)[number];
 
 export async function createDriver(name: string): Promise<Driver> {
@@ -16,6 +16,10 @@ export async function createDriver(name: string): Promise<Driver> {
     case 'kvm': {
       const { KvmDriver } = await import('./kvm/kvm-driver.js');
       return new KvmDriver();
+    }
+    case 'xen': {
+      const { XenDriver } = await import('./xen/xen-driver.js');
+      return new XenDriver();
     }
   }
   throw new UsageError(`unknown target '${name}' (targets: ${TARGETS.join(', ')})`);

@@ -166,7 +166,7 @@ batch_done:
     movl $2, HDR_STATE(%ebx)
     mov $PORT_DONE, %dx
     out %eax, %dx
-    jmp batch_start
+    jmp wait_next_batch
 
     .balign 4
 dispatch:
@@ -624,9 +624,26 @@ common_isr:
 fatal:
     KERNEL_DATA_SEGMENTS
     movl $3, HDR_STATE(%ebx)
-    movl HDR_FAULT_VEC(%ebx), %eax
+    testl $HF_WAIT_GEN, HDR_FLAGS(%ebx)
+    jz 1f
+    movl HDR_GEN(%ebx), %eax          # no VMM saw the exit: completion is in memory
+    movl %eax, HDR_DONE_GEN(%ebx)
+1:  movl HDR_FAULT_VEC(%ebx), %eax
     mov $PORT_FAULT, %dx
     out %eax, %dx
+    jmp wait_next_batch
+
+# Under a VMM the port write above exits, and the VMM enters the vCPU again with
+# the next batch posted. Where no VMM sees it (HF_WAIT_GEN: the Xen target, whose
+# dom0 reads the block through a foreign mapping) wait here until the host posts
+# a new generation.
+wait_next_batch:
+    testl $HF_WAIT_GEN, HDR_FLAGS(%ebx)
+    jz batch_start
+1:  pause
+    movl HDR_GEN(%ebx), %eax
+    cmpl HDR_DONE_GEN(%ebx), %eax
+    je 1b
     jmp batch_start
 
 # Upcall: the pending-selector exchange uses the compat layout (u32 at +4).

@@ -131,7 +131,7 @@ batch_done:
     movl $2, HDR_STATE(%rbx)
     mov $PORT_DONE, %dx
     out %eax, %dx
-    jmp batch_start
+    jmp wait_next_batch
 
     .balign 8
 dispatch:
@@ -572,9 +572,26 @@ common_isr:
 fatal:
     KERNEL_DATA_SEGMENTS
     movl $3, HDR_STATE(%rbx)
-    movl HDR_FAULT_VEC(%rbx), %eax
+    testl $HF_WAIT_GEN, HDR_FLAGS(%rbx)
+    jz 1f
+    movl HDR_GEN(%rbx), %eax          # no VMM saw the exit: completion is in memory
+    movl %eax, HDR_DONE_GEN(%rbx)
+1:  movl HDR_FAULT_VEC(%rbx), %eax
     mov $PORT_FAULT, %dx
     out %eax, %dx
+    jmp wait_next_batch
+
+# Under a VMM the port write above exits, and the VMM enters the vCPU again with
+# the next batch posted. Where no VMM sees it (HF_WAIT_GEN: the Xen target, whose
+# dom0 reads the block through a foreign mapping) wait here until the host posts
+# a new generation.
+wait_next_batch:
+    testl $HF_WAIT_GEN, HDR_FLAGS(%rbx)
+    jz batch_start
+1:  pause
+    movl HDR_GEN(%rbx), %eax
+    cmpl HDR_DONE_GEN(%rbx), %eax
+    je 1b
     jmp batch_start
 
 # Vectors 32..255: an upcall. Record it in the ring, snapshot the watched

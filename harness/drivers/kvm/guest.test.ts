@@ -282,6 +282,9 @@ describe('block header and upcall ring', () => {
     const h = decodeBlockHeader(b);
     expect(h).toMatchObject({ magic: BLOCK_MAGIC, vcpu: 3, mode: 32, hypercallPage: 0x40000n, flags: 1, upcallFlags: 7, upcallWatch: 0x200040n, count: 0 });
     expect(() => encodeBlockHeader({ vcpu: 16, mode: 64, lapic: false })).toThrow();
+    // The Xen target's guest waits in memory for the next batch (layout.inc HF_WAIT_GEN).
+    expect(decodeBlockHeader(encodeBlockHeader({ vcpu: 0, mode: 64, lapic: true, waitGen: true })).flags).toBe(3);
+    expect(decodeBlockHeader(encodeBlockHeader({ vcpu: 0, mode: 64, lapic: false, waitGen: true })).flags).toBe(2);
   });
 
   it('returns the ring oldest first, after wrap-around', () => {

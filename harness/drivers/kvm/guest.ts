@@ -94,7 +94,7 @@ export const HDR = {
   size: 0x100,
 } as const;
 
-export const HOST_FLAG = { LAPIC: 1 } as const;
+export const HOST_FLAG = { LAPIC: 1, WAIT_GEN: 2 } as const;
 /** What the upcall handler does after recording an upcall. */
 export const UPCALL_FLAG = { CLEAR_PENDING: 1, CLEAR_SEL: 2, EOI: 4 } as const;
 export const DEFAULT_UPCALL_FLAGS = UPCALL_FLAG.CLEAR_PENDING | UPCALL_FLAG.EOI;
@@ -507,6 +507,8 @@ export interface BlockHeaderInit {
   mode: GuestMode;
   hypercallPage?: number;
   lapic: boolean;
+  /** No VMM sees the guest's port writes (Xen): the guest waits in memory for the next batch. */
+  waitGen?: boolean;
   upcallFlags?: number;
   upcallWatch?: number;
 }
@@ -519,7 +521,7 @@ export function encodeBlockHeader(h: BlockHeaderInit): Buffer {
   b.writeUInt32LE(u32(h.vcpu, 'vcpu', GUEST_LAYOUT.maxVcpus - 1), HDR.vcpu);
   b.writeUInt32LE(h.mode, HDR.mode);
   b.writeBigUInt64LE(BigInt(addr(h.hypercallPage ?? GUEST_LAYOUT.hypercallPage, 'hypercallPage', 4096)), HDR.hcallPage);
-  b.writeUInt32LE(h.lapic ? HOST_FLAG.LAPIC : 0, HDR.flags);
+  b.writeUInt32LE((h.lapic ? HOST_FLAG.LAPIC : 0) | (h.waitGen ? HOST_FLAG.WAIT_GEN : 0), HDR.flags);
   b.writeUInt32LE(u32(h.upcallFlags ?? DEFAULT_UPCALL_FLAGS, 'upcallFlags', 7), HDR.upcallFlags);
   b.writeBigUInt64LE(BigInt(h.upcallWatch ? addr(h.upcallWatch, 'upcallWatch', 16) : 0), HDR.upcallWatch);
   return b;

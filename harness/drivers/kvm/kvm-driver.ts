@@ -131,7 +131,8 @@ function hostVendor(): 'intel' | 'amd' | undefined {
 }
 
 export function kvmCapabilities(p: KvmProbe, vendor: 'intel' | 'amd' | undefined): Capabilities {
-  const has = new Set<string>(['kvm.plain', 'guest.mode64', 'guest.mode32', 'flavor.kvm']);
+  // xen_version is the VMM layer's (the model's) on KVM, build strings included.
+  const has = new Set<string>(['kvm.plain', 'guest.mode64', 'guest.mode32', 'flavor.kvm', 'version.build_strings']);
   const missing = new Map<string, string>();
   hostOpCapabilities(has, missing);
   const xenHex = `0x${p.xenHvm.toString(16)}`;

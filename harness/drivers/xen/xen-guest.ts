@@ -1,0 +1,286 @@
+// One Xen domain running the xconf test guest, seen from dom0. The guest is the
+// same image the kvm target runs (native/guest/guest{64,32}.S); it enters through
+// the PVH stub (native/guest/pvh.S). The domain is built paused by the toolstack
+// (`xl create -p`); dom0 then writes through a foreign mapping what the KVM VMM
+// writes into its VM (image, page tables, IDT, vCPU block, GDT, TSS) and unpauses
+// it. Batches go through the same command queue as on KVM: dom0 writes the
+// commands and bumps the block's generation, the guest (host flag WAIT_GEN) runs
+// them and publishes the generation it completed; dom0 waits for it in memory.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DriverError } from '../../errors.js';
+import { packagePath } from '../../paths.js';
+import {
+  blockAddress, buildGdt, buildIdt, buildPageTables, buildTss, decodeBlockHeader, decodeResults, encodeBlockHeader,
+  encodeCommands, GUEST_LAYOUT, GUEST_STATE, HDR, loadGuestImage, type BlockHeader, type CommandResult, type GuestCommand,
+  type GuestImage, type GuestMode,
+} from '../kvm/guest.js';
+import { xenAddon, type XenMapping } from './native.js';
+
+const PAGE = 4096;
+/** The guest's own pages (page tables, image, blocks): mapped once, never remapped by a case. */
+const LOW_PAGES = GUEST_LAYOUT.freeBase / PAGE;
+/** vCPU blocks must end below the PVH stub at 1 MiB (native/guest/pvh.ld). */
+export const XEN_MAX_VCPUS = 12;
+const BOOT_TIMEOUT_MS = 20_000;
+/** Where pvh.ld loads the stub, and how much after it the domain builder may have used. */
+const STUB_BASE = 0x100000;
+const STUB_AREA = 0x10000;
+
+export interface XenGuestOptions {
+  mode: GuestMode;
+  vcpus: number;
+  memoryBytes: number;
+  /** xl.cfg settings for the case's limits (XL_LIMITS). */
+  limits?: Record<string, number>;
+  timeoutMs?: number;
+}
+
+/** The case limits (DomainSetup.limits) the toolstack sets at domain creation, as xl.cfg names them. */
+export const XL_LIMITS: Record<string, string> = {
+  max_grant_frames: 'max_grant_frames',
+  max_maptrack_frames: 'max_maptrack_frames',
+  max_grant_version: 'max_grant_version',
+  // libxl passes max_event_channels as xen_domctl_createdomain.max_evtchn_port.
+  max_evtchn_port: 'max_event_channels',
+};
+
+export interface XenBatch {
+  status: 'done' | 'timeout' | 'guest-fault';
+  results: CommandResult[];
+  fault?: BlockHeader['lastFault'];
+}
+
+let domains = 0;
+
+/** Run a toolstack command; its stderr becomes the error. */
+function xl(args: string[], what: string): string {
+  const r = spawnSync('xl', args, { encoding: 'utf8', timeout: 60_000 });
+  if (r.error) throw new DriverError(`xl ${args[0]}: ${r.error.message} (the xen target runs in a Xen dom0 with xl on PATH)`, { code: 'ENOXL' });
+  if (r.status !== 0) {
+    const why = `${r.stderr}`.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('Parsing config')).slice(-2).join('; ');
+    throw new DriverError(`${what}: xl ${args.join(' ')} exited ${r.status}${why ? `: ${why}` : ''}`, { code: 'EXL' });
+  }
+  return r.stdout;
+}
+
+export class XenGuest {
+  private generation: number[];
+  private closed = false;
+
+  private constructor(
+    readonly domid: number,
+    readonly name: string,
+    readonly mode: GuestMode,
+    readonly vcpus: number,
+    readonly memoryBytes: number,
+    private readonly low: XenMapping,
+    private readonly timeoutMs: number,
+  ) {
+    this.generation = Array(vcpus).fill(0);
+  }
+
+  /** Build a paused PVH domain, lay the guest out in it, start it, and wait until it is ready. */
+  static create(o: XenGuestOptions): XenGuest {
+    if (o.vcpus < 1 || o.vcpus > XEN_MAX_VCPUS) {
+      throw new DriverError(`the xen test guest runs 1..${XEN_MAX_VCPUS} vCPUs, the case asks for ${o.vcpus}`, { code: 'EUNSUPPORTED' });
+    }
+    const img = loadGuestImage(o.mode);
+    if (!img.ok) throw new DriverError(img.reason, { code: 'ENOGUEST' });
+    const addon = xenAddon();
+    const memMiB = Math.max(16, Math.ceil(o.memoryBytes / (1 << 20)));
+    const name = `xconf-${process.pid}-${++domains}`;
+    const lines = [
+      `name = "${name}"`,
+      'type = "pvh"',
+      `kernel = "${packagePath('native', 'build', 'guest', 'pvh.elf')}"`,
+      `memory = ${memMiB}`,
+      `vcpus = ${o.vcpus}`,
+      ...Object.entries(o.limits ?? {}).map(([k, v]) => {
+        if (!XL_LIMITS[k] || !Number.isSafeInteger(v) || v < 0) throw new DriverError(`limit ${k}=${v} has no xl.cfg setting`, { code: 'EUNSUPPORTED' });
+        return `${XL_LIMITS[k]} = ${v}`;
+      }),
+      'on_poweroff = "destroy"',
+      'on_reboot = "destroy"',
+      'on_crash = "preserve"',
+      '',
+    ];
+    const dir = mkdtempSync(join(tmpdir(), 'xconf-xen-'));
+    const cfg = join(dir, `${name}.cfg`);
+    writeFileSync(cfg, lines.join('\n'));
+    try {
+      xl(['create', '-p', '-q', cfg], `creating domain ${name}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const domid = Number(xl(['domid', name], `looking up ${name}`).trim());
+    let low: XenMapping | undefined;
+    try {
+      low = new addon.Mapping(domid, 0, LOW_PAGES);
+      const g = new XenGuest(domid, name, o.mode, o.vcpus, memMiB << 20, low, o.timeoutMs ?? 10_000);
+      g.layOut(img.image);
+      addon.pause(domid, false);
+      g.waitReady();
+      // The stub and what the domain builder put after it (start_info, its module list)
+      // have served: give the case the zeroed RAM a fresh domain has there.
+      g.low.write(STUB_BASE, Buffer.alloc(STUB_AREA));
+      return g;
+    } catch (e) {
+      low?.close();
+      try {
+        xl(['destroy', String(domid)], `destroying ${name}`);
+      } catch {
+        // the first error is the one to report
+      }
+      throw e;
+    }
+  }
+
+  /** What the KVM VMM writes into a new VM (guest-vm.ts GuestVm.create), written through dom0's mapping. */
+  private layOut(image: GuestImage): void {
+    if (this.mode === 64) this.low.write(GUEST_LAYOUT.pml4, buildPageTables());
+    this.low.write(GUEST_LAYOUT.idt, buildIdt(image));
+    this.low.write(GUEST_LAYOUT.hypercallPage, Buffer.alloc(PAGE, 0xcc));
+    for (let i = 0; i < this.vcpus; i++) {
+      const block = blockAddress(i);
+      this.low.write(block, encodeBlockHeader({ vcpu: i, mode: this.mode, lapic: true, waitGen: true }));
+      this.low.write(block + GUEST_LAYOUT.gdt, buildGdt(block));
+      this.low.write(block + GUEST_LAYOUT.tss, buildTss(block, this.mode));
+    }
+    // The image last: the stub refuses to start until its magic is there.
+    this.low.write(GUEST_LAYOUT.imageBase, image.bytes);
+  }
+
+  /** The guest runs its empty first batch (generation 0) and publishes it: then it is ready. */
+  private waitReady(): void {
+    const at = blockAddress(0) + HDR.state;
+    if (!this.low.waitU32(at, GUEST_STATE.done, BOOT_TIMEOUT_MS)) {
+      const h = this.header(0);
+      throw new DriverError(`domain ${this.domid} (${this.name}): the guest did not start within ${BOOT_TIMEOUT_MS / 1000} s ` +
+        `(block state ${h.state}${h.state === GUEST_STATE.fatal ? `, fault vector ${h.lastFault.vector}` : ''}; see xl dmesg)`, { code: 'ETIMEDOUT' });
+    }
+  }
+
+  header(vcpu: number): BlockHeader {
+    return decodeBlockHeader(this.low.read(blockAddress(vcpu), HDR.size));
+  }
+
+  /** Run one batch on one vCPU and decode its results. */
+  run(vcpu: number, commands: readonly GuestCommand[], timeoutMs = this.timeoutMs): XenBatch {
+    if (vcpu !== 0) throw new DriverError(`the xen test guest starts vCPU 0 only; the step runs on vCPU ${vcpu}`, { code: 'EUNSUPPORTED' });
+    const records = encodeCommands(commands, this.mode);
+    const base = blockAddress(vcpu);
+    const gen = (this.generation[vcpu] = (this.generation[vcpu] + 1) & 0xffffff || 1);
+    this.low.write(base + GUEST_LAYOUT.cmds, records);
+    this.low.write(base + GUEST_LAYOUT.results, Buffer.alloc(commands.length * GUEST_LAYOUT.resultSize));
+    const count = Buffer.alloc(4);
+    count.writeUInt32LE(commands.length, 0);
+    this.low.write(base + HDR.count, count);
+    const g = Buffer.alloc(4);
+    g.writeUInt32LE(gen, 0);
+    this.low.write(base + HDR.gen, g); // the guest starts on this write
+    const finished = this.low.waitU32(base + HDR.doneGen, gen, timeoutMs);
+    const h = this.header(vcpu);
+    const results = decodeResults(this.low.read(base + GUEST_LAYOUT.results, commands.length * GUEST_LAYOUT.resultSize), commands, this.mode, gen);
+    if (!finished) return { status: 'timeout', results };
+    if (h.state === GUEST_STATE.fatal) return { status: 'guest-fault', results, fault: h.lastFault };
+    return { status: 'done', results };
+  }
+
+  /**
+   * Guest memory through a mapping made for this access (a case may have put other
+   * frames there since). Frames Xen owns (shared_info, grant frames: Xen heap pages)
+   * refuse foreign mappings; those bytes are read by the guest itself, as it sees them.
+   */
+  read(gpa: number, len: number): Buffer {
+    if (len === 0) return Buffer.alloc(0);
+    const m = this.mapFor(gpa, len);
+    if (!m) return this.guestRead(gpa, len);
+    try {
+      return m.read(gpa % PAGE, len);
+    } finally {
+      m.close();
+    }
+  }
+
+  write(gpa: number, bytes: Buffer): void {
+    if (bytes.length === 0) return;
+    const m = this.mapFor(gpa, bytes.length);
+    if (!m) return this.guestWrite(gpa, bytes);
+    try {
+      m.write(gpa % PAGE, bytes);
+    } finally {
+      m.close();
+    }
+  }
+
+  private mapFor(gpa: number, len: number): XenMapping | undefined {
+    const first = Math.floor(gpa / PAGE);
+    try {
+      return new (xenAddon().Mapping)(this.domid, first, Math.ceil((gpa + len) / PAGE) - first);
+    } catch (e) {
+      if ((e as { errno?: unknown }).errno === undefined) throw e;
+      return undefined;
+    }
+  }
+
+  /** The access split into the widest loads or stores the guest's mode has, one command each. */
+  private chunks(gpa: number, len: number): Array<{ addr: number; size: 1 | 2 | 4 | 8 }> {
+    const word = this.mode === 64 ? 8 : 4;
+    const out: Array<{ addr: number; size: 1 | 2 | 4 | 8 }> = [];
+    for (let at = gpa; at < gpa + len;) {
+      const size = ([word, 4, 2, 1] as const).find((n) => at + n <= gpa + len)!;
+      out.push({ addr: at, size });
+      at += size;
+    }
+    return out;
+  }
+
+  private runOrThrow(cmds: GuestCommand[], what: string): CommandResult[] {
+    const results: CommandResult[] = [];
+    for (let i = 0; i < cmds.length; i += GUEST_LAYOUT.maxCmds) {
+      const r = this.run(0, cmds.slice(i, i + GUEST_LAYOUT.maxCmds));
+      const bad = r.results.find((x) => x.status !== 'ok');
+      if (r.status !== 'done' || bad) {
+        throw new DriverError(`${what}: the guest's own access ${r.status !== 'done' ? `ended with ${r.status}` : `faulted (vector ${bad!.fault?.vector})`}`, { code: 'EFAULT' });
+      }
+      results.push(...r.results);
+    }
+    return results;
+  }
+
+  private guestRead(gpa: number, len: number): Buffer {
+    const parts = this.chunks(gpa, len);
+    const res = this.runOrThrow(parts.map((p) => ({ op: 'read', addr: p.addr, size: p.size })), `reading 0x${gpa.toString(16)}+${len}`);
+    const out = Buffer.alloc(len);
+    parts.forEach((p, i) => {
+      const v = res[i].ret;
+      for (let k = 0; k < p.size; k++) out[p.addr - gpa + k] = Number((v >> BigInt(8 * k)) & 0xffn);
+    });
+    return out;
+  }
+
+  private guestWrite(gpa: number, bytes: Buffer): void {
+    const parts = this.chunks(gpa, bytes.length);
+    this.runOrThrow(parts.map((p) => {
+      let v = 0n;
+      for (let k = p.size - 1; k >= 0; k--) v = (v << 8n) | BigInt(bytes[p.addr - gpa + k]);
+      return { op: 'write', addr: p.addr, size: p.size, value: v };
+    }), `writing 0x${gpa.toString(16)}+${bytes.length}`);
+  }
+
+  setHypercallPage(vcpu: number, gpa: number): void {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(gpa), 0);
+    this.low.write(blockAddress(vcpu) + HDR.hcallPage, b);
+  }
+
+  destroy(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.low.close();
+    xl(['destroy', String(this.domid)], `destroying domain ${this.domid}`);
+  }
+}

@@ -1,0 +1,110 @@
+# xconf test guest: the PVH entry stub for the Xen target.
+#
+# Under KVM the VMM (harness/drivers/kvm/guest-vm.ts) sets the CPU state of each
+# vCPU itself. A Xen PVH domain starts instead at the XEN_ELFNOTE_PHYS32_ENTRY
+# address in 32-bit protected mode with paging off (xen/include/public/arch-x86/
+# hvm/start_info.h). This stub is that entry. The domain is built paused; before
+# it runs, dom0 (harness/drivers/xen/) writes through a foreign mapping exactly
+# what the KVM VMM writes: the guest image at IMAGE_BASE, the page tables, the
+# IDT, and vCPU 0's block (header, GDT, TSS). The stub then loads what the KVM
+# VMM would have put in the registers (guest.ts guestSregs / guestRegs) and
+# jumps to the image's entry:
+#   64-bit image: CR3 = PML4, PAE, EFER.LME, paging, CS = SEL_KCODE64
+#   32-bit image: paging off, CS = SEL_KCODE32
+# and in both: data selectors, TR, IDTR, edi/rdi = block, esp/rsp = block + KSTACK_TOP.
+# The image's mode and entry come from its header (layout.inc, image_header).
+
+    .include "layout.inc"
+
+.equ BLOCK0,          0x30000
+.equ SEL_KCODE64,     0x08
+.equ SEL_KDATA,       0x10
+.equ SEL_KCODE32,     0x18
+.equ SEL_TSS,         0x38
+.equ IMG_MODE,        IMAGE_BASE + 8
+.equ IMG_ENTRY,       IMAGE_BASE + 12
+.equ MSR_EFER,        0xc0000080
+
+    .section .note.Xen, "a", @note
+    .balign 4
+    .long 4, 4, 18                  # namesz, descsz, XEN_ELFNOTE_PHYS32_ENTRY
+    .asciz "Xen"
+    .long pvh_entry
+
+    .text
+    .code32
+    .globl pvh_entry
+pvh_entry:
+    cli
+    cld
+    cmpl $GUEST_MAGIC, IMAGE_BASE   # dom0 wrote no image: stop here, visibly
+    jne stuck
+    lgdt gdtr
+    # ltr needs an available TSS; the block's GDT describes it as busy (KVM loads TR directly).
+    andb $0xfd, BLOCK0 + BLK_GDT + SEL_TSS + 5
+    cmpl $64, IMG_MODE
+    je to_long_mode
+    ljmp $SEL_KCODE32, $start32
+
+start32:
+    mov $SEL_KDATA, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %fs
+    mov %ax, %gs
+    mov %ax, %ss
+    mov $SEL_TSS, %ax
+    ltr %ax
+    lidt idtr32
+    mov $BLOCK0, %edi
+    lea KSTACK_TOP(%edi), %esp
+    jmp *IMG_ENTRY
+
+to_long_mode:
+    mov %cr4, %eax
+    or $0x20, %eax                  # PAE
+    mov %eax, %cr4
+    mov $0x2000, %eax               # PML4 (guest.ts GUEST_LAYOUT.pml4)
+    mov %eax, %cr3
+    mov $MSR_EFER, %ecx
+    rdmsr
+    or $0x100, %eax                 # LME
+    wrmsr
+    mov $0x80010033, %eax           # PG | WP | NE | ET | MP | PE
+    mov %eax, %cr0
+    ljmp $SEL_KCODE64, $start64
+
+    .code64
+start64:
+    mov $SEL_KDATA, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %fs
+    mov %ax, %gs
+    mov %ax, %ss
+    mov $SEL_TSS, %ax
+    ltr %ax
+    lidt idtr64
+    mov $BLOCK0, %edi
+    lea KSTACK_TOP(%rdi), %rsp
+    movl IMG_ENTRY, %eax
+    jmp *%rax
+
+    .code32
+stuck:
+    hlt
+    jmp stuck
+
+    .data
+    .balign 8
+gdtr:
+    .word 0x47
+    .long BLOCK0 + BLK_GDT
+    .balign 8
+idtr64:
+    .word 256 * 16 - 1
+    .quad 0x1000
+    .balign 8
+idtr32:
+    .word 256 * 8 - 1
+    .long 0x1000
