@@ -70,7 +70,8 @@ mark "xen $(grep -E '^(xen_version|virt_caps|xen_commandline)' /tmp/xl-info.txt 
 mark "release $(uname -r)"
 
 junit=${XCONF_LIVE_JUNIT:-/tmp/junit.xml}
-export HOME=/tmp XCONF_LIVE=1 XCONF_LIVE_JUNIT="$junit"
+# The xen target builds each case's domains with the ids the case names (ci/live-xen/xl-create.c).
+export HOME=/tmp XCONF_LIVE=1 XCONF_LIVE_JUNIT="$junit" XCONF_XEN_CREATE=/usr/libexec/xconf-xl-create
 rm -f "$junit" "${junit%.xml}.differential.xml"
 echo "xconf-live: running $(cat /xconf-live/cmd.sh)"
 t0=$(cut -d' ' -f1 /proc/uptime)

@@ -65,7 +65,7 @@ fi
 # Xen, its tools, the libraries they load, and Debian's current 6.1 kernel as dom0.
 xen_pkgs=("xen-hypervisor-$xen_series-amd64" "xen-utils-$xen_series" xen-utils-common libxencall1 libxenevtchn1
 	libxenforeignmemory1 libxengnttab1 "libxenmisc$xen_series" libxenstore4 libxentoollog1 libxentoolcore1
-	libxendevicemodel1 libxenhypfs1 libyajl2)
+	libxendevicemodel1 libxenhypfs1 libyajl2 libxen-dev)
 candidate() { apt-cache policy "$1" 2>/dev/null | sed -n 's/^ *Candidate: //p'; }
 if [[ -z $(candidate "${xen_pkgs[0]}") && $apt_updated == 0 ]]; then apt-get update >/dev/null && apt_updated=1; fi
 kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n1)
@@ -137,6 +137,11 @@ for f in "${elves[@]}"; do
 done
 copy_to "$(ldconfig -p | sed -n 's/.*libgcc_s.so.1 (libc6,x86-64) => //p' | head -n1)" "$s"
 cp "$(node -p process.execPath)" "$s/usr/bin/node"
+# The domain builder that lets cases name their domain ids (libxl's domain_create_info.domid).
+mkdir -p "$s/usr/libexec"
+gcc -O2 -Wall -Wno-sign-compare -o "$s/usr/libexec/xconf-xl-create" "$here/xl-create.c" -I"$X/usr/include" \
+	-L"$X/usr/lib/x86_64-linux-gnu" -Wl,-rpath-link="$X/usr/lib/x86_64-linux-gnu" -lxenlight -lxentoollog ||
+	die "cannot compile $here/xl-create.c against libxen-dev (gcc and libc6-dev are needed)"
 install -m 0755 "$here/init.sh" "$s/init"
 {
 	echo "XCONF_NONCE=$nonce"
@@ -158,7 +163,7 @@ say "dom0 initramfs: $(($(stat -c %s "$initrd") / 1048576)) MiB gzipped"
 
 dir=$results
 rm -f "$dir"/{serial.log,serial.clean,junit.xml,differential.xml,xen-dmesg.txt} "$report" "${report%.xml}.differential.xml"
-xen_cmd="console=com1 com1=115200,8n1 dom0_mem=$dom0_mem,max:$dom0_mem dom0_max_vcpus=1 dom0_vcpus_pin smap=0 guest_loglvl=all loglvl=all noreboot"
+xen_cmd="console=com1 com1=115200,8n1 dom0_mem=$dom0_mem,max:$dom0_mem dom0_max_vcpus=1 dom0_vcpus_pin smap=0 guest_loglvl=all loglvl=all conring_size=4m noreboot"
 dom0_cmd="console=hvc0 earlyprintk=xen loglevel=4 rdinit=/init"
 [[ $shell_mode != 1 ]] || dom0_cmd+=" xconf.shell=1"
 qemu=(qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m "$mem" -display none -nodefaults -no-reboot

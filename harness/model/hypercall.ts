@@ -158,8 +158,17 @@ export type MsrResult = { ok: true } | { ok: false; fault: 'GP' };
 
 const HYPERCALL_NR_STUBS = PAGE_SIZE / 32;
 
-/** The 128 32-byte stubs Xen (or KVM) writes into the hypercall page. */
+const pageImages = new Map<string, Uint8Array>();
+
+/** The 128 32-byte stubs Xen (or KVM) writes into the hypercall page (built once per CPU and flavour; never mutate it). */
 export function hypercallPageImage(cpu: 'intel' | 'amd', flavor: 'xen' | 'kvm'): Uint8Array {
+  const key = `${cpu}/${flavor}`;
+  let page = pageImages.get(key);
+  if (!page) pageImages.set(key, (page = buildPageImage(cpu, flavor)));
+  return page;
+}
+
+function buildPageImage(cpu: 'intel' | 'amd', flavor: 'xen' | 'kvm'): Uint8Array {
   const page = new Uint8Array(PAGE_SIZE).fill(0xcc); // int3 everywhere first
   for (let i = 0; i < HYPERCALL_NR_STUBS; i++) {
     const p = i * 32;

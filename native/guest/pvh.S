@@ -12,6 +12,7 @@
 #   64-bit image: CR3 = PML4, PAE, EFER.LME, paging, CS = SEL_KCODE64
 #   32-bit image: paging off, CS = SEL_KCODE32
 # and in both: data selectors, TR, IDTR, edi/rdi = block, esp/rsp = block + KSTACK_TOP.
+# vCPU 0's block is BLOCK0; another vCPU's comes in %edi (see pvh_ap_entry).
 # The image's mode and entry come from its header (layout.inc, image_header).
 
     .include "layout.inc"
@@ -24,6 +25,7 @@
 .equ IMG_MODE,        IMAGE_BASE + 8
 .equ IMG_ENTRY,       IMAGE_BASE + 12
 .equ MSR_EFER,        0xc0000080
+.equ AP_ENTRY_OFFSET, 0x10
 
     .section .note.Xen, "a", @note
     .balign 4
@@ -34,14 +36,30 @@
     .text
     .code32
     .globl pvh_entry
+# vCPU 0 enters here (the ELF note). Every other vCPU is started by vCPU 0 with
+# VCPUOP_initialise at pvh_ap_entry (image start + AP_ENTRY_OFFSET), in the same
+# 32-bit flat state with %edi = its block (harness/drivers/xen/xen-guest.ts).
 pvh_entry:
+    jmp bsp
+    .org AP_ENTRY_OFFSET
+pvh_ap_entry:
     cli
     cld
+    jmp common
+bsp:
+    cli
+    cld
+    mov $BLOCK0, %edi
+common:
     cmpl $GUEST_MAGIC, IMAGE_BASE   # dom0 wrote no image: stop here, visibly
     jne stuck
-    lgdt gdtr
+    # GDTR for this vCPU's block, built in its guest scratch area (unused until batches run).
+    movw $0x47, BLK_SCRATCH(%edi)
+    lea BLK_GDT(%edi), %eax
+    mov %eax, BLK_SCRATCH + 2(%edi)
+    lgdt BLK_SCRATCH(%edi)
     # ltr needs an available TSS; the block's GDT describes it as busy (KVM loads TR directly).
-    andb $0xfd, BLOCK0 + BLK_GDT + SEL_TSS + 5
+    andb $0xfd, BLK_GDT + SEL_TSS + 5(%edi)
     cmpl $64, IMG_MODE
     je to_long_mode
     ljmp $SEL_KCODE32, $start32
@@ -56,7 +74,6 @@ start32:
     mov $SEL_TSS, %ax
     ltr %ax
     lidt idtr32
-    mov $BLOCK0, %edi
     lea KSTACK_TOP(%edi), %esp
     jmp *IMG_ENTRY
 
@@ -85,7 +102,7 @@ start64:
     mov $SEL_TSS, %ax
     ltr %ax
     lidt idtr64
-    mov $BLOCK0, %edi
+    mov %edi, %edi                  # the block, zero-extended into %rdi
     lea KSTACK_TOP(%rdi), %rsp
     movl IMG_ENTRY, %eax
     jmp *%rax
@@ -96,10 +113,6 @@ stuck:
     jmp stuck
 
     .data
-    .balign 8
-gdtr:
-    .word 0x47
-    .long BLOCK0 + BLK_GDT
     .balign 8
 idtr64:
     .word 256 * 16 - 1

@@ -4,6 +4,7 @@
 
 import { DriverError } from '../../errors.js';
 import { XenModel, type Flavor } from '../../model/domain.js';
+import type { GuestMemory } from '../../model/guest-memory.js';
 import { hypercall, wrmsr } from '../../model/hypercall-table.js';
 import type { Regs } from '../../model/hypercall.js';
 import { ops } from '../../ops/index.js';
@@ -132,13 +133,14 @@ export class ModelDriver implements Driver {
   }
 
   /** Build the model for a setup; exposed for tests and the fuzzer. */
-  build(setup: SessionSetup): XenModel {
+  /** `memory`: a domain's guest memory when not the model's own (a live target's shadow model). */
+  build(setup: SessionSetup, memory?: (domid: number) => GuestMemory | undefined): XenModel {
     const model = new XenModel({
       flavor: this.flavor,
       cpu: setup.cpu ?? 'intel',
       xenVersion: setup.xenVersion,
       mode: setup.mode,
-      domains: setup.domains.map((d) => ({ id: d.id, vcpus: d.vcpus, memoryBytes: d.memoryBytes, privileged: d.privileged, limits: d.limits })),
+      domains: setup.domains.map((d) => ({ id: d.id, vcpus: d.vcpus, memoryBytes: d.memoryBytes, privileged: d.privileged, limits: d.limits, memory: memory?.(d.id) })),
       variant: this.variant,
     });
     for (const d of setup.domains) {
@@ -156,7 +158,7 @@ export class ModelDriver implements Driver {
     return this.openNow(setup);
   }
 
-  openNow(setup: SessionSetup): ModelSession {
-    return new ModelSession(this.build(setup), setup);
+  openNow(setup: SessionSetup, memory?: (domid: number) => GuestMemory | undefined): ModelSession {
+    return new ModelSession(this.build(setup, memory), setup);
   }
 }

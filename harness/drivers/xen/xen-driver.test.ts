@@ -4,7 +4,7 @@ import { parseXlInfo, xenCapabilities, XenDriver, XEN_HOST_OPS } from './xen-dri
 import { XEN_MAX_VCPUS, XL_LIMITS } from './xen-guest.js';
 import { blockAddress } from '../kvm/guest.js';
 import { CAPABILITIES } from '../../suite/vocabulary.js';
-import { hostOpCapability } from '../../ops/types.js';
+import { hostOpCapability, hostOpOutCapability } from '../../ops/types.js';
 import { DriverError } from '../../errors.js';
 import { packagePath } from '../../paths.js';
 import { ModelDriver } from '../model/model-driver.js';
@@ -42,6 +42,7 @@ describe('xen capabilities', () => {
     expect(caps.missing.get('time.control')).toMatch(/hypervisor's clock/);
     for (const c of Object.keys(CAPABILITIES)) expect(caps.has.has(c) || caps.missing.has(c)).toBe(true);
     for (const op of XEN_HOST_OPS) expect(caps.has.has(hostOpCapability(op))).toBe(true);
+    expect(caps.has.has(hostOpOutCapability('evtchn.run_upcall', 'handled'))).toBe(true);
     expect(caps.missing.get(hostOpCapability('evtchn.host_send'))).toMatch(/does not perform from dom0 yet/);
     const v1 = xenCapabilities(parseXlInfo(XL_INFO.replace(' gnttab-v2', ''), ''));
     expect(v1.has.has('gnttab.v2')).toBe(false);

@@ -12,14 +12,15 @@ import { DOMID_SELF } from '../../model/domain.js';
 import { ops } from '../../ops/index.js';
 import { FIFO_LAYOUT } from '../../ops/evtchn.js';
 import { EVTCHNOP } from '../../model/evtchn.js';
-import { hostOpCapability, type Action, type Outcome, type StepPlacement } from '../../ops/types.js';
+import { hostOpCapability, hostOpOutCapability, type Action, type Outcome, type StepPlacement } from '../../ops/types.js';
 import { CAPABILITIES } from '../../suite/vocabulary.js';
 import type { AreaView } from '../../model/areas.js';
+import { GuestMemory } from '../../model/guest-memory.js';
 import type { Capabilities, Driver, Session, SessionSetup } from '../driver.js';
 import { ModelDriver, type ModelSession } from '../model/model-driver.js';
 import type { CommandResult, GuestCommand } from '../kvm/guest.js';
 import { GUEST_LAYOUT } from '../kvm/guest.js';
-import { XL_LIMITS, XenGuest } from './xen-guest.js';
+import { XEN_MAX_VCPUS, XL_LIMITS, XenGuest } from './xen-guest.js';
 import { xenAddon } from './native.js';
 
 const XENMEM_add_to_physmap = 7n;
@@ -30,7 +31,6 @@ const HYPERCALL_MSR = 0x40000000;
 /** What the test guest on this target cannot do, whatever Xen can. */
 const NOT_PROVIDED: Record<string, string> = {
   'time.control': 'time on real Xen is the hypervisor\'s clock, not controlled by the case',
-  'domains.multi': 'the xen driver builds one guest domain per case so far',
   'flavor.kvm': 'the xen target is Xen itself',
   'kvm.plain': 'plain-KVM checks need the kvm target',
   'hypercall.raw_regs': 'the test guest passes arguments by the calling convention only',
@@ -41,7 +41,9 @@ const NOT_PROVIDED: Record<string, string> = {
 };
 
 /** Host-side ops this driver performs (the guest's own hypercalls, or dom0 through the libraries). */
-export const XEN_HOST_OPS = ['evtchn.use_fifo'];
+export const XEN_HOST_OPS = ['evtchn.use_fifo', 'evtchn.alloc_many', 'evtchn.run_upcall', 'evtchn.set_mask'];
+/** Of those, the guest's own memory operations, run by the model's guest code on the real guest's memory. */
+const GUEST_MEMORY_OPS = ['evtchn.run_upcall', 'evtchn.set_mask'];
 
 export interface XenInfo {
   version: { major: number; minor: number; extra: string };
@@ -63,7 +65,7 @@ export function parseXlInfo(text: string, cpuinfo: string): XenInfo {
 }
 
 export function xenCapabilities(info: XenInfo): Capabilities {
-  const has = new Set<string>(['guest.mode64', 'guest.mode32', 'flavor.xen', 'hypercall.intercept', 'hypercall.page', 'hypercall.cpl',
+  const has = new Set<string>(['guest.mode64', 'guest.mode32', 'flavor.xen', 'domains.multi', 'hypercall.intercept', 'hypercall.page', 'hypercall.cpl',
     'shared_info', 'vcpu_info', 'runstate', 'runstate.update_flag', 'evtchn.2l', 'evtchn.fifo', 'evtchn.send',
     'evtchn.upcall_vector', 'evtchn.callback_vector', 'sched.poll', 'timer']);
   const missing = new Map<string, string>(Object.entries(NOT_PROVIDED));
@@ -77,8 +79,10 @@ export function xenCapabilities(info: XenInfo): Capabilities {
   }
   for (const op of ops.values()) {
     if (!op.model) continue;
-    if (XEN_HOST_OPS.includes(op.name)) has.add(hostOpCapability(op.name));
-    else missing.set(hostOpCapability(op.name), `${op.name} is a host action the xen driver does not perform from dom0 yet`);
+    if (XEN_HOST_OPS.includes(op.name)) {
+      has.add(hostOpCapability(op.name));
+      for (const k of op.out ?? []) has.add(hostOpOutCapability(op.name, k));
+    } else missing.set(hostOpCapability(op.name), `${op.name} is a host action the xen driver does not perform from dom0 yet`);
   }
   for (const c of Object.keys(CAPABILITIES)) if (!has.has(c) && !missing.has(c)) missing.set(c, 'not provided by the xen driver');
   const v = info.version;
@@ -100,6 +104,24 @@ function dom0Kernel(): Record<string, string> {
 
 const FAULT_NAMES: Record<number, string> = { 0: 'DE', 3: 'BP', 6: 'UD', 13: 'GP', 14: 'PF' };
 
+/**
+ * The shadow model's memory: its own, except while a guest-side memory operation
+ * (Linux's upcall scan, a mask bit set with an atomic op) runs, when it is the real
+ * guest's (as the kvm target's VMM layer uses the VM's). The shadow's hypercalls
+ * never write into the real guest: Xen answered those.
+ */
+class ShadowMemory extends GuestMemory {
+  real?: XenGuest;
+  override read(gpa: number, len: number): Uint8Array {
+    if (!this.real || !this.contains(gpa, len)) return super.read(gpa, len);
+    return new Uint8Array(this.real.read(gpa, len));
+  }
+  override write(gpa: number, bytes: Uint8Array): void {
+    if (!this.real || !this.contains(gpa, bytes.length)) return super.write(gpa, bytes);
+    this.real.write(gpa, Buffer.from(bytes));
+  }
+}
+
 function faultOf(r: CommandResult | undefined): string | undefined {
   if (r?.status !== 'fault') return undefined;
   const vec = r.fault?.vector ?? -1;
@@ -107,38 +129,48 @@ function faultOf(r: CommandResult | undefined): string | undefined {
 }
 
 class XenSession implements Session {
-  constructor(private readonly guest: XenGuest, private readonly setup: SessionSetup, private readonly shadow: ModelSession, private readonly vendor: 'intel' | 'amd') {}
+  constructor(
+    private readonly guests: ReadonlyMap<number, XenGuest>,
+    private readonly setup: SessionSetup,
+    private readonly shadow: ModelSession,
+    private readonly shadowMemory: ReadonlyMap<number, ShadowMemory>,
+    private readonly vendor: 'intel' | 'amd',
+  ) {}
 
-  private get domid(): number {
-    return this.setup.domains[0].id;
+  private guest(dom: number): XenGuest {
+    const g = this.guests.get(dom);
+    if (!g) throw new DriverError(`the case's setup creates no domain ${dom}`, { code: 'EINVAL' });
+    return g;
   }
 
-  /** What the case's setup asks of a fresh domain, done by the guest itself, as a Xen guest does it. */
+  /** What the case's setup asks of a fresh domain, done by its guest itself, as a Xen guest does it. */
   async start(): Promise<void> {
-    const d = this.setup.domains[0];
-    const scratch = GUEST_LAYOUT.blockBase + GUEST_LAYOUT.harnessScratch;
-    // The toolstack bound ports 1 and 2 (xenstore, console) to dom0; cases expect a
-    // domain with no channels, so close them all as a guest may (EVTCHNOP_reset).
-    const reset = Buffer.alloc(2);
-    reset.writeUInt16LE(DOMID_SELF, 0);
-    this.guest.write(scratch, reset);
-    const rr = await this.call(BigInt(HYPERVISOR.event_channel_op), [EVTCHNOP_reset, BigInt(scratch)], 'auto');
-    if (rr.fault || rr.ret !== 0n) throw new DriverError(`setup: EVTCHNOP_reset(DOMID_SELF) gave ${rr.fault ?? rr.ret}`, { code: 'EIO' });
-    if (d.sharedInfo !== null) {
-      const wide = this.setup.mode === 64;
-      const b = Buffer.alloc(wide ? 24 : 16);
-      b.writeUInt16LE(DOMID_SELF, 0);
-      b.writeUInt32LE(XENMAPSPACE_shared_info, 4);
-      if (wide) b.writeBigUInt64LE(BigInt(d.sharedInfo / 4096), 16);
-      else b.writeUInt32LE(d.sharedInfo / 4096, 12);
-      this.guest.write(scratch, b);
-      const r = await this.call(BigInt(HYPERVISOR.memory_op), [XENMEM_add_to_physmap, BigInt(scratch)], 'auto');
-      if (r.fault || r.ret !== 0n) throw new DriverError(`setup: XENMEM_add_to_physmap(shared_info at 0x${d.sharedInfo.toString(16)}) gave ${r.fault ?? r.ret}`, { code: 'EIO' });
-    }
-    if (d.hypercallPage !== null) {
-      const r = this.guest.run(0, [{ op: 'wrmsr', msr: HYPERCALL_MSR, value: d.hypercallPage }]);
-      if (r.status !== 'done' || r.results[0]?.status !== 'ok') throw new DriverError(`setup: writing the hypercall MSR failed (${r.status})`, { code: 'EIO' });
-      this.guest.setHypercallPage(0, d.hypercallPage);
+    for (const d of this.setup.domains) {
+      const g = this.guest(d.id);
+      const scratch = GUEST_LAYOUT.blockBase + GUEST_LAYOUT.harnessScratch;
+      // The toolstack bound ports 1 and 2 (xenstore, console) to dom0; cases expect a
+      // domain with no channels, so close them all as a guest may (EVTCHNOP_reset).
+      const reset = Buffer.alloc(2);
+      reset.writeUInt16LE(DOMID_SELF, 0);
+      g.write(scratch, reset);
+      const rr = await this.call(d.id, 0, BigInt(HYPERVISOR.event_channel_op), [EVTCHNOP_reset, BigInt(scratch)], 'auto');
+      if (rr.fault || rr.ret !== 0n) throw new DriverError(`setup of domain ${d.id}: EVTCHNOP_reset(DOMID_SELF) gave ${rr.fault ?? rr.ret}`, { code: 'EIO' });
+      if (d.sharedInfo !== null) {
+        const wide = this.setup.mode === 64;
+        const b = Buffer.alloc(wide ? 24 : 16);
+        b.writeUInt16LE(DOMID_SELF, 0);
+        b.writeUInt32LE(XENMAPSPACE_shared_info, 4);
+        if (wide) b.writeBigUInt64LE(BigInt(d.sharedInfo / 4096), 16);
+        else b.writeUInt32LE(d.sharedInfo / 4096, 12);
+        g.write(scratch, b);
+        const r = await this.call(d.id, 0, BigInt(HYPERVISOR.memory_op), [XENMEM_add_to_physmap, BigInt(scratch)], 'auto');
+        if (r.fault || r.ret !== 0n) throw new DriverError(`setup of domain ${d.id}: XENMEM_add_to_physmap(shared_info at 0x${d.sharedInfo.toString(16)}) gave ${r.fault ?? r.ret}`, { code: 'EIO' });
+      }
+      if (d.hypercallPage !== null) {
+        const r = g.run(0, [{ op: 'wrmsr', msr: HYPERCALL_MSR, value: d.hypercallPage }]);
+        if (r.status !== 'done' || r.results[0]?.status !== 'ok') throw new DriverError(`setup of domain ${d.id}: writing the hypercall MSR failed (${r.status})`, { code: 'EIO' });
+        for (let i = 0; i < d.vcpus; i++) g.setHypercallPage(i, d.hypercallPage);
+      }
     }
   }
 
@@ -154,30 +186,30 @@ class XenSession implements Session {
       : { op: via === 'vmcall' || (via === 'auto' && this.vendor === 'intel') ? 'vmcall' : 'vmmcall', rax: nr, args, cpl3 };
   }
 
-  private async call(nr: bigint, args: readonly bigint[], via: StepPlacement['via'], cpl3 = false): Promise<Outcome & { result?: CommandResult }> {
-    const r = this.guest.run(0, [this.command(nr, args, via, cpl3)]);
-    if (r.status === 'timeout') throw new DriverError('the guest did not finish its command in time', { code: 'ETIMEDOUT' });
+  private async call(dom: number, vcpu: number, nr: bigint, args: readonly bigint[], via: StepPlacement['via'], cpl3 = false): Promise<Outcome & { result?: CommandResult }> {
+    const r = this.guest(dom).run(vcpu, [this.command(nr, args, via, cpl3)]);
+    if (r.status === 'timeout') throw new DriverError(`domain ${dom} vCPU ${vcpu} did not finish its command in time`, { code: 'ETIMEDOUT' });
     if (r.status === 'guest-fault') return { fault: `guest-fault vector ${r.fault?.vector ?? '?'}` };
     const fault = faultOf(r.results[0]);
     return fault ? { fault } : { ret: r.results[0].retSigned, result: r.results[0] };
   }
 
   async apply(action: Action, at: StepPlacement): Promise<Outcome> {
-    if (at.dom !== this.domid) throw new DriverError(`the xen target runs one domain (${this.domid}); step names ${at.dom}`, { code: 'EINVAL' });
-    if (at.vcpu !== 0) throw new DriverError(`the xen test guest starts vCPU 0 only; step names vCPU ${at.vcpu}`, { code: 'EUNSUPPORTED' });
+    const g = this.guest(at.dom);
+    if (at.vcpu >= g.vcpus) throw new DriverError(`no vCPU ${at.vcpu} in domain ${at.dom}`, { code: 'EINVAL' });
     switch (action.kind) {
       case 'check':
         return {};
       case 'write':
-        for (const w of action.writes) this.guest.write(w.gpa, Buffer.from(w.bytes));
+        for (const w of action.writes) g.write(w.gpa, Buffer.from(w.bytes));
         this.shadow.applyNow(action, at);
         return {};
       case 'wrmsr': {
-        const r = this.guest.run(at.vcpu, [{ op: 'wrmsr', msr: action.msr, value: action.value }]);
+        const r = g.run(at.vcpu, [{ op: 'wrmsr', msr: action.msr, value: action.value }]);
         if (r.status === 'timeout') throw new DriverError('the guest did not finish its MSR write in time', { code: 'ETIMEDOUT' });
         const fault = r.status === 'guest-fault' ? `guest-fault vector ${r.fault?.vector ?? '?'}` : faultOf(r.results[0]);
         if (!fault && action.msr === HYPERCALL_MSR) {
-          this.guest.setHypercallPage(at.vcpu, Number(action.value & ~0xfffn));
+          for (let i = 0; i < g.vcpus; i++) g.setHypercallPage(i, Number(action.value & ~0xfffn));
         }
         this.shadow.applyNow(action, at);
         return { fault };
@@ -185,28 +217,74 @@ class XenSession implements Session {
       case 'hypercall': {
         if (action.regs && Object.keys(action.regs).length) throw new DriverError('explicit registers are not supported by the xen test guest', { code: 'ENOTSUP' });
         if (at.cpl !== 0 && at.cpl !== 3) throw new DriverError(`the xen test guest runs at CPL 0 or 3, not ${at.cpl}`, { code: 'ENOTSUP' });
-        for (const w of action.writes) this.guest.write(w.gpa, Buffer.from(w.bytes));
-        const o = await this.call(BigInt(action.nr), action.args, at.via, at.cpl === 3);
-        // The shadow follows the call only to know where the guest's areas are now.
+        for (const w of action.writes) g.write(w.gpa, Buffer.from(w.bytes));
+        const o = await this.call(at.dom, at.vcpu, BigInt(action.nr), action.args, at.via, at.cpl === 3);
+        if (o.fault) {
+          this.shadow.applyNow(action, at);
+          return { fault: o.fault };
+        }
+        // Xen's answer is read before the shadow follows the call (it only tracks where areas are).
+        const out = action.out ? action.out.decode(new Uint8Array(g.read(action.out.gpa, action.out.size))) : undefined;
         this.shadow.applyNow(action, at);
-        if (o.fault) return { fault: o.fault };
-        const out = action.out ? action.out.decode(new Uint8Array(this.guest.read(action.out.gpa, action.out.size))) : undefined;
         return { ret: o.ret, out };
       }
       case 'host': {
-        const o = await this.host(action.op, action.args);
+        if (GUEST_MEMORY_OPS.includes(action.op)) {
+          // Done on the real guest's memory by the model's guest code, which is what it is.
+          const mem = this.shadowMemory.get(at.dom)!;
+          mem.real = g;
+          try {
+            const { servedBy: _model, ...o } = this.shadow.applyNow(action, at);
+            return o;
+          } finally {
+            mem.real = undefined;
+          }
+        }
+        const o = await this.host(action.op, action.args, at);
         this.shadow.applyNow(action, at);
         return o;
       }
     }
   }
 
-  private async host(op: string, args: Record<string, unknown>): Promise<Outcome> {
+  private async host(op: string, args: Record<string, unknown>, at: StepPlacement): Promise<Outcome> {
     switch (op) {
       case 'evtchn.use_fifo':
-        return (args.enable ?? 1n) === 0n ? { ret: 0n } : this.useFifo(Number(args.scratch as bigint), Number((args.pages as bigint | undefined) ?? 1n), (args.mask_all ?? 0n) !== 0n);
+        return (args.enable ?? 1n) === 0n ? { ret: 0n } : this.useFifo(at.dom, Number(args.scratch as bigint), Number((args.pages as bigint | undefined) ?? 1n), (args.mask_all ?? 0n) !== 0n);
+      case 'evtchn.alloc_many':
+        return this.allocMany(args, at);
     }
     throw new DriverError(`op ${op} is not implemented by the xen target`, { code: 'ENOSYS' });
+  }
+
+  /**
+   * evtchn.alloc_many: the guest's loop of EVTCHNOP_alloc_unbound in queues of up to
+   * GUEST_LAYOUT.maxCmds calls, one struct for all (dom and remote_dom are inputs only,
+   * the port is written back on success: xen/common/event_channel.c), as on kvm.
+   */
+  private async allocMany(args: Record<string, unknown>, at: StepPlacement): Promise<Outcome> {
+    const g = this.guest(at.dom);
+    const count = args.count as bigint;
+    const scratch = Number(args.scratch as bigint);
+    const b = Buffer.alloc(8);
+    b.writeUInt16LE(DOMID_SELF, 0);
+    b.writeUInt16LE((args.remote_dom === undefined ? DOMID_SELF : Number(args.remote_dom as bigint)) & 0xffff, 2);
+    g.write(scratch, b);
+    const lastPort = () => BigInt(g.read(scratch + 4, 4).readUInt32LE(0));
+    const call = this.command(BigInt(HYPERVISOR.event_channel_op), [BigInt(EVTCHNOP.alloc_unbound), BigInt(scratch)], 'auto');
+    let allocated = 0n;
+    while (allocated < count) {
+      const r = g.run(at.vcpu, Array(Math.min(Number(count - allocated), GUEST_LAYOUT.maxCmds)).fill(call));
+      if (r.status === 'timeout') throw new DriverError('the guest did not finish its EVTCHNOP_alloc_unbound loop in time', { code: 'ETIMEDOUT' });
+      if (r.status === 'guest-fault') return { fault: `guest-fault vector ${r.fault?.vector ?? '?'}` };
+      for (const x of r.results) {
+        const fault = faultOf(x);
+        if (fault) return { fault };
+        if (x.retSigned !== 0n) return { ret: x.retSigned, out: { allocated, last: lastPort() } };
+        allocated++;
+      }
+    }
+    return { ret: 0n, out: { allocated, last: lastPort() } };
   }
 
   /**
@@ -214,35 +292,35 @@ class XenSession implements Session {
    * useFifo): EVTCHNOP_init_control with a zeroed control block per vCPU, then
    * EVTCHNOP_expand_array for each event array page; real hypercalls, answered by Xen.
    */
-  private async useFifo(scratch: number, pages: number, maskAll: boolean): Promise<Outcome> {
+  private async useFifo(dom: number, scratch: number, pages: number, maskAll: boolean): Promise<Outcome> {
     const PAGE = 4096;
-    for (let vcpu = 0; vcpu < this.setup.domains[0].vcpus; vcpu++) {
+    const g = this.guest(dom);
+    for (let vcpu = 0; vcpu < g.vcpus; vcpu++) {
       const cb = FIFO_LAYOUT.controlBase + vcpu * PAGE;
-      this.guest.write(cb, Buffer.alloc(PAGE));
+      g.write(cb, Buffer.alloc(PAGE));
       const init = Buffer.alloc(24);
       init.writeBigUInt64LE(BigInt(cb / PAGE), 0);
       init.writeUInt32LE(vcpu, 12);
-      this.guest.write(scratch, init);
-      const r = await this.call(BigInt(HYPERVISOR.event_channel_op), [BigInt(EVTCHNOP.init_control), BigInt(scratch)], 'auto');
+      g.write(scratch, init);
+      const r = await this.call(dom, 0, BigInt(HYPERVISOR.event_channel_op), [BigInt(EVTCHNOP.init_control), BigInt(scratch)], 'auto');
       if (r.fault || r.ret !== 0n) return r.fault ? { fault: r.fault } : { ret: r.ret };
     }
     for (let i = 0; i < pages; i++) {
       const page = FIFO_LAYOUT.arrayBase + i * PAGE;
       const init = Buffer.alloc(PAGE);
       if (maskAll) for (let o = 0; o < PAGE; o += 4) init[o + 3] = 0x40; // MASKED (bit 30)
-      this.guest.write(page, init);
+      g.write(page, init);
       const arg = Buffer.alloc(8);
       arg.writeBigUInt64LE(BigInt(page / PAGE), 0);
-      this.guest.write(scratch, arg);
-      const r = await this.call(BigInt(HYPERVISOR.event_channel_op), [BigInt(EVTCHNOP.expand_array), BigInt(scratch)], 'auto');
+      g.write(scratch, arg);
+      const r = await this.call(dom, 0, BigInt(HYPERVISOR.event_channel_op), [BigInt(EVTCHNOP.expand_array), BigInt(scratch)], 'auto');
       if (r.fault || r.ret !== 0n) return r.fault ? { fault: r.fault } : { ret: r.ret };
     }
     return { ret: 0n };
   }
 
   async read(dom: number, gpa: number, len: number): Promise<Uint8Array> {
-    if (dom !== this.domid) throw new DriverError(`no domain ${dom} on the xen target`, { code: 'EINVAL' });
-    return new Uint8Array(this.guest.read(gpa, len));
+    return new Uint8Array(this.guest(dom).read(gpa, len));
   }
 
   areas(dom: number): AreaView {
@@ -250,8 +328,21 @@ class XenSession implements Session {
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    this.guest.destroy();
+    destroyAll([...this.guests.values()]);
   }
+}
+
+/** Destroy every domain, each even if another fails; the first failure is reported. */
+function destroyAll(guests: XenGuest[]): void {
+  let first: unknown;
+  for (const g of guests) {
+    try {
+      g.destroy();
+    } catch (e) {
+      first ??= e;
+    }
+  }
+  if (first) throw first;
 }
 
 export class XenDriver implements Driver {
@@ -278,23 +369,37 @@ export class XenDriver implements Driver {
 
   async open(setup: SessionSetup): Promise<Session> {
     await this.probe();
-    const d = setup.domains[0];
-    if (setup.domains.length > 1) throw new DriverError('the xen driver builds one guest domain per case so far', { code: 'EUNSUPPORTED' });
-    if (d.privileged) throw new DriverError('a domain the toolstack builds is not privileged (dom0 is the only one here)', { code: 'EUNSUPPORTED' });
-    if (d.vcpus > 1) throw new DriverError(`the xen test guest starts vCPU 0 only so far (its other vCPUs need VCPUOP_initialise and VCPUOP_up); the case asks for ${d.vcpus}`, { code: 'EUNSUPPORTED' });
-    // The toolstack binds ports 1 and 2 (xenstore, console) while it builds the domain.
-    if (d.limits.max_evtchn_port !== undefined && d.limits.max_evtchn_port < 2) {
-      throw new DriverError(`the toolstack binds ports 1 and 2 (xenstore, console) while it builds a domain, so max_evtchn_port ${d.limits.max_evtchn_port} cannot be built`, { code: 'EUNSUPPORTED' });
+    for (const d of setup.domains) {
+      if (d.privileged) throw new DriverError('a domain the toolstack builds is not privileged (dom0 is the only one here)', { code: 'EUNSUPPORTED' });
+      if (d.id === 0 || d.id >= 0x7ff0) throw new DriverError(`domain id ${d.id} is not a guest domain id the toolstack can give (1..0x7fef)`, { code: 'EUNSUPPORTED' });
+      if (d.vcpus > 1) {
+        throw new DriverError(`the xen driver starts the test guest's vCPU 0 only: vCPU 1, started with VCPUOP_initialise and VCPUOP_up, never ran under Xen 4.17 here (open); the case asks for ${d.vcpus}`, { code: 'EUNSUPPORTED' });
+      }
+      if (d.vcpus > XEN_MAX_VCPUS) throw new DriverError(`the xen test guest runs at most ${XEN_MAX_VCPUS} vCPUs (their blocks end below the PVH stub); the case asks for ${d.vcpus}`, { code: 'EUNSUPPORTED' });
+      // The toolstack binds ports 1 and 2 (xenstore, console) while it builds the domain.
+      if (d.limits.max_evtchn_port !== undefined && d.limits.max_evtchn_port < 2) {
+        throw new DriverError(`the toolstack binds ports 1 and 2 (xenstore, console) while it builds a domain, so max_evtchn_port ${d.limits.max_evtchn_port} cannot be built`, { code: 'EUNSUPPORTED' });
+      }
+      const unsettable = Object.keys(d.limits).filter((k) => !XL_LIMITS[k]);
+      if (unsettable.length) throw new DriverError(`the toolstack cannot set the case's limit ${unsettable.join(', ')} (xl.cfg has ${Object.keys(XL_LIMITS).join(', ')})`, { code: 'EUNSUPPORTED' });
     }
-    const unsettable = Object.keys(d.limits).filter((k) => !XL_LIMITS[k]);
-    if (unsettable.length) throw new DriverError(`the toolstack cannot set the case's limit ${unsettable.join(', ')} (xl.cfg has ${Object.keys(XL_LIMITS).join(', ')})`, { code: 'EUNSUPPORTED' });
-    const shadow = new ModelDriver('xen').openNow(setup);
-    const guest = XenGuest.create({ mode: setup.mode, vcpus: d.vcpus, memoryBytes: d.memoryBytes, limits: d.limits });
-    const s = new XenSession(guest, setup, shadow, this.probed!.info.vendor ?? 'amd');
+    const shadowMemory = new Map(setup.domains.map((d) => [d.id, new ShadowMemory(d.memoryBytes)]));
+    const shadow = new ModelDriver('xen').openNow(setup, (id) => shadowMemory.get(id));
+    const vendor = this.probed!.info.vendor ?? 'amd';
+    const guests = new Map<number, XenGuest>();
+    let s: XenSession | undefined;
     try {
+      for (const d of setup.domains) {
+        guests.set(d.id, XenGuest.create({ domid: d.id, mode: setup.mode, vcpus: d.vcpus, memoryBytes: d.memoryBytes, limits: d.limits, vendor }));
+      }
+      s = new XenSession(guests, setup, shadow, shadowMemory, vendor);
       await s.start();
     } catch (e) {
-      guest.destroy();
+      try {
+        destroyAll([...guests.values()]);
+      } catch {
+        // the first error is the one to report
+      }
       throw e;
     }
     return s;

@@ -28,13 +28,22 @@ const BOOT_TIMEOUT_MS = 20_000;
 /** Where pvh.ld loads the stub, and how much after it the domain builder may have used. */
 const STUB_BASE = 0x100000;
 const STUB_AREA = 0x10000;
+/** Where the stub's other vCPUs enter (pvh.S AP_ENTRY_OFFSET). */
+const AP_ENTRY_OFFSET = 0x10;
+const VCPU_OP = 24;
+const VCPUOP_initialise = 0;
+const VCPUOP_up = 2;
 
 export interface XenGuestOptions {
+  /** The domain id the case names it by (hypercall arguments carry it). */
+  domid: number;
   mode: GuestMode;
   vcpus: number;
   memoryBytes: number;
   /** xl.cfg settings for the case's limits (XL_LIMITS). */
   limits?: Record<string, number>;
+  /** The CPU's hypercall instruction, for starting the other vCPUs: vmcall (intel) or vmmcall (amd). */
+  vendor: 'intel' | 'amd';
   timeoutMs?: number;
 }
 
@@ -54,6 +63,64 @@ export interface XenBatch {
 }
 
 let domains = 0;
+
+/**
+ * Build the paused PVH domain with the case's domain id: through xconf-xl-create
+ * (ci/live-xen/xl-create.c, libxl with domain_create_info.domid; XCONF_XEN_CREATE
+ * names it), or, without it, `xl create -p`, whose id Xen picks: then a case naming
+ * another id cannot run.
+ */
+function createPaused(name: string, o: XenGuestOptions): number {
+  const memMiB = Math.max(16, Math.ceil(o.memoryBytes / (1 << 20)));
+  const kernel = packagePath('native', 'build', 'guest', 'pvh.elf');
+  const limits = Object.entries(o.limits ?? {}).map(([k, v]) => {
+    if (!XL_LIMITS[k] || !Number.isSafeInteger(v) || v < 0) throw new DriverError(`limit ${k}=${v} has no xl.cfg setting`, { code: 'EUNSUPPORTED' });
+    return [XL_LIMITS[k], v] as const;
+  });
+  const helper = process.env.XCONF_XEN_CREATE;
+  if (helper) {
+    const args = [name, String(o.domid), kernel, String(memMiB), String(o.vcpus), ...limits.map(([k, v]) => `${k}=${v}`)];
+    // The last case's domain with this id may still be dying: Xen frees a destroyed domain
+    // (and its id) after an RCU grace period, so creating it again at once can fail. Retry briefly.
+    for (let attempt = 0; ; attempt++) {
+      const r = spawnSync(helper, args, { encoding: 'utf8', timeout: 60_000 });
+      if (r.error) throw new DriverError(`${helper}: ${r.error.message}`, { code: 'ENOXL' });
+      if (r.status === 0) return Number(r.stdout.trim());
+      const why = `${r.stderr}`.trim().split('\n').slice(-2).join('; ');
+      if (attempt < 15 && r.status === 1) {
+        spawnSync('sleep', ['0.2']);
+        continue;
+      }
+      throw new DriverError(`creating domain ${o.domid} (${name}): ${helper} exited ${r.status}${why ? `: ${why}` : ''}`, { code: 'EXL' });
+    }
+  }
+  const lines = [
+    `name = "${name}"`,
+    'type = "pvh"',
+    `kernel = "${kernel}"`,
+    `memory = ${memMiB}`,
+    `vcpus = ${o.vcpus}`,
+    ...limits.map(([k, v]) => `${k} = ${v}`),
+    'on_poweroff = "destroy"',
+    'on_reboot = "destroy"',
+    'on_crash = "preserve"',
+    '',
+  ];
+  const dir = mkdtempSync(join(tmpdir(), 'xconf-xen-'));
+  const cfg = join(dir, `${name}.cfg`);
+  writeFileSync(cfg, lines.join('\n'));
+  try {
+    xl(['create', '-p', '-q', cfg], `creating domain ${name}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const domid = Number(xl(['domid', name], `looking up ${name}`).trim());
+  if (domid !== o.domid) {
+    xl(['destroy', String(domid)], `destroying ${name}`);
+    throw new DriverError(`xl gave the domain id ${domid} where the case names ${o.domid}; set XCONF_XEN_CREATE to ci/live-xen's xconf-xl-create to choose ids`, { code: 'EUNSUPPORTED' });
+  }
+  return domid;
+}
 
 /** Run a toolstack command; its stderr becomes the error. */
 function xl(args: string[], what: string): string {
@@ -92,37 +159,15 @@ export class XenGuest {
     const addon = xenAddon();
     const memMiB = Math.max(16, Math.ceil(o.memoryBytes / (1 << 20)));
     const name = `xconf-${process.pid}-${++domains}`;
-    const lines = [
-      `name = "${name}"`,
-      'type = "pvh"',
-      `kernel = "${packagePath('native', 'build', 'guest', 'pvh.elf')}"`,
-      `memory = ${memMiB}`,
-      `vcpus = ${o.vcpus}`,
-      ...Object.entries(o.limits ?? {}).map(([k, v]) => {
-        if (!XL_LIMITS[k] || !Number.isSafeInteger(v) || v < 0) throw new DriverError(`limit ${k}=${v} has no xl.cfg setting`, { code: 'EUNSUPPORTED' });
-        return `${XL_LIMITS[k]} = ${v}`;
-      }),
-      'on_poweroff = "destroy"',
-      'on_reboot = "destroy"',
-      'on_crash = "preserve"',
-      '',
-    ];
-    const dir = mkdtempSync(join(tmpdir(), 'xconf-xen-'));
-    const cfg = join(dir, `${name}.cfg`);
-    writeFileSync(cfg, lines.join('\n'));
-    try {
-      xl(['create', '-p', '-q', cfg], `creating domain ${name}`);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-    const domid = Number(xl(['domid', name], `looking up ${name}`).trim());
+    const domid = createPaused(name, o);
     let low: XenMapping | undefined;
     try {
       low = new addon.Mapping(domid, 0, LOW_PAGES);
       const g = new XenGuest(domid, name, o.mode, o.vcpus, memMiB << 20, low, o.timeoutMs ?? 10_000);
       g.layOut(img.image);
       addon.pause(domid, false);
-      g.waitReady();
+      g.waitReady(0);
+      for (let i = 1; i < o.vcpus; i++) g.startVcpu(i, o.vendor);
       // The stub and what the domain builder put after it (start_info, its module list)
       // have served: give the case the zeroed RAM a fresh domain has there.
       g.low.write(STUB_BASE, Buffer.alloc(STUB_AREA));
@@ -154,13 +199,46 @@ export class XenGuest {
   }
 
   /** The guest runs its empty first batch (generation 0) and publishes it: then it is ready. */
-  private waitReady(): void {
-    const at = blockAddress(0) + HDR.state;
+  private waitReady(vcpu: number): void {
+    const at = blockAddress(vcpu) + HDR.state;
     if (!this.low.waitU32(at, GUEST_STATE.done, BOOT_TIMEOUT_MS)) {
-      const h = this.header(0);
-      throw new DriverError(`domain ${this.domid} (${this.name}): the guest did not start within ${BOOT_TIMEOUT_MS / 1000} s ` +
+      const h = this.header(vcpu);
+      throw new DriverError(`domain ${this.domid} (${this.name}): vCPU ${vcpu} of the guest did not start within ${BOOT_TIMEOUT_MS / 1000} s ` +
         `(block state ${h.state}${h.state === GUEST_STATE.fatal ? `, fault vector ${h.lastFault.vector}` : ''}; see xl dmesg)`, { code: 'ETIMEDOUT' });
     }
+  }
+
+  /**
+   * Start vCPU i as a Xen guest does: vCPU 0 calls VCPUOP_initialise with a 32-bit flat
+   * vcpu_hvm_context (public/hvm/hvm_vcpu.h) at the stub's AP entry, %edi = vCPU i's
+   * block, then VCPUOP_up; the stub enters the guest as it did for vCPU 0.
+   */
+  private startVcpu(i: number, vendor: 'intel' | 'amd'): void {
+    const block = blockAddress(i);
+    const c = Buffer.alloc(128); // mode VCPU_HVM_MODE_32B (0), then struct vcpu_hvm_x86_32 at 8
+    c.writeUInt32LE(block + GUEST_LAYOUT.kstackTop, 24); // esp
+    c.writeUInt32LE(block, 36); // edi
+    c.writeUInt32LE(STUB_BASE + AP_ENTRY_OFFSET, 40); // eip
+    c.writeUInt32LE(0x2, 44); // eflags
+    c.writeUInt32LE(0x11, 48); // cr0: PE | ET
+    for (const off of [92, 96, 100, 104]) c.writeUInt32LE(0xffffffff, off); // cs, ds, ss, es limits
+    c.writeUInt32LE(block + GUEST_LAYOUT.tss, 88); // tr_base
+    c.writeUInt32LE(0x67, 108); // tr_limit
+    c.writeUInt16LE(0xc9b, 112); // cs: code, present, 32-bit, 4 KiB granularity
+    for (const off of [114, 116, 118]) c.writeUInt16LE(0xc93, off); // ds, ss, es: data, writable
+    c.writeUInt16LE(0x8b, 120); // tr: busy 32-bit TSS (check_segment wants it busy)
+    const scratch = blockAddress(0) + GUEST_LAYOUT.harnessScratch;
+    this.low.write(scratch, c);
+    const op = vendor === 'intel' ? 'vmcall' : 'vmmcall';
+    const r = this.run(0, [
+      { op, rax: BigInt(VCPU_OP), args: [BigInt(VCPUOP_initialise), BigInt(i), BigInt(scratch)] },
+      { op, rax: BigInt(VCPU_OP), args: [BigInt(VCPUOP_up), BigInt(i), 0n] },
+    ]);
+    const bad = r.results.find((x) => x.status !== 'ok' || x.retSigned !== 0n);
+    if (r.status !== 'done' || bad) {
+      throw new DriverError(`domain ${this.domid}: starting vCPU ${i} (VCPUOP_initialise, VCPUOP_up) gave ${r.status !== 'done' ? r.status : bad!.status === 'ok' ? bad!.retSigned : `a fault (vector ${bad!.fault?.vector})`}`, { code: 'EIO' });
+    }
+    this.waitReady(i);
   }
 
   header(vcpu: number): BlockHeader {
@@ -169,7 +247,7 @@ export class XenGuest {
 
   /** Run one batch on one vCPU and decode its results. */
   run(vcpu: number, commands: readonly GuestCommand[], timeoutMs = this.timeoutMs): XenBatch {
-    if (vcpu !== 0) throw new DriverError(`the xen test guest starts vCPU 0 only; the step runs on vCPU ${vcpu}`, { code: 'EUNSUPPORTED' });
+    if (!Number.isInteger(vcpu) || vcpu < 0 || vcpu >= this.vcpus) throw new DriverError(`the guest has no vCPU ${vcpu} (it has ${this.vcpus})`, { code: 'EINVAL' });
     const records = encodeCommands(commands, this.mode);
     const base = blockAddress(vcpu);
     const gen = (this.generation[vcpu] = (this.generation[vcpu] + 1) & 0xffffff || 1);
