@@ -41,9 +41,13 @@ const NOT_PROVIDED: Record<string, string> = {
 };
 
 /** Host-side ops this driver performs (the guest's own hypercalls, or dom0 through the libraries). */
-export const XEN_HOST_OPS = ['evtchn.use_fifo', 'evtchn.alloc_many', 'evtchn.run_upcall', 'evtchn.set_mask'];
-/** Of those, the guest's own memory operations, run by the model's guest code on the real guest's memory. */
-const GUEST_MEMORY_OPS = ['evtchn.run_upcall', 'evtchn.set_mask'];
+export const XEN_HOST_OPS = ['evtchn.use_fifo', 'evtchn.alloc_many', 'evtchn.run_upcall', 'evtchn.set_mask', 'gnttab.grant', 'gnttab.grant_range', 'gnttab.end_access'];
+/**
+ * Of those, the guest's own memory operations, run by the model's guest code on the real
+ * guest's memory: Linux's upcall scan, a mask bit set with an atomic op, grant entries
+ * written and revoked in the grant frames the guest placed.
+ */
+const GUEST_MEMORY_OPS = ['evtchn.run_upcall', 'evtchn.set_mask', 'gnttab.grant', 'gnttab.grant_range', 'gnttab.end_access'];
 
 export interface XenInfo {
   version: { major: number; minor: number; extra: string };
