@@ -142,7 +142,6 @@ export class XenGuest {
     readonly name: string,
     readonly mode: GuestMode,
     readonly vcpus: number,
-    readonly memoryBytes: number,
     private readonly low: XenMapping,
     private readonly timeoutMs: number,
   ) {
@@ -157,13 +156,12 @@ export class XenGuest {
     const img = loadGuestImage(o.mode);
     if (!img.ok) throw new DriverError(img.reason, { code: 'ENOGUEST' });
     const addon = xenAddon();
-    const memMiB = Math.max(16, Math.ceil(o.memoryBytes / (1 << 20)));
     const name = `xconf-${process.pid}-${++domains}`;
     const domid = createPaused(name, o);
     let low: XenMapping | undefined;
     try {
       low = new addon.Mapping(domid, 0, LOW_PAGES);
-      const g = new XenGuest(domid, name, o.mode, o.vcpus, memMiB << 20, low, o.timeoutMs ?? 10_000);
+      const g = new XenGuest(domid, name, o.mode, o.vcpus, low, o.timeoutMs ?? 10_000);
       g.layOut(img.image);
       addon.pause(domid, false);
       g.waitReady(0);
