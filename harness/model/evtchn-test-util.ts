@@ -8,9 +8,9 @@ import { StructWriter } from '../ops/types.js';
 
 export const SCRATCH = 0x100000;
 
-export function buildModel(opts: { mode?: 64 | 32; vcpus?: number; domains?: Array<{ id: number; privileged?: boolean; limits?: Record<string, number> }> } = {}): XenModel {
+export function buildModel(opts: { flavor?: 'xen' | 'kvm'; mode?: 64 | 32; vcpus?: number; domains?: Array<{ id: number; privileged?: boolean; limits?: Record<string, number> }> } = {}): XenModel {
   const doms = opts.domains ?? [{ id: 1 }];
-  return new ModelDriver('xen').build({
+  return new ModelDriver(opts.flavor ?? 'xen').build({
     mode: opts.mode ?? 64,
     xenVersion: { major: 4, minor: 19, extra: '.0' },
     scratch: SCRATCH,

@@ -14,8 +14,9 @@ import { GuestMemory, PAGE_SIZE } from './guest-memory.js';
 import { HYPERVISOR, registerHypercalls, type GuestStruct, type HypercallContext } from './hypercall.js';
 import { provideEventChannels } from './event-delivery.js';
 import { ops2l } from './evtchn-2l.js';
-import { kvmEvtchnSend } from './kvm-evtchn.js';
+import { kvmEvtchnSend, kvmOffloadBind, kvmOffloadClose, kvmRaisePort } from './kvm-evtchn.js';
 import { evtchnFifoExpandArray, evtchnFifoInitControl, fifoDestroy } from './evtchn-fifo.js';
+import { stopSingleshot } from './timer.js';
 
 export const EVTCHNOP = {
   bind_interdomain: 0, bind_virq: 1, bind_pirq: 2, close: 3, send: 4, status: 5,
@@ -250,6 +251,7 @@ function freeChannel(d: Domain, ch: Channel): void {
 export function closePort(d: Domain, port: number): number {
   const ch = channel(d, port);
   if (!ch) return err('EINVAL');
+  if (ch.state > ECS.reserved && d.model.flavor === 'kvm') kvmOffloadClose(d, ch, ch.virq === VIRQ.TIMER, stopSingleshot);
   switch (ch.state) {
     case ECS.free:
     case ECS.reserved:
@@ -347,6 +349,7 @@ function bindVirq(ctx: HypercallContext, virqIn: number, vcpuIn: number): number
   ch.virq = virq;
   evtchnState(d).ops.init(d, ch);
   vs.virqToPort[virq] = port;
+  if (d.model.flavor === 'kvm') kvmOffloadBind(d, ch, virq === VIRQ.TIMER);
   return port;
 }
 
@@ -360,6 +363,7 @@ function bindIpi(ctx: HypercallContext, vcpuIn: number): number {
   ch.state = ECS.ipi;
   ch.notifyVcpu = vcpu;
   evtchnState(d).ops.init(d, ch);
+  if (d.model.flavor === 'kvm') kvmOffloadBind(d, ch, false);
   return port;
 }
 
@@ -581,6 +585,9 @@ export function sendVirq(v: Vcpu, virq: number): void {
 
 provideEventChannels({
   sendVirq,
+  raisePort(v, port) {
+    kvmRaisePort(v, port);
+  },
   portPending(d, port) {
     const ch = channel(d, port);
     if (!ch || !usable(ch)) return null;

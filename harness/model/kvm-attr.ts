@@ -5,8 +5,10 @@
 // virt/kvm/kvm_main.c, kvm_vm_ioctl_create_vcpu.
 // The VMM (QEMU, or the kvm target's VMM layer) keeps KVM told of shared_info, vcpu_info,
 // the width and the upcall vectors, so KVM's values follow the model's Xen state.
-import type { Domain, Vcpu } from './domain.js';
+import type { Domain, Vcpu, XenModel } from './domain.js';
 import { callbackVector, hvmVcpu } from './hvm-op.js';
+import { kvmVcpuAttrs as attrsOf } from './kvm-vcpu.js';
+import { setSingleshot, stopSingleshot, timerOf } from './timer.js';
 
 /** KVM_XEN_INVALID_GFN / _GPA: all ones (include/uapi/linux/kvm.h; GPA_INVALID in 6.1). */
 export const KVM_XEN_INVALID = (1n << 64n) - 1n;
@@ -20,26 +22,6 @@ export const KVM_XEN_GET_ATTRS = [
   'vcpu_info', 'vcpu_id', 'upcall_vector', 'timer_port', 'timer_priority', 'timer_expires',
 ] as const;
 export type KvmXenGetAttr = (typeof KVM_XEN_GET_ATTRS)[number];
-
-/** KVM's per-vCPU attributes that only the VMM sets (no Xen hypercall reaches them). */
-interface KvmVcpuAttrs {
-  vcpuId: bigint;
-  timerPort: bigint;
-  timerExpires: bigint;
-}
-const vcpuAttrs = new WeakMap<Vcpu, KvmVcpuAttrs>();
-
-function attrsOf(v: Vcpu): KvmVcpuAttrs {
-  let a = vcpuAttrs.get(v);
-  if (!a) {
-    // kvm_xen_init_vcpu sets vcpu_id = vcpu_idx, but runs from kvm_arch_vcpu_create before
-    // kvm_vm_ioctl_create_vcpu assigns vcpu_idx (virt/kvm/kvm_main.c, 6.1 and 6.12; seen
-    // live on both): every vCPU starts as Xen vCPU 0. No timer.
-    a = { vcpuId: 0n, timerPort: 0n, timerExpires: 0n };
-    vcpuAttrs.set(v, a);
-  }
-  return a;
-}
 
 /** The value KVM_XEN_*_GET_ATTR reports for `attr` (the timer as its three fields). */
 export function kvmXenGetAttr(d: Domain, v: Vcpu, attr: KvmXenGetAttr): bigint {
@@ -67,8 +49,12 @@ export function kvmXenGetAttr(d: Domain, v: Vcpu, attr: KvmXenGetAttr): bigint {
     case 'timer_priority':
       // kvm_xen_vcpu_get_attr reports 2-level whatever was set.
       return KVM_XEN_PRIO_2LEVEL;
-    case 'timer_expires':
-      return attrsOf(v).timerExpires;
+    case 'timer_expires': {
+      // KVM's timer_expires: the armed deadline, 0 once fired or stopped. Without a timer
+      // port KVM has no timer (the VMM keeps the guest's).
+      const at = timerOf(v).singleshot;
+      return attrsOf(v).timerPort === 0n || at === null ? 0n : BigInt.asUintN(64, at);
+    }
   }
 }
 
@@ -89,14 +75,17 @@ export function kvmXenSetVcpuId(v: Vcpu, id: bigint): bigint {
 }
 
 /**
- * KVM_XEN_VCPU_ATTR_TYPE_TIMER: a port needs the 2-level priority (-EINVAL); the old timer
- * stops; a port with a non-zero expiry starts it. Only expiries that have not passed are
- * modelled (the case keeps the timer in the future), so the expiry reads back as set.
+ * KVM_XEN_VCPU_ATTR_TYPE_TIMER: a port needs the 2-level priority (-EINVAL); KVM stops its
+ * old timer (kvm_xen_stop_timer), takes the port, and with a non-zero expiry starts the
+ * timer at that absolute guest time (kvm_xen_start_timer without the Linux workaround: a
+ * deadline not in the future fires at once). The model's one-shot timer is the one KVM
+ * runs while it has a port (the VMM hands it over, as QEMU does).
  */
-export function kvmXenSetTimer(v: Vcpu, port: bigint, priority: bigint, expires: bigint): bigint {
+export function kvmXenSetTimer(m: XenModel, v: Vcpu, port: bigint, priority: bigint, expires: bigint): bigint {
   if (port !== 0n && priority !== KVM_XEN_PRIO_2LEVEL) return EINVAL;
   const a = attrsOf(v);
+  if (a.timerPort !== 0n || port !== 0n) stopSingleshot(v);
   a.timerPort = port;
-  a.timerExpires = port !== 0n && expires !== 0n ? expires : 0n;
+  if (port !== 0n && expires !== 0n) setSingleshot(m, v, BigInt.asIntN(64, expires));
   return 0n;
 }

@@ -3,8 +3,9 @@
 // kvm_xen_setattr_evtchn, kvm_xen_eventfd_assign / _update / _deassign / _reset and
 // kvm_xen_hcall_evtchn_send (the same rules in 6.1 and 6.12). Only port delivery is
 // modelled; an eventfd target is the VMM's business and not tracked here.
-import type { Domain } from './domain.js';
-import { channel, evtchnState, newChannel } from './evtchn.js';
+import type { Domain, Vcpu } from './domain.js';
+import { channel, ECS, evtchnState, newChannel, type Channel } from './evtchn.js';
+import { kvmVcpuAttrs } from './kvm-vcpu.js';
 
 /** KVM_IRQ_ROUTING_XEN_EVTCHN_PRIO_2LEVEL (kept here: evtchn.ts imports this module). */
 const KVM_XEN_PRIO_2LEVEL = 0xffffffffn;
@@ -86,8 +87,54 @@ export function kvmEvtchnSend(d: Domain, sendPort: number): bigint | null {
   const e = tables.get(d)?.get(sendPort);
   if (!e) return null;
   const v = d.vcpu(e.vcpu);
-  if (!v || BigInt(e.port) >= maxPort(d)) return null;
-  const ch = channel(d, e.port) ?? newChannel(e.port);
-  evtchnState(d).ops.setPending(v, ch);
+  if (!v || !kvmRaisePort(v, e.port)) return null;
   return 0n;
+}
+
+/**
+ * kvm_xen_set_evtchn_fast: the 2-level pending bit of `port` for vCPU `v` (upcall unless
+ * masked); false (-EINVAL) for a port beyond the latched width's limit.
+ */
+export function kvmRaisePort(v: Vcpu, port: number): boolean {
+  const d = v.domain;
+  if (BigInt(port) >= maxPort(d)) return false;
+  evtchnState(d).ops.setPending(v, channel(d, port) ?? newChannel(port));
+  return true;
+}
+
+/** KVM's table as the VMM sees it: send port -> delivery (for a VMM that mirrors it into KVM). */
+export function kvmEvtchnEntries(d: Domain): Map<number, Readonly<Entry>> {
+  return new Map([...(tables.get(d) ?? new Map<number, Entry>())].map(([k, e]) => [k, { ...e }]));
+}
+
+/**
+ * What the VMM hands KVM when the guest binds a port, as QEMU does
+ * (hw/i386/kvm/xen_evtchn.c): an IPI port is assigned to KVM so EVTCHNOP_send on it is
+ * served in-kernel (an existing entry stays: QEMU ignores the -EEXIST); VIRQ_TIMER becomes
+ * KVM's timer port (kvm_xen_set_vcpu_virq), so set_timer_op and the singleshot VCPUOPs
+ * are served in-kernel too.
+ */
+export function kvmOffloadBind(d: Domain, ch: Channel, isTimerVirq: boolean): void {
+  if (ch.state === ECS.ipi && !table(d).has(ch.port)) {
+    table(d).set(ch.port, { type: EVTCHNSTAT.ipi, port: ch.port, vcpu: ch.notifyVcpu });
+  } else if (ch.state === ECS.virq && isTimerVirq) {
+    const v = d.vcpu(ch.notifyVcpu);
+    if (v) kvmVcpuAttrs(v).timerPort = BigInt(ch.port);
+  }
+}
+
+/**
+ * And what it takes back when the port closes (close_port): an IPI port is deassigned;
+ * closing VIRQ_TIMER gives KVM timer port 0, which stops KVM's timer.
+ */
+export function kvmOffloadClose(d: Domain, ch: Channel, isTimerVirq: boolean, stopTimer: (v: Vcpu) => void): void {
+  if (ch.state === ECS.ipi) {
+    table(d).delete(ch.port);
+  } else if (ch.state === ECS.virq && isTimerVirq) {
+    const v = d.vcpu(ch.notifyVcpu);
+    if (v && kvmVcpuAttrs(v).timerPort === BigInt(ch.port)) {
+      kvmVcpuAttrs(v).timerPort = 0n;
+      stopTimer(v);
+    }
+  }
 }

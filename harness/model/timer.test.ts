@@ -23,6 +23,9 @@ class FakeEvtchn implements EventChannelSubsystem {
     this.virqs.push([v.id, virq]);
     if (this.virqMakesDeliverable) this.deliverable.add(v);
   }
+  raisePort(v: Vcpu, port: number): void {
+    this.virqs.push([v.id, -port]);
+  }
   portPending(_d: Domain, port: number): boolean | null {
     return this.pending.has(port) ? this.pending.get(port)! : null;
   }

@@ -9,6 +9,7 @@
 import { eventChannels } from './event-delivery.js';
 import { HYPERVISOR, registerHypercalls, type HypercallContext } from './hypercall.js';
 import { modelHooks, type Vcpu, type XenModel } from './domain.js';
+import { kvmTimerPort } from './kvm-vcpu.js';
 
 export const VIRQ_TIMER = 0;
 /** MILLISECS(100): where a bogus set_timer_op timeout lands. */
@@ -58,7 +59,10 @@ export function sendTimerEvent(m: XenModel, v: Vcpu): void {
   } catch {
     ev = null;
   }
-  ev?.sendVirq(v, VIRQ_TIMER);
+  // KVM's in-kernel timer raises the port the VMM gave it (arch/x86/kvm/xen.c, xen_timer_callback).
+  const kvmPort = kvmTimerPort(v);
+  if (kvmPort !== 0) ev?.raisePort(v, kvmPort);
+  else ev?.sendVirq(v, VIRQ_TIMER);
   for (const h of timerHooks.afterVirq) h(m, v);
 }
 

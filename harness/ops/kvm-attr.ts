@@ -47,7 +47,7 @@ export const xenSetTimer = defineOp({
   args: z.strictObject({ port: int(), priority: int().optional(), expires_ns: int() }),
   requires: ['timer', 'flavor.kvm'],
   encode: (a): Action => ({ kind: 'host', op: 'kvm.xen_set_timer', args: { ...a, priority: a.priority ?? KVM_XEN_PRIO_2LEVEL } }),
-  model: (_m, a, { vcpu }) => ({ ret: kvmXenSetTimer(vcpu, a.port, a.priority ?? KVM_XEN_PRIO_2LEVEL, a.expires_ns) }),
+  model: (m, a, { vcpu }) => ({ ret: kvmXenSetTimer(m, vcpu, a.port, a.priority ?? KVM_XEN_PRIO_2LEVEL, a.expires_ns) }),
 });
 
 const evtchnArgs = z.strictObject({

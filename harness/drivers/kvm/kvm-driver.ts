@@ -30,6 +30,9 @@ import { raceArgs, raceOut } from '../../model/runstate-race.js';
 import { vmAssistEnabled, VMASST_TYPE } from '../../model/vm-assist.js';
 import type { KvmXenGetAttr } from '../../model/kvm-attr.js';
 import { kvmGetAttr } from './attr-live.js';
+import { applyOffload, offloadSnapshot } from './offload-live.js';
+import { kvmEvtchnSetattr } from '../../model/kvm-evtchn.js';
+import { kvmXenSetTimer } from '../../model/kvm-attr.js';
 
 /** KVM_CAP_XEN_HVM bits each capability needs (spec/kvm-xen-bugs-and-scope.md). */
 const XEN_CAP_BITS: Record<string, Array<keyof typeof XEN_HVM_FLAG>> = {
@@ -207,7 +210,14 @@ class KvmSession implements Session {
   private readonly vmm: XenModel;
   private readonly areaMap = new Map<string, number>();
 
-  constructor(private readonly guest: GuestVm, private readonly setup: SessionSetup, private readonly xen: boolean, private readonly vendor: 'intel' | 'amd') {
+  constructor(
+    private readonly guest: GuestVm,
+    private readonly setup: SessionSetup,
+    private readonly xen: boolean,
+    private readonly vendor: 'intel' | 'amd',
+    /** KVM_XEN_HVM_CONFIG_EVTCHN_SEND is on: KVM can take IPI ports and the timer. */
+    private readonly evtchnSend: boolean,
+  ) {
     const d = setup.domains[0];
     this.vmm = new XenModel({
       flavor: 'kvm', cpu: vendor, xenVersion: setup.xenVersion, mode: setup.mode,
@@ -284,6 +294,7 @@ class KvmSession implements Session {
     const vcpuInfoBefore = dom.vcpus.map((x) => x.vcpuInfoGpa);
     const vectorsBefore = upcallVectors(dom);
     const updateFlagBefore = vmAssistEnabled(dom, VMASST_TYPE.runstate_update_flag);
+    const offloadBefore = offloadSnapshot(dom);
     try {
       return hypercall(this.vmm, v, regs).ret;
     } finally {
@@ -308,6 +319,9 @@ class KvmSession implements Session {
           if (!(e instanceof DriverError)) throw e;
         }
       }
+      // IPI ports and VIRQ_TIMER the guest bound or closed: hand them to KVM or take them
+      // back, as QEMU does (offload-live.ts).
+      if (this.evtchnSend) applyOffload(this.guest, offloadBefore, offloadSnapshot(dom));
       // HVMOP_set_evtchn_upcall_vector and HVM_PARAM_CALLBACK_IRQ (vector type) are the
       // VMM's; KVM injects the vector once told, as QEMU tells it (upcall-live.ts).
       for (const a of upcallForwarding(vectorsBefore, upcallVectors(dom))) {
@@ -499,19 +513,33 @@ class KvmSession implements Session {
       case 'kvm.xen_evtchn_assign':
       case 'kvm.xen_evtchn_update':
       case 'kvm.xen_evtchn_deassign':
-      case 'kvm.xen_evtchn_reset':
-        return this.ioctlRet(() => this.guest.vm.xenSetAttr({
+      case 'kvm.xen_evtchn_reset': {
+        const r = this.ioctlRet(() => this.guest.vm.xenSetAttr({
           type: 'evtchn', sendPort: n('send_port'), evtchnType: n('type'), flags: n('flags'),
           deliver: { kind: 'port', port: n('port'), vcpu: n('vcpu'), priority: n('priority') },
         }));
+        // The VMM keeps its view of KVM's table, so what it hands over later stays in step.
+        if (r.ret === 0n) {
+          kvmEvtchnSetattr(this.vmm.domain(this.domid)!, {
+            flags: args.flags as bigint, sendPort: args.send_port as bigint, type: args.type as bigint,
+            port: args.port as bigint, vcpu: args.vcpu as bigint, priority: args.priority as bigint,
+          });
+        }
+        return r;
+      }
       case 'kvm.xen_set_upcall_vector':
         return this.ioctlRet(() => this.guest.vcpus[at.vcpu].xenSetAttr({ type: 'upcall_vector', vector: n('vector') }));
       case 'kvm.xen_set_vcpu_id':
         return this.ioctlRet(() => this.guest.vcpus[at.vcpu].xenSetAttr({ type: 'vcpu_id', vcpuId: n('id') }));
-      case 'kvm.xen_set_timer':
-        return this.ioctlRet(() => this.guest.vcpus[at.vcpu].xenSetAttr({
+      case 'kvm.xen_set_timer': {
+        const r = this.ioctlRet(() => this.guest.vcpus[at.vcpu].xenSetAttr({
           type: 'timer', port: n('port'), priority: n('priority'), expiresNs: BigInt.asUintN(64, args.expires_ns as bigint),
         }));
+        if (r.ret === 0n) {
+          kvmXenSetTimer(this.vmm, this.vmm.domain(this.domid)!.vcpu(at.vcpu)!, args.port as bigint, args.priority as bigint, args.expires_ns as bigint);
+        }
+        return r;
+      }
       case 'runstate.get':
         return { out: runstateOutOf(kvmRunstate(this.guest, at.vcpu)), servedBy: 'kernel' };
       case 'runstate.race_check': {
@@ -592,7 +620,7 @@ export class KvmDriver implements Driver {
       mode: setup.mode,
       xen: xen ? { flags: XEN_HVM_FLAG.INTERCEPT_HCALL | (probe.xenHvm & XEN_HVM_FLAG.EVTCHN_SEND) } : undefined,
     });
-    const s = new KvmSession(guest, setup, xen, vendor);
+    const s = new KvmSession(guest, setup, xen, vendor, xen && (probe.xenHvm & XEN_HVM_FLAG.EVTCHN_SEND) !== 0);
     try {
       await s.start();
     } catch (e) {

@@ -1,0 +1,59 @@
+// What the kvm target's VMM layer hands KVM, as QEMU does (hw/i386/kvm/xen_evtchn.c):
+// an IPI port the guest binds is assigned to KVM (KVM_XEN_ATTR_TYPE_EVTCHN), so its
+// EVTCHNOP_send is served in-kernel, and taken back when the port closes; the port
+// bound to VIRQ_TIMER becomes KVM's timer port (KVM_XEN_VCPU_ATTR_TYPE_TIMER), so
+// set_timer_op and the singleshot VCPUOPs are served in-kernel. The VMM layer is the
+// model with the kvm flavour, whose bind and close keep the record (model/kvm-evtchn.ts);
+// this file turns each change of that record into the ioctl QEMU would issue.
+import type { Domain } from '../../model/domain.js';
+import { EVTCHNSTAT, kvmEvtchnEntries, KVM_XEN_EVTCHN_FLAG } from '../../model/kvm-evtchn.js';
+import { kvmVcpuAttrs } from '../../model/kvm-vcpu.js';
+import { KVM_XEN_PRIO_2LEVEL } from '../../model/kvm-attr.js';
+import { DriverError } from '../../errors.js';
+import type { GuestVm } from './addon.js';
+
+export interface OffloadSnapshot {
+  /** send port -> `type:port:vcpu` */
+  ports: Map<number, string>;
+  /** per vCPU: the timer port KVM should have */
+  timers: bigint[];
+}
+
+export function offloadSnapshot(d: Domain): OffloadSnapshot {
+  const ports = new Map<number, string>();
+  for (const [k, e] of kvmEvtchnEntries(d)) ports.set(k, `${e.type}:${e.port}:${e.vcpu}`);
+  return { ports, timers: d.vcpus.map((v) => kvmVcpuAttrs(v).timerPort) };
+}
+
+/** QEMU ignores KVM's refusals here (the call then stays with the VMM); so does this. */
+function quietly(fn: () => void): void {
+  try {
+    fn();
+  } catch (e) {
+    if (!(e instanceof DriverError)) throw e;
+  }
+}
+
+export function applyOffload(guest: GuestVm, before: OffloadSnapshot, after: OffloadSnapshot): void {
+  for (const [port, key] of before.ports) {
+    if (after.ports.get(port) === key) continue;
+    quietly(() => guest.vm.xenSetAttr({
+      type: 'evtchn', sendPort: port, evtchnType: Number(EVTCHNSTAT.ipi), flags: Number(KVM_XEN_EVTCHN_FLAG.DEASSIGN),
+      deliver: { kind: 'port', port, vcpu: 0, priority: Number(KVM_XEN_PRIO_2LEVEL) },
+    }));
+  }
+  for (const [port, key] of after.ports) {
+    if (before.ports.get(port) === key) continue;
+    const [type, target, vcpu] = key.split(':').map(Number);
+    quietly(() => guest.vm.xenSetAttr({
+      type: 'evtchn', sendPort: port, evtchnType: type, flags: 0,
+      deliver: { kind: 'port', port: target, vcpu, priority: Number(KVM_XEN_PRIO_2LEVEL) },
+    }));
+  }
+  after.timers.forEach((port, i) => {
+    if (port === before.timers[i] || i >= guest.vcpus.length) return;
+    // kvm_xen_set_vcpu_timer with no deadline: the VMM layer's own timers run on the
+    // model's clock, which is not the guest's kvmclock, so none is carried over.
+    quietly(() => guest.vcpus[i].xenSetAttr({ type: 'timer', port: Number(port), priority: Number(KVM_XEN_PRIO_2LEVEL), expiresNs: 0n }));
+  });
+}

@@ -1,0 +1,34 @@
+// model-kvm: the per-vCPU state KVM keeps for a Xen guest that no Xen hypercall writes
+// directly: the Xen vCPU id and the in-kernel timer's event channel. Kept apart from
+// kvm-attr.ts so the timer and event-channel code can read it without import cycles.
+// Source: linux arch/x86/kvm/xen.c (kvm_xen_init_vcpu, kvm_xen_vcpu_set_attr,
+// kvm_xen_timer_enabled); virt/kvm/kvm_main.c (kvm_vm_ioctl_create_vcpu).
+import type { Vcpu } from './domain.js';
+
+export interface KvmVcpuAttrs {
+  vcpuId: bigint;
+  /** vcpu->arch.xen.timer_virq: the port the in-kernel timer raises; 0 = KVM has no timer. */
+  timerPort: bigint;
+}
+const vcpuAttrs = new WeakMap<Vcpu, KvmVcpuAttrs>();
+
+export function kvmVcpuAttrs(v: Vcpu): KvmVcpuAttrs {
+  let a = vcpuAttrs.get(v);
+  if (!a) {
+    // kvm_xen_init_vcpu sets vcpu_id = vcpu_idx, but runs from kvm_arch_vcpu_create before
+    // kvm_vm_ioctl_create_vcpu assigns vcpu_idx (virt/kvm/kvm_main.c, 6.1 and 6.12; seen
+    // live on both): every vCPU starts as Xen vCPU 0. No timer.
+    a = { vcpuId: 0n, timerPort: 0n };
+    vcpuAttrs.set(v, a);
+  }
+  return a;
+}
+
+/**
+ * kvm_xen_timer_enabled: KVM serves set_timer_op and the singleshot VCPUOPs itself once
+ * the VMM gave it a timer port; the timer then raises that port, whatever it is bound to.
+ * 0 when the VMM keeps the timer (only the kvm flavour ever has one).
+ */
+export function kvmTimerPort(v: Vcpu): number {
+  return v.domain.model.flavor === 'kvm' ? Number(vcpuAttrs.get(v)?.timerPort ?? 0n) : 0;
+}
