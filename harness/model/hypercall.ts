@@ -5,6 +5,7 @@
 // (vmx_init_hypercall_page / svm_init_hypercall_page), xen/arch/x86/msr.c
 // (guest_wrmsr_xen), arch/x86/kvm/xen.c (kvm_xen_write_hypercall_page).
 
+import { kvmBlobPage } from './kvm-config.js';
 import { err } from './errno.js';
 import { hasBug } from './variant.js';
 import { GuestFault, PAGE_SIZE } from './guest-memory.js';
@@ -196,6 +197,15 @@ export function wrmsr(model: XenModel, vcpu: Vcpu, index: number, value: bigint)
   if (index !== XEN_HYPERCALL_MSR) return { ok: false, fault: 'GP' };
   const pageIndex = Number(value & 0xfffn);
   const gpa = Number(BigInt.asUintN(64, value) & ~0xfffn);
+  // KVM configured with a blob instead of INTERCEPT_HCALL copies the blob's page.
+  const blob = model.flavor === 'kvm' ? kvmBlobPage(vcpu.domain, pageIndex) : undefined;
+  if (blob === null) return { ok: false, fault: 'GP' };
+  if (blob !== undefined) {
+    if (!vcpu.domain.memory.contains(gpa, PAGE_SIZE)) return { ok: false, fault: 'GP' };
+    vcpu.domain.memory.write(gpa, blob);
+    vcpu.domain.width = vcpu.mode;
+    return { ok: true };
+  }
   // Xen supports exactly one hypercall page: any other index is a #GP.
   if (pageIndex !== 0) return { ok: false, fault: 'GP' };
   const d = vcpu.domain;

@@ -8,7 +8,7 @@
 import type { Domain, Vcpu, XenModel } from './domain.js';
 import { callbackVector, hvmVcpu } from './hvm-op.js';
 import { kvmVcpuAttrs as attrsOf } from './kvm-vcpu.js';
-import { setSingleshot, stopSingleshot, timerOf } from './timer.js';
+import { kvmStartTimer, stopSingleshot, timerOf } from './timer.js';
 
 /** KVM_XEN_INVALID_GFN / _GPA: all ones (include/uapi/linux/kvm.h; GPA_INVALID in 6.1). */
 export const KVM_XEN_INVALID = (1n << 64n) - 1n;
@@ -86,6 +86,6 @@ export function kvmXenSetTimer(m: XenModel, v: Vcpu, port: bigint, priority: big
   const a = attrsOf(v);
   if (a.timerPort !== 0n || port !== 0n) stopSingleshot(v);
   a.timerPort = port;
-  if (port !== 0n && expires !== 0n) setSingleshot(m, v, BigInt.asIntN(64, expires));
+  if (port !== 0n && expires !== 0n) kvmStartTimer(m, v, BigInt.asUintN(64, expires));
   return 0n;
 }

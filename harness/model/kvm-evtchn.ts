@@ -138,3 +138,16 @@ export function kvmOffloadClose(d: Domain, ch: Channel, isTimerVirq: boolean, st
     }
   }
 }
+
+/**
+ * A GSI routed to an event channel (kvm_xen_setup_evtchn) and raised through an irqfd
+ * (kvm_arch_set_irq_inatomic, or evtchn_set_fn from the deferred injection): the route
+ * refuses a port past the latched width's limit or a priority other than 2-level
+ * (-EINVAL); a vCPU KVM does not know drops the event.
+ */
+export function kvmIrqRouteSend(d: Domain, port: bigint, vcpu: bigint, priority: bigint): bigint {
+  if (port >= maxPort(d) || priority !== KVM_XEN_PRIO_2LEVEL) return EINVAL;
+  const v = d.vcpus.find((x) => kvmVcpuAttrs(x).vcpuId === vcpu);
+  if (v) kvmRaisePort(v, Number(port));
+  return 0n;
+}

@@ -78,6 +78,16 @@ export function setSingleshot(m: XenModel, v: Vcpu, deadline: bigint): void {
   t.singleshot = deadline;
 }
 
+/**
+ * kvm_xen_start_timer without the Linux workaround (KVM_XEN_VCPU_ATTR_TYPE_TIMER and the
+ * in-kernel VCPUOP_set_singleshot_timer): KVM takes delta = (s64)(deadline - now), so a
+ * deadline in [2^63, 2^64 - now) is far ahead, where Xen's signed s_time_t makes it past.
+ */
+export function kvmStartTimer(m: XenModel, v: Vcpu, deadline: bigint): void {
+  const delta = BigInt.asIntN(64, deadline - m.now);
+  setSingleshot(m, v, delta <= 0n ? m.now : m.now + delta);
+}
+
 export function stopSingleshot(v: Vcpu): void {
   timerOf(v).singleshot = null;
 }

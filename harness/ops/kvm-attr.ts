@@ -4,10 +4,12 @@
 // what KVM would hold and answer (harness/model/kvm-attr.ts, from arch/x86/kvm/xen.c).
 import { z } from 'zod';
 import { defineOp, int, type Action } from './types.js';
+import { defineConstants } from './constants.js';
 import {
   KVM_XEN_GET_ATTRS, KVM_XEN_PRIO_2LEVEL, kvmXenGetAttr, kvmXenSetTimer, kvmXenSetUpcallVector, kvmXenSetVcpuId,
 } from '../model/kvm-attr.js';
-import { EVTCHNSTAT, KVM_XEN_EVTCHN_FLAG, kvmEvtchnSetattr } from '../model/kvm-evtchn.js';
+import { EVTCHNSTAT, KVM_XEN_EVTCHN_FLAG, kvmEvtchnSetattr, kvmIrqRouteSend } from '../model/kvm-evtchn.js';
+import { kvmSetHvmConfig } from '../model/kvm-config.js';
 
 export const xenGetAttr = defineOp({
   name: 'kvm.xen_get_attr',
@@ -43,7 +45,7 @@ export const xenSetTimer = defineOp({
   name: 'kvm.xen_set_timer',
   summary:
     'The VMM hands the vCPU\'s Xen timer to KVM (KVM_XEN_VCPU_ATTR_TYPE_TIMER: port, priority, expires_ns; ' +
-    'port 0 stops it), as on migration; ret 0 or -EINVAL for a port with a priority other than 2-level. The expiry must lie in the future',
+    'port 0 stops it), as on migration; an expiry already past fires at once; ret 0 or -EINVAL for a port with a priority other than 2-level',
   args: z.strictObject({ port: int(), priority: int().optional(), expires_ns: int() }),
   requires: ['timer', 'flavor.kvm'],
   encode: (a): Action => ({ kind: 'host', op: 'kvm.xen_set_timer', args: { ...a, priority: a.priority ?? KVM_XEN_PRIO_2LEVEL } }),
@@ -87,3 +89,53 @@ export const xenEvtchnDeassign = evtchnOp('kvm.xen_evtchn_deassign', KVM_XEN_EVT
   'KVM_XEN_EVTCHN_DEASSIGN: KVM forgets the send port (EVTCHNOP_send goes to the VMM again); ret 0 or -ENOENT');
 export const xenEvtchnReset = evtchnOp('kvm.xen_evtchn_reset', KVM_XEN_EVTCHN_FLAG.RESET,
   'KVM_XEN_EVTCHN_RESET: KVM forgets every send port; ret 0');
+
+export const memslotChurn = defineOp({
+  name: 'kvm.memslot_churn',
+  summary:
+    'The VMM adds a memory slot above guest RAM and removes it again (KVM_SET_USER_MEMORY_REGION): the memslot generation ' +
+    'moves, so every cached shared_info / vcpu_info / runstate mapping KVM holds must be revalidated before its next use (the slow paths); ' +
+    'the guest sees no change. ret 0',
+  args: z.strictObject({}).optional(),
+  requires: ['shared_info', 'flavor.kvm'],
+  encode: (): Action => ({ kind: 'host', op: 'kvm.memslot_churn', args: {} }),
+  model: () => ({ ret: 0n }),
+});
+
+export const xenHvmConfig = defineOp({
+  name: 'kvm.xen_hvm_config',
+  summary:
+    'The VMM re-issues KVM_XEN_HVM_CONFIG: `flags` (KVM_XEN_HVM_CONFIG_*), the hypercall MSR `msr` (default 0x40000000, 0 = none) ' +
+    'and optionally a hypercall-page blob of `blob_pages` pages read from guest memory at `blob_gpa` (through the VMM\'s own ' +
+    'mapping), which the MSR write then copies instead of KVM writing the page; ret 0 or -EINVAL (unknown flags, a blob with INTERCEPT_HCALL)',
+  args: z.strictObject({ flags: int(), msr: int().optional(), blob_gpa: int().optional(), blob_pages: int().optional() }),
+  requires: ['hypercall.page', 'flavor.kvm'],
+  encode: (a): Action => ({
+    kind: 'host', op: 'kvm.xen_hvm_config',
+    args: { flags: a.flags, msr: a.msr ?? 0x40000000n, blob_gpa: a.blob_gpa ?? 0n, blob_pages: a.blob_pages ?? 0n },
+  }),
+  model: (_m, a, { dom }) => ({
+    ret: kvmSetHvmConfig(dom, { flags: a.flags, msr: a.msr ?? 0x40000000n, blobGpa: Number(a.blob_gpa ?? 0n), blobPages: Number(a.blob_pages ?? 0n) }),
+  }),
+});
+
+// KVM_XEN_HVM_CONFIG_* (include/uapi/linux/kvm.h): the capability bits of KVM_CAP_XEN_HVM,
+// of which INTERCEPT_HCALL, EVTCHN_SEND (and on 6.2+ PVCLOCK_TSC_UNSTABLE) are also settings.
+defineConstants('KVM_XEN_HVM_CONFIG_', {
+  HYPERCALL_MSR: 1 << 0, INTERCEPT_HCALL: 1 << 1, SHARED_INFO: 1 << 2, RUNSTATE: 1 << 3, EVTCHN_2LEVEL: 1 << 4,
+  EVTCHN_SEND: 1 << 5, RUNSTATE_UPDATE_FLAG: 1 << 6, PVCLOCK_TSC_UNSTABLE: 1 << 7, SHARED_INFO_HVA: 1 << 8,
+});
+
+export const irqfdSend = defineOp({
+  name: 'kvm.irqfd_send',
+  summary:
+    'The VMM routes a GSI to an event channel (KVM_SET_GSI_ROUTING, KVM_IRQ_ROUTING_XEN_EVTCHN: `port`, Xen `vcpu`, `priority`), ' +
+    'attaches an eventfd to it (KVM_IRQFD), signals it once and detaches it (which waits for a deferred injection); ' +
+    'ret 0, or the routing\'s -EINVAL (port past the limit, a priority other than 2-level)',
+  args: z.strictObject({ port: int(), vcpu: int().optional(), priority: int().optional() }),
+  requires: ['evtchn.host_send', 'flavor.kvm'],
+  encode: (a): Action => ({
+    kind: 'host', op: 'kvm.irqfd_send', args: { port: a.port, vcpu: a.vcpu ?? 0n, priority: a.priority ?? KVM_XEN_PRIO_2LEVEL },
+  }),
+  model: (_m, a, { dom }) => ({ ret: kvmIrqRouteSend(dom, a.port, a.vcpu ?? 0n, a.priority ?? KVM_XEN_PRIO_2LEVEL) }),
+});

@@ -73,7 +73,7 @@ export const KVM_HOST_OPS = [
   'evtchn.host_send', 'evtchn.set_mask', 'evtchn.run_upcall', 'evtchn.take_upcalls', 'evtchn.alloc_many', 'sched.status', 'runstate.host_set_addr',
   'runstate.host_set_current', 'runstate.host_set_data', 'runstate.host_adjust', 'runstate.get', 'runstate.race_check',
   'kvm.xen_get_attr', 'kvm.xen_set_upcall_vector', 'kvm.xen_set_vcpu_id', 'kvm.xen_set_timer',
-  'kvm.xen_evtchn_assign', 'kvm.xen_evtchn_update', 'kvm.xen_evtchn_deassign', 'kvm.xen_evtchn_reset',
+  'kvm.xen_evtchn_assign', 'kvm.xen_evtchn_update', 'kvm.xen_evtchn_deassign', 'kvm.xen_evtchn_reset', 'kvm.memslot_churn', 'kvm.xen_hvm_config', 'kvm.irqfd_send',
 ];
 
 /**
@@ -88,7 +88,7 @@ export const HOST_OP_SERVER: Record<string, 'kernel' | 'vmm'> = {
   'runstate.host_adjust': 'kernel', 'runstate.get': 'kernel', 'runstate.race_check': 'kernel',
   'kvm.xen_get_attr': 'kernel', 'kvm.xen_set_upcall_vector': 'kernel', 'kvm.xen_set_vcpu_id': 'kernel', 'kvm.xen_set_timer': 'kernel',
   'kvm.xen_evtchn_assign': 'kernel', 'kvm.xen_evtchn_update': 'kernel',
-  'kvm.xen_evtchn_deassign': 'kernel', 'kvm.xen_evtchn_reset': 'kernel',
+  'kvm.xen_evtchn_deassign': 'kernel', 'kvm.xen_evtchn_reset': 'kernel', 'kvm.memslot_churn': 'kernel', 'kvm.xen_hvm_config': 'kernel', 'kvm.irqfd_send': 'kernel',
   'evtchn.set_mask': 'vmm', 'evtchn.run_upcall': 'vmm', 'evtchn.alloc_many': 'vmm',
 };
 
@@ -202,6 +202,11 @@ class VmMemory extends GuestMemory {
     this.guest.vm.write(gpa, Buffer.from(bytes));
   }
 }
+
+/** The GSI kvm.irqfd_send routes to an event channel. */
+const IRQFD_GSI = 40;
+/** The memory slot kvm.memslot_churn adds and removes (the guest's RAM is slot 0). */
+const CHURN_SLOT = 7;
 
 const FAULT_NAMES: Record<number, string> = { 0: 'DE', 3: 'BP', 6: 'UD', 13: 'GP', 14: 'PF' };
 
@@ -542,6 +547,37 @@ class KvmSession implements Session {
       }
       case 'runstate.get':
         return { out: runstateOutOf(kvmRunstate(this.guest, at.vcpu)), servedBy: 'kernel' };
+      case 'kvm.xen_hvm_config': {
+        // The blob is the VMM's memory: here the host mapping of the guest page(s) named.
+        const pages = n('blob_pages');
+        const hva = pages > 0 ? this.guest.vm.hva(n('blob_gpa')) : 0n;
+        return this.ioctlRet(() => this.guest.vm.xenHvmConfig({
+          flags: n('flags'), msr: n('msr'), blobAddr32: hva, blobAddr64: hva, blobSize32: pages, blobSize64: pages,
+        }));
+      }
+      case 'kvm.irqfd_send': {
+        const route = { gsi: IRQFD_GSI, type: 'xen_evtchn' as const, port: n('port'), vcpu: n('vcpu'), priority: n('priority') };
+        const r = this.ioctlRet(() => this.guest.vm.setGsiRouting([route]));
+        if (r.ret !== 0n) return r;
+        const efd = this.guest.system.createEventfd();
+        try {
+          this.guest.vm.irqfd(efd, IRQFD_GSI);
+          efd.signal(1);
+          // Detaching flushes the irqfd's deferred injection (irqfd_shutdown), so what the
+          // signal raised is in guest memory when this returns.
+          this.guest.vm.irqfd(efd, IRQFD_GSI, { deassign: true });
+        } finally {
+          efd.close();
+        }
+        return r;
+      }
+      case 'kvm.memslot_churn': {
+        // One page just above guest RAM, in a slot of its own, there and gone again.
+        const gpa = Math.ceil(this.guest.options.memoryBytes / 0x200000) * 0x200000 + 0x200000;
+        this.guest.vm.addMemory(CHURN_SLOT, gpa, 4096);
+        this.guest.vm.removeMemory(CHURN_SLOT);
+        return { ret: 0n, servedBy: 'kernel' };
+      }
       case 'runstate.race_check': {
         const o = raceArgs(args as Parameters<typeof raceArgs>[0]);
         if (typeof o === 'string') return { fault: o };

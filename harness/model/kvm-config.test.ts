@@ -1,0 +1,53 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { buildModel } from './evtchn-test-util.js';
+import { KVM_XEN_HVM_CONFIG_EVTCHN_SEND, KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL, kvmSetHvmConfig } from './kvm-config.js';
+import { kvmIrqRouteSend } from './kvm-evtchn.js';
+import { wrmsr, XEN_HYPERCALL_MSR } from './hypercall.js';
+
+const P2 = 0xffffffffn;
+
+describe('model of KVM_XEN_HVM_CONFIG and the hypercall blob (arch/x86/kvm/xen.c)', () => {
+  it('refuses flags that are not settings, and a blob together with INTERCEPT_HCALL', () => {
+    const d = buildModel({ flavor: 'kvm' }).domain(1)!;
+    fc.assert(
+      fc.property(fc.bigInt({ min: 0n, max: 0x1ffn }), fc.integer({ min: 0, max: 3 }), (flags, pages) => {
+        const ok = (flags & ~(KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL | KVM_XEN_HVM_CONFIG_EVTCHN_SEND)) === 0n &&
+          !((flags & KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL) !== 0n && pages !== 0);
+        expect(kvmSetHvmConfig(d, { flags, msr: 0x40000000n, blobGpa: 0x200000, blobPages: pages })).toBe(ok ? 0n : -22n);
+      }),
+    );
+  });
+
+  it('the MSR write copies blob page N, #GP past the blob; with INTERCEPT_HCALL KVM writes its own page', () => {
+    const m = buildModel({ flavor: 'kvm' });
+    const d = m.domain(1)!;
+    const v = d.vcpu(0)!;
+    d.memory.setU32(0x200000, 0xaabbccdd);
+    d.memory.setU32(0x201004, 0x11223344);
+    expect(kvmSetHvmConfig(d, { flags: 0n, msr: 0x40000000n, blobGpa: 0x200000, blobPages: 2 })).toBe(0n);
+    expect(wrmsr(m, v, XEN_HYPERCALL_MSR, 0x300001n)).toEqual({ ok: true });
+    expect(d.memory.u32(0x300004)).toBe(0x11223344);
+    expect(d.memory.u32(0x300000)).toBe(0);
+    expect(wrmsr(m, v, XEN_HYPERCALL_MSR, 0x300000n)).toEqual({ ok: true });
+    expect(d.memory.u32(0x300000)).toBe(0xaabbccdd);
+    expect(wrmsr(m, v, XEN_HYPERCALL_MSR, 0x300002n)).toEqual({ ok: false, fault: 'GP' });
+    expect(kvmSetHvmConfig(d, { flags: KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL, msr: 0x40000000n, blobGpa: 0, blobPages: 0 })).toBe(0n);
+    expect(wrmsr(m, v, XEN_HYPERCALL_MSR, 0x300000n)).toEqual({ ok: true });
+    expect(d.memory.u8(0x300000)).toBe(0xb8); // mov $nr, %eax
+  });
+
+  it('an irqfd route refuses ports past the limit and other priorities; a vCPU KVM does not know drops the event', () => {
+    for (const mode of [64, 32] as const) {
+      const d = buildModel({ flavor: 'kvm', mode }).domain(1)!;
+      const limit = mode === 64 ? 4096n : 1024n;
+      expect(kvmIrqRouteSend(d, limit, 0n, P2)).toBe(-22n);
+      expect(kvmIrqRouteSend(d, limit - 1n, 0n, P2)).toBe(0n);
+      expect(kvmIrqRouteSend(d, 5n, 0n, 7n)).toBe(-22n);
+      expect(kvmIrqRouteSend(d, 6n, 3n, P2)).toBe(0n);
+      const pending = d.memory.u32(0x80000 + 0x800);
+      expect(pending & (1 << 6)).toBe(0);
+      expect(pending & (1 << 5)).toBe(0);
+    }
+  });
+});
