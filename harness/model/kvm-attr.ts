@@ -20,7 +20,49 @@ export const KVM_MAX_VCPUS = 1024n;
 export const KVM_XEN_GET_ATTRS = [
   'long_mode', 'shared_info', 'xen_version', 'callback_vector',
   'vcpu_info', 'vcpu_id', 'upcall_vector', 'timer_port', 'timer_priority', 'timer_expires',
+  'shared_info_hva', 'vcpu_info_hva', 'vcpu_time_info',
 ] as const;
+
+export const KVM_XEN_SET_ATTRS = ['shared_info', 'shared_info_hva', 'vcpu_info', 'vcpu_info_hva', 'vcpu_time_info'] as const;
+export type KvmXenSetAttr = (typeof KVM_XEN_SET_ATTRS)[number];
+
+/**
+ * Where the VMM last pointed KVM itself (kvm.xen_set_attr), by guest address or by host
+ * address (`hva`: the guest page that host address maps); null = deactivated. Until then
+ * KVM's values follow the model's Xen state, which the VMM keeps KVM told of.
+ */
+interface Placed {
+  gpa: bigint | null;
+  hva: boolean;
+}
+const sharedInfoPlaced = new WeakMap<Domain, Placed>();
+const vcpuInfoPlaced = new WeakMap<Vcpu, Placed>();
+const timeInfoPlaced = new WeakMap<Vcpu, bigint>();
+
+/**
+ * KVM_XEN_HVM_SET_ATTR / KVM_XEN_VCPU_SET_ATTR for the areas: all ones (or 0 for an
+ * address by hva) deactivates; shared_info by hva must be page aligned (-EINVAL); vcpu_info
+ * 4-byte aligned (-ENXIO). (kvm_xen_hvm_set_attr, kvm_xen_vcpu_set_attr)
+ */
+export function kvmXenSetAttr(d: Domain, v: Vcpu, attr: KvmXenSetAttr, value: bigint): bigint {
+  const byHva = attr === 'shared_info_hva' || attr === 'vcpu_info_hva';
+  const off = byHva ? value === 0n : value === KVM_XEN_INVALID;
+  switch (attr) {
+    case 'shared_info':
+    case 'shared_info_hva':
+      if (byHva && value % 4096n !== 0n) return EINVAL;
+      sharedInfoPlaced.set(d, { gpa: off ? null : byHva ? value : value << 12n, hva: byHva });
+      return 0n;
+    case 'vcpu_info':
+    case 'vcpu_info_hva':
+      if (!off && value % 4n !== 0n) return ENXIO;
+      vcpuInfoPlaced.set(v, { gpa: off ? null : value, hva: byHva });
+      return 0n;
+    case 'vcpu_time_info':
+      timeInfoPlaced.set(v, value);
+      return 0n;
+  }
+}
 export type KvmXenGetAttr = (typeof KVM_XEN_GET_ATTRS)[number];
 
 /** The value KVM_XEN_*_GET_ATTR reports for `attr` (the timer as its three fields). */
@@ -28,8 +70,21 @@ export function kvmXenGetAttr(d: Domain, v: Vcpu, attr: KvmXenGetAttr): bigint {
   switch (attr) {
     case 'long_mode':
       return d.width === 64 ? 1n : 0n;
-    case 'shared_info':
+    case 'shared_info': {
+      const p = sharedInfoPlaced.get(d);
+      if (p) return p.gpa === null || p.hva ? KVM_XEN_INVALID : p.gpa >> 12n;
       return d.sharedInfoGpa === null ? KVM_XEN_INVALID : BigInt(d.sharedInfoGpa >> 12);
+    }
+    case 'shared_info_hva': {
+      const p = sharedInfoPlaced.get(d);
+      return p?.hva && p.gpa !== null ? p.gpa : 0n;
+    }
+    case 'vcpu_info_hva': {
+      const p = vcpuInfoPlaced.get(v);
+      return p?.hva && p.gpa !== null ? p.gpa : 0n;
+    }
+    case 'vcpu_time_info':
+      return timeInfoPlaced.get(v) ?? KVM_XEN_INVALID;
     case 'xen_version': {
       const x = d.model.config.xenVersion;
       return BigInt(((x.major << 16) | x.minor) >>> 0);
@@ -37,6 +92,8 @@ export function kvmXenGetAttr(d: Domain, v: Vcpu, attr: KvmXenGetAttr): bigint {
     case 'callback_vector':
       return BigInt(callbackVector(d) ?? 0);
     case 'vcpu_info': {
+      const p = vcpuInfoPlaced.get(v);
+      if (p) return p.gpa === null || p.hva ? KVM_XEN_INVALID : p.gpa;
       const gpa = v.vcpuInfoAddress();
       return gpa === null ? KVM_XEN_INVALID : BigInt(gpa);
     }
@@ -59,6 +116,7 @@ export function kvmXenGetAttr(d: Domain, v: Vcpu, attr: KvmXenGetAttr): bigint {
 }
 
 const EINVAL = -22n;
+const ENXIO = -6n;
 
 /** KVM_XEN_VCPU_ATTR_TYPE_UPCALL_VECTOR: 1..0x0f refused; else the vCPU's vector (0 = none). */
 export function kvmXenSetUpcallVector(v: Vcpu, vector: bigint): bigint {

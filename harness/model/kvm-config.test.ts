@@ -37,11 +37,13 @@ describe('model of KVM_XEN_HVM_CONFIG and the hypercall blob (arch/x86/kvm/xen.c
     expect(d.memory.u8(0x300000)).toBe(0xb8); // mov $nr, %eax
   });
 
-  it('an irqfd route refuses ports past the limit and other priorities; a vCPU KVM does not know drops the event', () => {
+  it('an irqfd route refuses other priorities but not ports past the limit, whose events are dropped, nor unknown vCPUs', () => {
     for (const mode of [64, 32] as const) {
       const d = buildModel({ flavor: 'kvm', mode }).domain(1)!;
       const limit = mode === 64 ? 4096n : 1024n;
-      expect(kvmIrqRouteSend(d, limit, 0n, P2)).toBe(-22n);
+      const maskBefore = d.memory.read(0x80000 + 0x800, 1024).slice();
+      expect(kvmIrqRouteSend(d, limit, 0n, P2)).toBe(0n);
+      expect(d.memory.read(0x80000 + 0x800, 1024)).toEqual(maskBefore);
       expect(kvmIrqRouteSend(d, limit - 1n, 0n, P2)).toBe(0n);
       expect(kvmIrqRouteSend(d, 5n, 0n, 7n)).toBe(-22n);
       expect(kvmIrqRouteSend(d, 6n, 3n, P2)).toBe(0n);

@@ -142,12 +142,13 @@ export function kvmOffloadClose(d: Domain, ch: Channel, isTimerVirq: boolean, st
 /**
  * A GSI routed to an event channel (kvm_xen_setup_evtchn) and raised through an irqfd
  * (kvm_arch_set_irq_inatomic, or evtchn_set_fn from the deferred injection): the route
- * refuses a port past the latched width's limit or a priority other than 2-level
- * (-EINVAL); a vCPU KVM does not know drops the event.
+ * refuses a priority other than 2-level (-EINVAL) but, on purpose, not a port past the
+ * limit (so a migrated routing table needs no ordering against the long-mode flag); such
+ * an event is dropped when raised (kvm_xen_set_evtchn_fast). `vcpu` is KVM's vCPU id.
  */
 export function kvmIrqRouteSend(d: Domain, port: bigint, vcpu: bigint, priority: bigint): bigint {
-  if (port >= maxPort(d) || priority !== KVM_XEN_PRIO_2LEVEL) return EINVAL;
-  const v = d.vcpus.find((x) => kvmVcpuAttrs(x).vcpuId === vcpu);
-  if (v) kvmRaisePort(v, Number(port));
+  if (priority !== KVM_XEN_PRIO_2LEVEL) return EINVAL;
+  const v = d.vcpu(Number(vcpu));
+  if (v && port < maxPort(d)) kvmRaisePort(v, Number(port));
   return 0n;
 }

@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { defineOp, int, type Action } from './types.js';
 import { defineConstants } from './constants.js';
 import {
-  KVM_XEN_GET_ATTRS, KVM_XEN_PRIO_2LEVEL, kvmXenGetAttr, kvmXenSetTimer, kvmXenSetUpcallVector, kvmXenSetVcpuId,
+  KVM_XEN_GET_ATTRS, KVM_XEN_PRIO_2LEVEL, KVM_XEN_SET_ATTRS, kvmXenGetAttr, kvmXenSetAttr, kvmXenSetTimer, kvmXenSetUpcallVector, kvmXenSetVcpuId,
 } from '../model/kvm-attr.js';
 import { EVTCHNSTAT, KVM_XEN_EVTCHN_FLAG, kvmEvtchnSetattr, kvmIrqRouteSend } from '../model/kvm-evtchn.js';
 import { kvmSetHvmConfig } from '../model/kvm-config.js';
@@ -15,7 +15,8 @@ export const xenGetAttr = defineOp({
   name: 'kvm.xen_get_attr',
   summary:
     'The VMM reads a Xen attribute back from KVM: long_mode, shared_info (gfn), xen_version, callback_vector (VM); ' +
-    'vcpu_info (gpa), vcpu_id, upcall_vector, timer_port, timer_priority, timer_expires (the vCPU); OUT value',
+    'vcpu_info (gpa), vcpu_id, upcall_vector, timer_port, timer_priority, timer_expires, vcpu_time_info (the vCPU); ' +
+    'shared_info_hva and vcpu_info_hva as the guest page the host address maps (0 = none); OUT value',
   args: z.strictObject({ attr: z.enum(KVM_XEN_GET_ATTRS) }),
   requires: ['shared_info', 'flavor.kvm'],
   out: ['value'],
@@ -138,4 +139,16 @@ export const irqfdSend = defineOp({
     kind: 'host', op: 'kvm.irqfd_send', args: { port: a.port, vcpu: a.vcpu ?? 0n, priority: a.priority ?? KVM_XEN_PRIO_2LEVEL },
   }),
   model: (_m, a, { dom }) => ({ ret: kvmIrqRouteSend(dom, a.port, a.vcpu ?? 0n, a.priority ?? KVM_XEN_PRIO_2LEVEL) }),
+});
+
+export const xenSetAttr = defineOp({
+  name: 'kvm.xen_set_attr',
+  summary:
+    'The VMM points KVM at an area itself: shared_info (a gfn) or shared_info_hva (VM); vcpu_info, vcpu_info_hva or vcpu_time_info (the vCPU). ' +
+    'An *_hva value names the guest page whose host mapping is meant (0 = none); all ones deactivates the others; ' +
+    'ret 0, -EINVAL (shared_info_hva not page aligned) or -ENXIO (vcpu_info not 4-byte aligned)',
+  args: z.strictObject({ attr: z.enum(KVM_XEN_SET_ATTRS), value: int() }),
+  requires: ['shared_info', 'flavor.kvm'],
+  encode: (a): Action => ({ kind: 'host', op: 'kvm.xen_set_attr', args: a }),
+  model: (_m, a, { dom, vcpu }) => ({ ret: kvmXenSetAttr(dom, vcpu, a.attr, BigInt.asUintN(64, a.value)) }),
 });

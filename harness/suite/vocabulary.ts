@@ -13,6 +13,7 @@ export const CAPABILITIES: Record<string, string> = {
   vcpu_info: 'vcpu_info areas (shared_info slots or registered) are maintained',
   runstate: 'the vCPU runstate area is updated',
   'runstate.update_flag': 'runstate updates follow the XEN_RUNSTATE_UPDATE protocol',
+  'kvm.shared_info_hva': 'KVM takes shared_info and vcpu_info by host virtual address (KVM_XEN_HVM_CONFIG_SHARED_INFO_HVA, Linux 6.9+)',
   'evtchn.2l': '2-level event channels',
   'evtchn.fifo': 'FIFO event channels',
   'evtchn.send': 'EVTCHNOP_send is handled',

@@ -34,6 +34,17 @@ export function kvmGetAttr(g: GuestVm, vcpu: number, attr: KvmXenGetAttr): bigin
       const a = v.xenGetAttr('upcall_vector');
       return a.type === 'upcall_vector' ? BigInt(a.vector) : -1n;
     }
+    case 'shared_info_hva':
+    case 'vcpu_info_hva': {
+      // The host address back as the guest page it maps (guest RAM is one slot at 0).
+      const a = attr === 'shared_info_hva' ? g.vm.xenGetAttr('shared_info_hva') : v.xenGetAttr('vcpu_info_hva');
+      const h = 'hva' in a ? BigInt(a.hva) : -1n;
+      return h === 0n || h === -1n ? h : h - g.vm.hva(0);
+    }
+    case 'vcpu_time_info': {
+      const a = v.xenGetAttr('vcpu_time_info');
+      return 'gpa' in a ? BigInt(a.gpa) : -1n;
+    }
     case 'timer_port':
     case 'timer_priority':
     case 'timer_expires': {

@@ -28,7 +28,7 @@ import { kvmRunstate, raceLive, runstateDataArg, runstateOutOf } from './runstat
 import { KVM_XEN_INVALID_GPA } from '../../model/runstate.js';
 import { raceArgs, raceOut } from '../../model/runstate-race.js';
 import { vmAssistEnabled, VMASST_TYPE } from '../../model/vm-assist.js';
-import type { KvmXenGetAttr } from '../../model/kvm-attr.js';
+import type { KvmXenGetAttr, KvmXenSetAttr } from '../../model/kvm-attr.js';
 import { kvmGetAttr } from './attr-live.js';
 import { applyOffload, offloadSnapshot } from './offload-live.js';
 import { kvmEvtchnSetattr } from '../../model/kvm-evtchn.js';
@@ -43,6 +43,7 @@ const XEN_CAP_BITS: Record<string, Array<keyof typeof XEN_HVM_FLAG>> = {
   vcpu_info: ['SHARED_INFO'],
   runstate: ['RUNSTATE'],
   'runstate.update_flag': ['RUNSTATE_UPDATE_FLAG'],
+  'kvm.shared_info_hva': ['SHARED_INFO_HVA'],
   'evtchn.2l': ['EVTCHN_2LEVEL'],
   'evtchn.send': ['EVTCHN_SEND'],
   'evtchn.host_send': ['EVTCHN_SEND'],
@@ -73,7 +74,7 @@ export const KVM_HOST_OPS = [
   'evtchn.host_send', 'evtchn.set_mask', 'evtchn.run_upcall', 'evtchn.take_upcalls', 'evtchn.alloc_many', 'sched.status', 'runstate.host_set_addr',
   'runstate.host_set_current', 'runstate.host_set_data', 'runstate.host_adjust', 'runstate.get', 'runstate.race_check',
   'kvm.xen_get_attr', 'kvm.xen_set_upcall_vector', 'kvm.xen_set_vcpu_id', 'kvm.xen_set_timer',
-  'kvm.xen_evtchn_assign', 'kvm.xen_evtchn_update', 'kvm.xen_evtchn_deassign', 'kvm.xen_evtchn_reset', 'kvm.memslot_churn', 'kvm.xen_hvm_config', 'kvm.irqfd_send',
+  'kvm.xen_evtchn_assign', 'kvm.xen_evtchn_update', 'kvm.xen_evtchn_deassign', 'kvm.xen_evtchn_reset', 'kvm.memslot_churn', 'kvm.xen_hvm_config', 'kvm.irqfd_send', 'kvm.xen_set_attr',
 ];
 
 /**
@@ -88,7 +89,7 @@ export const HOST_OP_SERVER: Record<string, 'kernel' | 'vmm'> = {
   'runstate.host_adjust': 'kernel', 'runstate.get': 'kernel', 'runstate.race_check': 'kernel',
   'kvm.xen_get_attr': 'kernel', 'kvm.xen_set_upcall_vector': 'kernel', 'kvm.xen_set_vcpu_id': 'kernel', 'kvm.xen_set_timer': 'kernel',
   'kvm.xen_evtchn_assign': 'kernel', 'kvm.xen_evtchn_update': 'kernel',
-  'kvm.xen_evtchn_deassign': 'kernel', 'kvm.xen_evtchn_reset': 'kernel', 'kvm.memslot_churn': 'kernel', 'kvm.xen_hvm_config': 'kernel', 'kvm.irqfd_send': 'kernel',
+  'kvm.xen_evtchn_deassign': 'kernel', 'kvm.xen_evtchn_reset': 'kernel', 'kvm.memslot_churn': 'kernel', 'kvm.xen_hvm_config': 'kernel', 'kvm.irqfd_send': 'kernel', 'kvm.xen_set_attr': 'kernel',
   'evtchn.set_mask': 'vmm', 'evtchn.run_upcall': 'vmm', 'evtchn.alloc_many': 'vmm',
 };
 
@@ -547,6 +548,19 @@ class KvmSession implements Session {
       }
       case 'runstate.get':
         return { out: runstateOutOf(kvmRunstate(this.guest, at.vcpu)), servedBy: 'kernel' };
+      case 'kvm.xen_set_attr': {
+        // *_hva values name the guest page whose host mapping is meant (0 = none).
+        const value = BigInt.asUintN(64, args.value as bigint);
+        const hva = (gpa: bigint) => (gpa === 0n ? 0n : this.guest.vm.hva(0) + gpa);
+        const v = this.guest.vcpus[at.vcpu];
+        const attr = args.attr as KvmXenSetAttr;
+        return this.ioctlRet(() => {
+          if (attr === 'shared_info') this.guest.vm.xenSetAttr({ type: 'shared_info', gfn: value });
+          else if (attr === 'shared_info_hva') this.guest.vm.xenSetAttr({ type: 'shared_info_hva', hva: hva(value) });
+          else if (attr === 'vcpu_info_hva') v.xenSetAttr({ type: 'vcpu_info_hva', hva: hva(value) });
+          else v.xenSetAttr({ type: attr, gpa: value });
+        });
+      }
       case 'kvm.xen_hvm_config': {
         // The blob is the VMM's memory: here the host mapping of the guest page(s) named.
         const pages = n('blob_pages');
