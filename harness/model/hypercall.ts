@@ -197,22 +197,17 @@ export function wrmsr(model: XenModel, vcpu: Vcpu, index: number, value: bigint)
   if (index !== XEN_HYPERCALL_MSR) return { ok: false, fault: 'GP' };
   const pageIndex = Number(value & 0xfffn);
   const gpa = Number(BigInt.asUintN(64, value) & ~0xfffn);
-  // KVM configured with a blob instead of INTERCEPT_HCALL copies the blob's page.
-  const blob = model.flavor === 'kvm' ? kvmBlobPage(vcpu.domain, pageIndex) : undefined;
-  if (blob === null) return { ok: false, fault: 'GP' };
-  if (blob !== undefined) {
-    if (!vcpu.domain.memory.contains(gpa, PAGE_SIZE)) return { ok: false, fault: 'GP' };
-    vcpu.domain.memory.write(gpa, blob);
-    vcpu.domain.width = vcpu.mode;
-    return { ok: true };
-  }
-  // Xen supports exactly one hypercall page: any other index is a #GP.
-  if (pageIndex !== 0) return { ok: false, fault: 'GP' };
   const d = vcpu.domain;
+  // KVM configured with a blob instead of INTERCEPT_HCALL copies the blob's page N (null:
+  // past the blob); otherwise there is exactly one hypercall page, any other index is a #GP.
+  const blob = model.flavor === 'kvm' ? kvmBlobPage(d, pageIndex) : undefined;
+  if (blob === null || (blob === undefined && pageIndex !== 0)) return { ok: false, fault: 'GP' };
   if (!d.memory.contains(gpa, PAGE_SIZE)) return { ok: false, fault: 'GP' };
-  d.memory.write(gpa, hypercallPageImage(model.config.cpu, model.flavor));
-  d.hypercallPageGpa = gpa;
-  d.areas.set('hypercall_page', gpa);
+  d.memory.write(gpa, blob ?? hypercallPageImage(model.config.cpu, model.flavor));
+  if (blob === undefined) {
+    d.hypercallPageGpa = gpa;
+    d.areas.set('hypercall_page', gpa);
+  }
   // The MSR write latches the shared_info format from the writer's current mode
   // (hvm_latch_shinfo_size; KVM: long_mode = is_long_mode(vcpu)).
   d.width = vcpu.mode;

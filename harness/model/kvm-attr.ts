@@ -22,6 +22,7 @@ export const KVM_XEN_GET_ATTRS = [
   'vcpu_info', 'vcpu_id', 'upcall_vector', 'timer_port', 'timer_priority', 'timer_expires',
   'shared_info_hva', 'vcpu_info_hva', 'vcpu_time_info',
 ] as const;
+export type KvmXenGetAttr = (typeof KVM_XEN_GET_ATTRS)[number];
 
 export const KVM_XEN_SET_ATTRS = ['shared_info', 'shared_info_hva', 'vcpu_info', 'vcpu_info_hva', 'vcpu_time_info'] as const;
 export type KvmXenSetAttr = (typeof KVM_XEN_SET_ATTRS)[number];
@@ -63,7 +64,6 @@ export function kvmXenSetAttr(d: Domain, v: Vcpu, attr: KvmXenSetAttr, value: bi
       return 0n;
   }
 }
-export type KvmXenGetAttr = (typeof KVM_XEN_GET_ATTRS)[number];
 
 /** The value KVM_XEN_*_GET_ATTR reports for `attr` (the timer as its three fields). */
 export function kvmXenGetAttr(d: Domain, v: Vcpu, attr: KvmXenGetAttr): bigint {

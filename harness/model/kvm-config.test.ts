@@ -14,7 +14,7 @@ describe('model of KVM_XEN_HVM_CONFIG and the hypercall blob (arch/x86/kvm/xen.c
       fc.property(fc.bigInt({ min: 0n, max: 0x1ffn }), fc.integer({ min: 0, max: 3 }), (flags, pages) => {
         const ok = (flags & ~(KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL | KVM_XEN_HVM_CONFIG_EVTCHN_SEND)) === 0n &&
           !((flags & KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL) !== 0n && pages !== 0);
-        expect(kvmSetHvmConfig(d, { flags, msr: 0x40000000n, blobGpa: 0x200000, blobPages: pages })).toBe(ok ? 0n : -22n);
+        expect(kvmSetHvmConfig(d, { flags, blobGpa: 0x200000, blobPages: pages })).toBe(ok ? 0n : -22n);
       }),
     );
   });
@@ -25,14 +25,14 @@ describe('model of KVM_XEN_HVM_CONFIG and the hypercall blob (arch/x86/kvm/xen.c
     const v = d.vcpu(0)!;
     d.memory.setU32(0x200000, 0xaabbccdd);
     d.memory.setU32(0x201004, 0x11223344);
-    expect(kvmSetHvmConfig(d, { flags: 0n, msr: 0x40000000n, blobGpa: 0x200000, blobPages: 2 })).toBe(0n);
+    expect(kvmSetHvmConfig(d, { flags: 0n, blobGpa: 0x200000, blobPages: 2 })).toBe(0n);
     expect(wrmsr(m, v, XEN_HYPERCALL_MSR, 0x300001n)).toEqual({ ok: true });
     expect(d.memory.u32(0x300004)).toBe(0x11223344);
     expect(d.memory.u32(0x300000)).toBe(0);
     expect(wrmsr(m, v, XEN_HYPERCALL_MSR, 0x300000n)).toEqual({ ok: true });
     expect(d.memory.u32(0x300000)).toBe(0xaabbccdd);
     expect(wrmsr(m, v, XEN_HYPERCALL_MSR, 0x300002n)).toEqual({ ok: false, fault: 'GP' });
-    expect(kvmSetHvmConfig(d, { flags: KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL, msr: 0x40000000n, blobGpa: 0, blobPages: 0 })).toBe(0n);
+    expect(kvmSetHvmConfig(d, { flags: KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL, blobGpa: 0, blobPages: 0 })).toBe(0n);
     expect(wrmsr(m, v, XEN_HYPERCALL_MSR, 0x300000n)).toEqual({ ok: true });
     expect(d.memory.u8(0x300000)).toBe(0xb8); // mov $nr, %eax
   });

@@ -13,17 +13,12 @@ const PERMITTED = KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL | KVM_XEN_HVM_CONFIG_EVTCHN
 
 export interface KvmHvmConfig {
   flags: bigint;
-  msr: bigint;
   /** Blob pages: where their bytes are and how many (0 = none). */
   blobGpa: number;
   blobPages: number;
 }
+/** Set once the VMM re-issues the config; before that KVM intercepts and writes its own page. */
 const configs = new WeakMap<Domain, KvmHvmConfig>();
-
-/** The configuration in force; a VMM of the kvm target starts with intercept and the Xen MSR. */
-export function kvmHvmConfig(d: Domain): KvmHvmConfig | undefined {
-  return configs.get(d);
-}
 
 /** KVM_XEN_HVM_CONFIG: unknown flags, or a blob together with INTERCEPT_HCALL, are -EINVAL. */
 export function kvmSetHvmConfig(d: Domain, c: KvmHvmConfig): bigint {

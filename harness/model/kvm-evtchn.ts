@@ -13,14 +13,14 @@ const KVM_XEN_PRIO_2LEVEL = 0xffffffffn;
 export const KVM_XEN_EVTCHN_FLAG = { DEASSIGN: 1n, UPDATE: 2n, RESET: 4n } as const;
 export const EVTCHNSTAT = { closed: 0n, unbound: 1n, interdomain: 2n, pirq: 3n, virq: 4n, ipi: 5n } as const;
 
-interface Entry {
+export interface KvmEvtchnEntry {
   type: bigint;
   port: number;
   vcpu: number;
 }
-const tables = new WeakMap<Domain, Map<number, Entry>>();
+const tables = new WeakMap<Domain, Map<number, KvmEvtchnEntry>>();
 
-function table(d: Domain): Map<number, Entry> {
+function table(d: Domain): Map<number, KvmEvtchnEntry> {
   let t = tables.get(d);
   if (!t) tables.set(d, (t = new Map()));
   return t;
@@ -103,8 +103,8 @@ export function kvmRaisePort(v: Vcpu, port: number): boolean {
 }
 
 /** KVM's table as the VMM sees it: send port -> delivery (for a VMM that mirrors it into KVM). */
-export function kvmEvtchnEntries(d: Domain): Map<number, Readonly<Entry>> {
-  return new Map([...(tables.get(d) ?? new Map<number, Entry>())].map(([k, e]) => [k, { ...e }]));
+export function kvmEvtchnEntries(d: Domain): Map<number, Readonly<KvmEvtchnEntry>> {
+  return new Map([...(tables.get(d) ?? new Map<number, KvmEvtchnEntry>())].map(([k, e]) => [k, { ...e }]));
 }
 
 /**

@@ -116,7 +116,7 @@ export const xenHvmConfig = defineOp({
     args: { flags: a.flags, msr: a.msr ?? 0x40000000n, blob_gpa: a.blob_gpa ?? 0n, blob_pages: a.blob_pages ?? 0n },
   }),
   model: (_m, a, { dom }) => ({
-    ret: kvmSetHvmConfig(dom, { flags: a.flags, msr: a.msr ?? 0x40000000n, blobGpa: Number(a.blob_gpa ?? 0n), blobPages: Number(a.blob_pages ?? 0n) }),
+    ret: kvmSetHvmConfig(dom, { flags: a.flags, blobGpa: Number(a.blob_gpa ?? 0n), blobPages: Number(a.blob_pages ?? 0n) }),
   }),
 });
 

@@ -17,6 +17,19 @@
 
     .include "layout.inc"
 
+# The kernel data selector in every data segment register and the TSS in TR: the same
+# instructions, and bytes, in 32-bit and 64-bit code.
+.macro load_segments
+    mov $SEL_KDATA, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %fs
+    mov %ax, %gs
+    mov %ax, %ss
+    mov $SEL_TSS, %ax
+    ltr %ax
+.endm
+
 .equ BLOCK0,          0x30000
 .equ SEL_KCODE64,     0x08
 .equ SEL_KDATA,       0x10
@@ -65,14 +78,7 @@ common:
     ljmp $SEL_KCODE32, $start32
 
 start32:
-    mov $SEL_KDATA, %ax
-    mov %ax, %ds
-    mov %ax, %es
-    mov %ax, %fs
-    mov %ax, %gs
-    mov %ax, %ss
-    mov $SEL_TSS, %ax
-    ltr %ax
+    load_segments
     lidt idtr32
     lea KSTACK_TOP(%edi), %esp
     jmp *IMG_ENTRY
@@ -93,14 +99,7 @@ to_long_mode:
 
     .code64
 start64:
-    mov $SEL_KDATA, %ax
-    mov %ax, %ds
-    mov %ax, %es
-    mov %ax, %fs
-    mov %ax, %gs
-    mov %ax, %ss
-    mov $SEL_TSS, %ax
-    ltr %ax
+    load_segments
     lidt idtr64
     mov %edi, %edi                  # the block, zero-extended into %rdi
     lea KSTACK_TOP(%rdi), %rsp

@@ -6,24 +6,27 @@
 // model with the kvm flavour, whose bind and close keep the record (model/kvm-evtchn.ts);
 // this file turns each change of that record into the ioctl QEMU would issue.
 import type { Domain } from '../../model/domain.js';
-import { EVTCHNSTAT, kvmEvtchnEntries, KVM_XEN_EVTCHN_FLAG } from '../../model/kvm-evtchn.js';
+import { EVTCHNSTAT, kvmEvtchnEntries, KVM_XEN_EVTCHN_FLAG, type KvmEvtchnEntry } from '../../model/kvm-evtchn.js';
 import { kvmVcpuAttrs } from '../../model/kvm-vcpu.js';
 import { KVM_XEN_PRIO_2LEVEL } from '../../model/kvm-attr.js';
 import { DriverError } from '../../errors.js';
 import type { GuestVm } from './addon.js';
 
+type Entry = Readonly<KvmEvtchnEntry>;
+
 export interface OffloadSnapshot {
-  /** send port -> `type:port:vcpu` */
-  ports: Map<number, string>;
+  /** KVM's event-channel table as the VMM layer keeps it: send port -> delivery */
+  ports: Map<number, Entry>;
   /** per vCPU: the timer port KVM should have */
   timers: bigint[];
 }
 
 export function offloadSnapshot(d: Domain): OffloadSnapshot {
-  const ports = new Map<number, string>();
-  for (const [k, e] of kvmEvtchnEntries(d)) ports.set(k, `${e.type}:${e.port}:${e.vcpu}`);
-  return { ports, timers: d.vcpus.map((v) => kvmVcpuAttrs(v).timerPort) };
+  return { ports: kvmEvtchnEntries(d), timers: d.vcpus.map((v) => kvmVcpuAttrs(v).timerPort) };
 }
+
+const same = (a: Entry | undefined, b: Entry | undefined): boolean =>
+  a !== undefined && b !== undefined && a.type === b.type && a.port === b.port && a.vcpu === b.vcpu;
 
 /** QEMU ignores KVM's refusals here (the call then stays with the VMM); so does this. */
 function quietly(fn: () => void): void {
@@ -35,19 +38,18 @@ function quietly(fn: () => void): void {
 }
 
 export function applyOffload(guest: GuestVm, before: OffloadSnapshot, after: OffloadSnapshot): void {
-  for (const [port, key] of before.ports) {
-    if (after.ports.get(port) === key) continue;
+  for (const [port, e] of before.ports) {
+    if (same(e, after.ports.get(port))) continue;
     quietly(() => guest.vm.xenSetAttr({
       type: 'evtchn', sendPort: port, evtchnType: Number(EVTCHNSTAT.ipi), flags: Number(KVM_XEN_EVTCHN_FLAG.DEASSIGN),
       deliver: { kind: 'port', port, vcpu: 0, priority: Number(KVM_XEN_PRIO_2LEVEL) },
     }));
   }
-  for (const [port, key] of after.ports) {
-    if (before.ports.get(port) === key) continue;
-    const [type, target, vcpu] = key.split(':').map(Number);
+  for (const [port, e] of after.ports) {
+    if (same(e, before.ports.get(port))) continue;
     quietly(() => guest.vm.xenSetAttr({
-      type: 'evtchn', sendPort: port, evtchnType: type, flags: 0,
-      deliver: { kind: 'port', port: target, vcpu, priority: Number(KVM_XEN_PRIO_2LEVEL) },
+      type: 'evtchn', sendPort: port, evtchnType: Number(e.type), flags: 0,
+      deliver: { kind: 'port', port: e.port, vcpu: e.vcpu, priority: Number(KVM_XEN_PRIO_2LEVEL) },
     }));
   }
   after.timers.forEach((port, i) => {
