@@ -66,6 +66,17 @@ describe('xconf CLI', () => {
     expect(k).not.toContain('differential');
     expect(k).toMatch(/^1\.\.5$/m);
   });
+  it('run --isolate --diff-against: the model reference runs beside the target in a worker and compares the same', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'xconf-cli-'));
+    const args = ['test/cases/differential', 'suites/sched/timer-singleshot-missing-vcpu-xen.yaml', 'suites/sched/timer-singleshot-missing-vcpu-kvm.yaml',
+      'suites/hypercall/xen-version-version.yaml', '--target=model', '--diff-against=model-kvm'];
+    const a = cli('run', ...args, `--junit=${dir}/a.xml`, `--json=${dir}/a.json`);
+    const b = cli('run', ...args, '--isolate', `--junit=${dir}/b.xml`, `--json=${dir}/b.json`);
+    expect([a.status, b.status]).toEqual([1, 1]);
+    const entries = (f: string) => JSON.parse(readFileSync(f, 'utf8')).differential;
+    expect(entries(`${dir}/b.json`)).toEqual(entries(`${dir}/a.json`));
+    expect(entries(`${dir}/b.json`).counts).toMatchObject({ compared: 5, agree: 3, disagree: 2, notCompared: 1 });
+  });
   it('run --diff-against the same target agrees on every case and exits 0; an unknown reference is a usage error', () => {
     const dir = mkdtempSync(join(tmpdir(), 'xconf-cli-'));
     const r = cli('run', 'suites/hypercall', '--target=model', '--diff-against=model', `--junit=${dir}/j.xml`);

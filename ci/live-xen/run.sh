@@ -155,6 +155,9 @@ echo 'root:x:0:0:root:/tmp:/bin/sh' >"$s/etc/passwd"
 echo 'root:x:0:' >"$s/etc/group"
 if ((EUID == 0)); then mknod -m 600 "$s/dev/console" c 5 1; fi
 rsync -a --exclude=/.git --exclude=/reports --exclude=/coverage --exclude=node_modules/.cache "$repo/" "$s/xconf/"
+# A parse cache of exactly these suites: under TCG, parsing the YAML again costs seconds.
+XCONF_CACHE_DIR=$s/xconf/node_modules/.cache/xconf node "$repo/bin/xconf.js" validate "$repo/suites" >/dev/null ||
+	die "the suites do not validate: run 'node bin/xconf.js validate suites'"
 initrd=$run_dir/dom0.cpio.gz
 (cd "$s" && find . -mindepth 1 -print0 | LC_ALL=C sort -z | cpio --null -o -H newc -R 0:0 --quiet | gzip -1) >"$initrd" ||
 	die "building the dom0 initramfs failed"

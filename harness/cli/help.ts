@@ -48,7 +48,9 @@ stale), 2 usage or suite error, 3 driver/environment error, 4 everything skipped
   --diff-against=NAME
                     also run every case that ran on the target on reference target NAME
                     (${TARGET_LIST}; same variant) and compare status, ret, fault and
-                    expected OUT values; disagreements are listed and exit 1
+                    expected OUT values; disagreements are listed and exit 1. A model
+                    reference of a live (or --isolate) run runs beside it, in a worker
+                    process
   --diff-report=PATH the differential's own JUnit file (default: the --junit path
                     with .differential.xml)
   --kcidb=PATH      also write KCIDB I/O JSON (v5.3); with --origin=NAME --build-id=ID

@@ -11,9 +11,10 @@ import { loadPaths } from '../suite/loader.js';
 import { SuiteError } from '../errors.js';
 import { plan, planOrThrow, parseShard, type PlannedCase } from '../runner/plan.js';
 import { runPlan } from '../runner/run.js';
+import { skipReason } from '../runner/run-case.js';
 import { runParallel } from '../runner/parallel.js';
 import { counts, type CaseResult, type RunSummary } from '../runner/results.js';
-import { diffCounts, runDifferential } from '../runner/differential.js';
+import { compareRuns, diffCounts, runDifferential } from '../runner/differential.js';
 import type { ExpectationFile } from '../expect/expectations.js';
 import { differentialJunitXml, junitXml } from '../report/junit.js';
 import { ktap } from '../report/ktap.js';
@@ -190,6 +191,18 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
   };
   const t0 = performance.now();
   const runOrder = seed === undefined ? planned : shuffled(planned, seed);
+  // A model reference of a live or isolated run runs beside the target, in a worker
+  // process of its own, on every case the target does not skip for a missing capability
+  // (the comparison then ignores those the target skipped as it ran). Such a target mostly
+  // waits on its hypervisor or its case processes, so with a second CPU the comparison
+  // costs no wall time; and the model's state is never touched by what the target's
+  // session left in this process. A model target compares after its run, in-process.
+  const beside = reference && MODEL_TARGETS.has(reference.name) && (!MODEL_TARGETS.has(target) || isolate)
+    ? runParallel(runOrder.filter((pc) => skipReason(pc, caps) === undefined), paths, reference.name, 1, {
+      timeoutSeconds: timeout, seed: String(seed ?? 0), xenVersion: caps.fixedXenVersion, signal: ac.signal,
+    })
+    : undefined;
+  beside?.catch(() => undefined); // awaited below unless the run stops first
   let results: CaseResult[];
   if (jobs > 1) {
     const done: CaseResult[] = [];
@@ -213,7 +226,8 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
   persist(run);
   if (reference && !run.interrupted) {
     const ranHere = new Set(run.results.map((r) => r.name));
-    run.differential = await runDifferential(planned.filter((pc) => ranHere.has(pc.name)), run.results, driver.name, reference, {
+    if (beside) run.differential = compareRuns(driver.name, reference.name, run.results, await beside);
+    else run.differential = await runDifferential(planned.filter((pc) => ranHere.has(pc.name)), run.results, driver.name, reference, {
       timeoutSeconds: timeout, seed: String(seed ?? 0), xenVersion: caps.fixedXenVersion,
       // Model references run in this process (fast); a kvm reference is isolated like a kvm target.
       isolate: !v['in-process'] && (!!v.isolate || reference.name === 'kvm'),

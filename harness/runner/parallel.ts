@@ -12,6 +12,9 @@ export interface ShardRequest {
   names: string[];
   target: string;
   timeoutSeconds?: number;
+  seed?: string;
+  /** A differential reference follows the target's own Xen version. */
+  xenVersion?: string;
 }
 
 export type ShardMessage = { kind: 'result'; result: CaseResult } | { kind: 'fatal'; message: string };
@@ -20,7 +23,7 @@ const WORKER = fileURLToPath(new URL('./shard-worker.js', import.meta.url));
 
 export async function runParallel(
   planned: PlannedCase[], paths: string[], target: string, jobs: number,
-  opts: { timeoutSeconds?: number; signal?: AbortSignal; onResult?: (r: CaseResult) => void },
+  opts: { timeoutSeconds?: number; seed?: string; xenVersion?: string; signal?: AbortSignal; onResult?: (r: CaseResult) => void },
 ): Promise<CaseResult[]> {
   const results: CaseResult[] = [];
   const lists: string[][] = Array.from({ length: Math.min(jobs, planned.length) }, () => []);
@@ -42,7 +45,7 @@ export async function runParallel(
       if (opts.signal?.aborted || (code === 0 && !fatal)) return resolve();
       reject(new Error(fatal ?? `a worker process died (${sig ? `signal ${sig}` : `exit code ${code}`})`));
     });
-    const req: ShardRequest = { paths, names, target, timeoutSeconds: opts.timeoutSeconds };
+    const req: ShardRequest = { paths, names, target, timeoutSeconds: opts.timeoutSeconds, seed: opts.seed, xenVersion: opts.xenVersion };
     child.send(req);
   })));
   return results;

@@ -16,7 +16,7 @@ process.once('message', async (req: ShardRequest) => {
     if (planned.length !== wanted.size) throw new Error(`the case files changed while the run started (${wanted.size - planned.length} cases not found)`);
     const pending: Promise<void>[] = [];
     await runPlan(planned, await createDriver(req.target), {
-      timeoutSeconds: req.timeoutSeconds,
+      timeoutSeconds: req.timeoutSeconds, seed: req.seed, xenVersion: req.xenVersion,
       onResult: (r) => { pending.push(send({ kind: 'result', result: r })); },
     });
     await Promise.all(pending);
