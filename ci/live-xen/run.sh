@@ -11,10 +11,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
-# No --diff-against=model by default yet: its in-process model reference, run after the
-# xen cases, disagreed with itself on two FIFO cases in one of two identical runs (open;
-# see README.md). Every xen verdict is still against the cases' model-checked expectations.
-default_cmd='node bin/xconf.js run --target=xen --in-process --expect=auto --junit=/tmp/junit.xml'
+# The model reference runs beside the xen cases in a worker process of its own.
+default_cmd='node bin/xconf.js run --target=xen --in-process --expect=auto --junit=/tmp/junit.xml --diff-against=model --diff-report=/tmp/junit.differential.xml'
 inner_cmd=${XCONF_XEN_CMD:-$default_cmd}
 timeout_s=${XCONF_XEN_TIMEOUT:-2400}
 cache=${XCONF_LIVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/xconf}

@@ -17,6 +17,7 @@ import { ops2l } from './evtchn-2l.js';
 import { kvmEvtchnSend, kvmOffloadBind, kvmOffloadClose, kvmRaisePort } from './kvm-evtchn.js';
 import { evtchnFifoExpandArray, evtchnFifoInitControl, fifoDestroy } from './evtchn-fifo.js';
 import { stopSingleshot } from './timer.js';
+import { xenAtLeast } from './version.js';
 
 export const EVTCHNOP = {
   bind_interdomain: 0, bind_virq: 1, bind_pirq: 2, close: 3, send: 4, status: 5,
@@ -337,8 +338,11 @@ function bindVirq(ctx: HypercallContext, virqIn: number, vcpuIn: number): number
   const v = d.vcpu(vcpu);
   if (!v) return err('ENOENT');
   // Global VIRQs (other than the per-domain VIRQ_ARGO) belong to their handler
-  // domain, by default the hardware domain (get_global_virq_handler).
-  if (virqIsGlobal(virq) && virq !== VIRQ.ARGO && !d.privileged) return err('EBUSY');
+  // domain, by default the hardware domain (get_global_virq_handler): refused to
+  // others since Xen 4.21 (commit eba922abdb). Xen 4.17.7 binds it (seen on the xen
+  // target), as every Xen before 4.21 does. The kvm flavour keeps the check.
+  const refuseGlobal = d.model.flavor !== 'xen' || xenAtLeast(d.model.config.xenVersion, 4, 21);
+  if (refuseGlobal && virqIsGlobal(virq) && virq !== VIRQ.ARGO && !d.privileged) return err('EBUSY');
   const vs = vcpuEvtchn(v);
   if (vs.virqToPort[virq] !== 0) return err('EEXIST');
   const port = getFreePort(d);

@@ -376,9 +376,6 @@ export class XenDriver implements Driver {
     for (const d of setup.domains) {
       if (d.privileged) throw new DriverError('a domain the toolstack builds is not privileged (dom0 is the only one here)', { code: 'EUNSUPPORTED' });
       if (d.id === 0 || d.id >= 0x7ff0) throw new DriverError(`domain id ${d.id} is not a guest domain id the toolstack can give (1..0x7fef)`, { code: 'EUNSUPPORTED' });
-      if (d.vcpus > 1) {
-        throw new DriverError(`the xen driver starts the test guest's vCPU 0 only: vCPU 1, started with VCPUOP_initialise and VCPUOP_up, never ran under Xen 4.17 here (open); the case asks for ${d.vcpus}`, { code: 'EUNSUPPORTED' });
-      }
       if (d.vcpus > XEN_MAX_VCPUS) throw new DriverError(`the xen test guest runs at most ${XEN_MAX_VCPUS} vCPUs (their blocks end below the PVH stub); the case asks for ${d.vcpus}`, { code: 'EUNSUPPORTED' });
       // The toolstack binds ports 1 and 2 (xenstore, console) while it builds the domain.
       if (d.limits.max_evtchn_port !== undefined && d.limits.max_evtchn_port < 2) {

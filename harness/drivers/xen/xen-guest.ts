@@ -12,6 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DriverError } from '../../errors.js';
 import { packagePath } from '../../paths.js';
+import { HYPERVISOR } from '../../model/hypercall.js';
+import { VCPUOP } from '../../model/vcpu-op.js';
 import {
   blockAddress, buildGdt, buildIdt, buildPageTables, buildTss, decodeBlockHeader, decodeResults, encodeBlockHeader,
   encodeCommands, GUEST_LAYOUT, GUEST_STATE, HDR, loadGuestImage, type BlockHeader, type CommandResult, type GuestCommand,
@@ -30,9 +32,6 @@ const STUB_BASE = 0x100000;
 const STUB_AREA = 0x10000;
 /** Where the stub's other vCPUs enter (pvh.S AP_ENTRY_OFFSET). */
 const AP_ENTRY_OFFSET = 0x10;
-const VCPU_OP = 24;
-const VCPUOP_initialise = 0;
-const VCPUOP_up = 2;
 
 export interface XenGuestOptions {
   /** The domain id the case names it by (hypercall arguments carry it). */
@@ -229,8 +228,8 @@ export class XenGuest {
     this.low.write(scratch, c);
     const op = vendor === 'intel' ? 'vmcall' : 'vmmcall';
     const r = this.run(0, [
-      { op, rax: BigInt(VCPU_OP), args: [BigInt(VCPUOP_initialise), BigInt(i), BigInt(scratch)] },
-      { op, rax: BigInt(VCPU_OP), args: [BigInt(VCPUOP_up), BigInt(i), 0n] },
+      { op, rax: BigInt(HYPERVISOR.vcpu_op), args: [BigInt(VCPUOP.initialise), BigInt(i), BigInt(scratch)] },
+      { op, rax: BigInt(HYPERVISOR.vcpu_op), args: [BigInt(VCPUOP.up), BigInt(i), 0n] },
     ]);
     const bad = r.results.find((x) => x.status !== 'ok' || x.retSigned !== 0n);
     if (r.status !== 'done' || bad) {
