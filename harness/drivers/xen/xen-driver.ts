@@ -40,6 +40,18 @@ const NOT_PROVIDED: Record<string, string> = {
   xenstore: 'the xen driver does not yet keep the toolstack\'s xenstore port through its event-channel reset',
 };
 
+/**
+ * Host-side ops whose answer is state Xen keeps to itself: no guest and no dom0 tool can
+ * read it, so only the model shows it and a case that needs it skips saying so.
+ */
+const MODEL_ONLY_OPS: Record<string, string> = {
+  'gnttab.active': 'the active grant entries (pin counts, frame) are Xen\'s own (struct active_grant_entry): only the model can show them',
+  'gnttab.maptrack': 'the maptrack table is Xen\'s own: only the model can show it',
+  'runstate.check_atomic': 'replaying every intermediate memory state of the runstate update is something only the model can do',
+  'evtchn.upcall_count': 'Xen counts no upcalls a guest or dom0 can read: only the model can show them',
+  'timer.status': 'Xen\'s timers are its own: only the model can show their state',
+};
+
 /** Host-side ops this driver performs (the guest's own hypercalls, or dom0 through the libraries). */
 export const XEN_HOST_OPS = ['evtchn.use_fifo', 'evtchn.alloc_many', 'evtchn.run_upcall', 'evtchn.set_mask', 'gnttab.grant', 'gnttab.grant_range', 'gnttab.end_access'];
 /**
@@ -86,7 +98,7 @@ export function xenCapabilities(info: XenInfo): Capabilities {
     if (XEN_HOST_OPS.includes(op.name)) {
       has.add(hostOpCapability(op.name));
       for (const k of op.out ?? []) has.add(hostOpOutCapability(op.name, k));
-    } else missing.set(hostOpCapability(op.name), `${op.name} is a host action the xen driver does not perform from dom0 yet`);
+    } else missing.set(hostOpCapability(op.name), MODEL_ONLY_OPS[op.name] ?? `${op.name} is a host action the xen driver does not perform from dom0 yet`);
   }
   for (const c of Object.keys(CAPABILITIES)) if (!has.has(c) && !missing.has(c)) missing.set(c, 'not provided by the xen driver');
   const v = info.version;

@@ -39,6 +39,17 @@ describe('conformance matrix', () => {
       for (const id of links) expect(html).toContain(`<dt id="${id}"`);
     }), { numRuns: 50 });
   });
+  it('a run on real Xen gets a column named by the hypervisor version, after the kvm kernels', () => {
+    const run: RunSummary = {
+      target: 'xen', seed: '0', capabilities: [], properties: { target: 'xen', xen_version: '4.17.7', dom0_kernel: '6.1.0-41-amd64' },
+      startedAt: '2026-01-01T00:00:00.000Z', durationMs: 0,
+      results: [{ id: 'evtchn/c', variant: '', name: 'evtchn/c', file: 'f', description: '', spec: [], status: 'pass', durationMs: 0, steps: [] }],
+    };
+    const m = buildMatrix([...fixtures(), parseJunit(junitXml(run), 'xen.xml')]);
+    expect(m.columns.map((c) => c.key)).toEqual(['model', 'kvm 6.1.192', 'kvm 6.12.118', 'xen Xen 4.17.7']);
+    expect(matrixMd(m, { htmlHref: 'matrix.html' })).toMatch(/^\| xen \| Xen 4\.17\.7 \| 1 \| 0 \| 0 \| 0 \| 0 \| 1 \|  \|$/m);
+    expect(matrixHtml(m)).toContain('xen (Xen 4.17.7)');
+  });
   it('Markdown: a summary row per column, a table per suite, cells linking to the page', () => {
     const md = matrixMd(buildMatrix(fixtures()), { htmlHref: 'matrix.html' });
     expect(md).toMatch(/^\| kvm \| 6\.1\.192 \| 199 \| 1 \| 0 \| 3 \| 5 \| 208 \|  \|$/m);

@@ -70,11 +70,13 @@ export function buildMatrix(reports: ReadReport[]): Matrix {
   let n = 0;
   for (const r of reports) {
     for (const c of reportCases(r)) {
-      const key = columnKey(c);
+      // A run on real Xen names the hypervisor where a kvm run names its kernel.
+      const kernel = c.kernel ?? (c.properties.xen_version ? `Xen ${c.properties.xen_version}` : undefined);
+      const key = columnKey({ target: c.target, kernel });
       let col = columns.get(key);
       if (!col) {
         const counts = { pass: 0, fail: 0, error: 0, xfail: 0, skip: 0, total: 0 };
-        columns.set(key, (col = { key, target: c.target, kernel: c.kernel, files: [], counts }));
+        columns.set(key, (col = { key, target: c.target, kernel, files: [], counts }));
       }
       if (!col.files.includes(r.file)) col.files.push(r.file);
       col.coverage ??= c.properties.kernel_coverage;
@@ -105,5 +107,6 @@ export function buildMatrix(reports: ReadReport[]): Matrix {
 }
 
 export function columnTitle(c: Column): string {
-  return c.kernel ? `${c.target} (Linux ${c.kernel})` : c.target;
+  if (!c.kernel) return c.target;
+  return c.kernel.startsWith('Xen ') ? `${c.target} (${c.kernel})` : `${c.target} (Linux ${c.kernel})`;
 }
