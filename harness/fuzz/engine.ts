@@ -43,6 +43,11 @@ export interface FuzzTargets {
   allowed?: ReadonlySet<string>;
   /** What setups both can build (default: two domains, both widths). */
   shape?: SetupShape;
+  /**
+   * The target's clock is its own (no time.control): what the clock writes is not
+   * compared, and no step may block a vCPU for good (a poll with no timeout, a block).
+   */
+  liveClock?: boolean;
 }
 
 export interface Finding {
@@ -83,13 +88,14 @@ export interface BatchOptions {
 const arbCache = new Map<string, fc.Arbitrary<[FuzzSetup, Iterable<fc.Command<Model, Real>>]>>();
 
 /** A setup and its command sequence; the step arbitraries are built once per setup shape. */
-function sequenceArb(sync: boolean, maxCommands: number, allowed?: ReadonlySet<string>, shape: SetupShape = { multi: true, mode32: true }) {
+function sequenceArb(sync: boolean, maxCommands: number, allowed?: ReadonlySet<string>, shape: SetupShape = { multi: true, mode32: true }, liveClock = false) {
   const ops = allowed ? [...allowed].sort().join(',') : '*';
   return setupArbFor(shape).chain((s) => {
-    const key = `${sync}/${maxCommands}/${JSON.stringify(s)}/${ops}`;
+    const key = `${sync}/${maxCommands}/${liveClock}/${JSON.stringify(shape.cpl3 ?? null)}/${JSON.stringify(s)}/${ops}`;
     let arb = arbCache.get(key);
     if (!arb) {
-      const step = stepArb({ ...stepContext(s), allowed });
+      const cpl3 = !shape.cpl3 || (s.mode === 64 ? shape.cpl3.mode64 : shape.cpl3.mode32);
+      const step = stepArb({ ...stepContext(s), allowed, liveClock, cpl3 });
       const cmd = sync ? step.map((x) => new StepCommand(x) as fc.Command<Model, Real>) : step.map((x) => new AsyncStepCommand(x) as fc.AsyncCommand<Model, Real>);
       arb = fc.tuple(fc.constant(s), fc.commands([cmd as fc.Arbitrary<fc.Command<Model, Real>>], { maxCommands, size: 'max' }));
       arbCache.set(key, arb);
@@ -122,18 +128,18 @@ export async function checkBatch(targets: FuzzTargets, o: BatchOptions): Promise
     const ss = sessionSetup(setup);
     const t = await targets.openTarget(ss);
     const r = targets.openReference ? await targets.openReference(ss) : undefined;
-    return new FuzzSequence(ss, t, r, o.stats, o.compareMemory ?? true);
+    return new FuzzSequence(ss, t, r, o.stats, o.compareMemory ?? true, targets.liveClock);
   };
   const params = { seed: o.seed, numRuns: o.runs, path: o.path };
   let result;
   if (targets.sync) {
-    const prop = fc.property(sequenceArb(true, o.maxCommands, targets.allowed, targets.shape), ([setup, cmds]) => {
+    const prop = fc.property(sequenceArb(true, o.maxCommands, targets.allowed, targets.shape, targets.liveClock), ([setup, cmds]) => {
       if (o.interrupted?.() && first === undefined) return true;
       o.stats.sequences++;
       const ss = sessionSetup(setup);
       const t = targets.openTarget(ss) as FuzzSession;
       const r = targets.openReference?.(ss) as FuzzSession | undefined;
-      const seq = new FuzzSequence(ss, t, r, o.stats, o.compareMemory ?? true);
+      const seq = new FuzzSequence(ss, t, r, o.stats, o.compareMemory ?? true, targets.liveClock);
       try {
         fc.modelRun(() => ({ model: {}, real: seq }), cmds);
         return true;
@@ -143,7 +149,7 @@ export async function checkBatch(targets: FuzzTargets, o: BatchOptions): Promise
     });
     result = fc.check(prop, params);
   } else {
-    const prop = fc.asyncProperty(sequenceArb(false, o.maxCommands, targets.allowed, targets.shape), async ([setup, cmds]) => {
+    const prop = fc.asyncProperty(sequenceArb(false, o.maxCommands, targets.allowed, targets.shape, targets.liveClock), async ([setup, cmds]) => {
       if (o.interrupted?.() && first === undefined) return true;
       o.stats.sequences++;
       const seq = await open(setup);

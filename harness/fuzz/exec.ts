@@ -8,6 +8,7 @@ import { IntArg, type Action, type Outcome, type StepPlacement } from '../ops/ty
 import { evalExpr } from '../suite/expr.js';
 import { constants } from '../ops/index.js';
 import { areaDefs, type AreaView } from '../model/areas.js';
+import { SHARED_INFO, VCPU_INFO_SIZE, XEN_LEGACY_MAX_VCPUS, type Width } from '../model/memory-layout.js';
 import type { Session, SessionSetup } from '../drivers/driver.js';
 import type { ModelSession } from '../drivers/model/model-driver.js';
 import type { FuzzStep } from './steps.js';
@@ -17,10 +18,16 @@ export interface Compiled {
   place: StepPlacement;
 }
 
+const NO_VARS: ReadonlyMap<string, bigint> = new Map();
+
 function resolve(v: unknown): unknown {
-  if (v instanceof IntArg) return evalExpr(v.expr, constants, new Map());
+  if (v instanceof IntArg) return v.expr.k === 'num' ? v.expr.v : evalExpr(v.expr, constants, NO_VARS);
   if (Array.isArray(v)) return v.map(resolve);
-  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, resolve(x)]));
+  if (v && typeof v === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const k of Object.keys(v)) out[k] = resolve((v as Record<string, unknown>)[k]);
+    return out;
+  }
   return v;
 }
 
@@ -46,7 +53,8 @@ export function compile(step: FuzzStep, setup: SessionSetup): Compiled {
     width: setup.mode, scratch: setup.scratch + step.vcpu * 4096, dom: step.dom, vcpu: step.vcpu,
   });
   const c = { action, place };
-  Object.defineProperty(step, CACHE, { value: { mode: setup.mode, scratch: setup.scratch, c }, writable: true, configurable: true });
+  // A plain symbol-keyed property: not enumerated, not serialised, and far cheaper than defineProperty.
+  (step as Cached)[CACHE] = { mode: setup.mode, scratch: setup.scratch, c };
   return c;
 }
 
@@ -101,4 +109,34 @@ export function areaSpans(view: AreaView, dom: number, vcpus: number): AreaSpan[
     }
   }
   return spans;
+}
+
+/** Where vcpu_time_info sits in a vcpu_info (both widths: public/xen.h), and its size. */
+const VCPU_TIME_OFFSET = 32;
+const VCPU_TIME_SIZE = 32;
+
+/**
+ * Byte ranges [start, end) of a span that a live clock writes: every vcpu_time_info
+ * (a live hypervisor refreshes it whenever the vCPU runs) and shared_info's wallclock.
+ * A target without a controlled clock cannot agree with the model's clock on them.
+ */
+export function clockBytes(span: AreaSpan, width: Width): Array<[number, number]> {
+  const name = span.name.replace(/\[\d+\]$/, '');
+  if (name === 'vcpu_info') return [[VCPU_TIME_OFFSET, VCPU_TIME_OFFSET + VCPU_TIME_SIZE]];
+  if (name !== 'shared_info') return [];
+  const out: Array<[number, number]> = [];
+  for (let i = 0; i < XEN_LEGACY_MAX_VCPUS; i++) {
+    const at = i * VCPU_INFO_SIZE + VCPU_TIME_OFFSET;
+    out.push([at, at + VCPU_TIME_SIZE]);
+  }
+  const f = SHARED_INFO[width].fields;
+  out.push([f.wc_version.offset, f.wc_nsec.offset + 4], [f.wc_sec_hi.offset, f.wc_sec_hi.offset + 4]);
+  return out;
+}
+
+/** The bytes with the live clock's ranges zeroed (a copy). */
+export function withoutClock(bytes: Uint8Array, span: AreaSpan, width: Width): Uint8Array {
+  const out = bytes.slice();
+  for (const [a, b] of clockBytes(span, width)) out.fill(0, Math.min(a, out.length), Math.min(b, out.length));
+  return out;
 }

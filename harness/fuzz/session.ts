@@ -5,7 +5,7 @@
 
 import type { Outcome } from '../ops/types.js';
 import type { SessionSetup } from '../drivers/driver.js';
-import { areaSpans, compile, VocabularyError, type AreaSpan, type FuzzSession } from './exec.js';
+import { areaSpans, compile, VocabularyError, withoutClock, type AreaSpan, type FuzzSession } from './exec.js';
 import { checkInvariants, compareAreas, compareOutcomes, type Disagreement, type InvariantView } from './oracles.js';
 import type { FuzzStep } from './steps.js';
 
@@ -54,6 +54,8 @@ export class FuzzSequence {
     readonly stats: StepStats,
     /** Compare area bytes after every step (differential mode). */
     readonly compareMemory = true,
+    /** The target's clock is its own (no time.control): the bytes it writes are not compared. */
+    readonly liveClock = false,
   ) {
     const t = target;
     this.invView = {
@@ -76,6 +78,10 @@ export class FuzzSequence {
   private fail(d: Disagreement, step: FuzzStep, outcome: Outcome): never {
     this.trace.push({ step, outcome });
     throw new FindingError(d, this.trace.length - 1, this.trace.slice());
+  }
+
+  private comparable(b: Uint8Array, s: AreaSpan): Uint8Array {
+    return this.liveClock ? withoutClock(b, s, this.setup.mode) : b;
   }
 
   private spans(s: FuzzSession): AreaSpan[] {
@@ -110,7 +116,7 @@ export class FuzzSequence {
     }
     let d = compareOutcomes(o, r);
     if (!d && this.compareMemory) {
-      d = compareAreas(this.spans(this.target), this.spans(ref), (side, s) => readOrEmpty(() => (side === 'ref' ? ref : this.target).read(s.dom, s.gpa, s.size) as Uint8Array));
+      d = compareAreas(this.spans(this.target), this.spans(ref), (side, s) => this.comparable(readOrEmpty(() => (side === 'ref' ? ref : this.target).read(s.dom, s.gpa, s.size) as Uint8Array), s));
     }
     if (d) this.fail(d, step, r);
     this.trace.push({ step, outcome: r });
@@ -154,7 +160,7 @@ export class FuzzSequence {
           } catch {
             b = new Uint8Array(0);
           }
-          bytes.set(`${side}/${x.dom}/${x.name}`, b);
+          bytes.set(`${side}/${x.dom}/${x.name}`, this.comparable(b, x));
         }
       }
       d = compareAreas(ts, rs, (side, s) => bytes.get(`${side}/${s.dom}/${s.name}`)!);

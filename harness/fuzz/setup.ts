@@ -22,6 +22,8 @@ export interface FuzzSetup {
 export interface SetupShape {
   multi: boolean;
   mode32: boolean;
+  /** Hypercalls at CPL 3 in 64-bit and in 32-bit guests (hypercall.cpl, hypercall.cpl32); both when absent. */
+  cpl3?: { mode64: boolean; mode32: boolean };
 }
 
 export const DOMS = [1, 2] as const;

@@ -6,7 +6,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadPaths } from '../suite/loader.js';
-import { compile } from './exec.js';
+import { clockBytes, compile, withoutClock, type AreaSpan } from './exec.js';
+import { SHARED_INFO } from '../model/memory-layout.js';
 import { findingYaml } from './findings.js';
 import { sessionSetup, setupArb, stepContext } from './setup.js';
 import { stepArb, vocabulary } from './steps.js';
@@ -26,6 +27,24 @@ describe('fuzz step vocabulary', () => {
     }), { numRuns: 200, seed: 11 });
   });
 
+  it('on a live clock no step holds a vCPU for good: polls time out at once, no block', () => {
+    fc.assert(fc.property(setupArb.chain((s) => fc.array(stepArb({ ...stepContext(s), liveClock: true }), { minLength: 50, maxLength: 50 })), (steps) => {
+      for (const st of steps) {
+        expect(st.op).not.toBe('sched.block');
+        if (st.op === 'sched.poll') expect(st.args.timeout).toBe(1000n);
+      }
+    }), { numRuns: 100, seed: 5 });
+    // The model's own fuzzing keeps both.
+    const ops = new Set(fc.sample(setupArb.chain((s) => stepArb(stepContext(s))), { numRuns: 3000, seed: 5 }).map((st) => st.op));
+    expect(ops.has('sched.block')).toBe(true);
+  });
+
+  it('never runs a call at CPL 3 where the target cannot (cpl3: false)', () => {
+    const steps = fc.sample(setupArb.chain((s) => stepArb({ ...stepContext(s), cpl3: false })), { numRuns: 2000, seed: 3 });
+    expect(steps.every((st) => st.cpl === 0)).toBe(true);
+    expect(fc.sample(setupArb.chain((s) => stepArb(stepContext(s))), { numRuns: 2000, seed: 3 }).some((st) => st.cpl === 3)).toBe(true);
+  });
+
   it('every generated sequence is a valid YAML case', () => {
     const dir = mkdtempSync(join(tmpdir(), 'xconf-fuzz-yaml-'));
     let n = 0;
@@ -41,5 +60,27 @@ describe('fuzz step vocabulary', () => {
       expect(r.problems).toEqual([]);
       expect(r.cases[0].steps).toHaveLength(steps.length);
     }), { numRuns: 60, seed: 5 });
+  });
+});
+
+describe('live-clock byte mask', () => {
+  const si = (width: 32 | 64): AreaSpan => ({ dom: 1, name: 'shared_info', gpa: 0x80000, size: 4096 });
+  it('zeroes every vcpu_time_info and the wallclock, and nothing an event or a mask sets', () => {
+    for (const width of [64, 32] as const) {
+      const f = SHARED_INFO[width].fields;
+      fc.assert(fc.property(fc.uint8Array({ minLength: 4096, maxLength: 4096 }), fc.integer({ min: 0, max: 4095 }), (bytes, at) => {
+        const masked = withoutClock(bytes, si(width), width);
+        const clock = clockBytes(si(width), width).some(([a, b]) => at >= a && at < b);
+        expect(masked[at]).toBe(clock ? 0 : bytes[at]);
+      }), { numRuns: 300, seed: width });
+      // Spot checks from public/xen.h: vcpu_info[3].time.version, the wallclock, a pending word.
+      const ranges = clockBytes(si(width), width);
+      const inside = (o: number) => ranges.some(([a, b]) => o >= a && o < b);
+      expect(inside(3 * 64 + 32)).toBe(true);
+      expect(inside(f.wc_version.offset) && inside(f.wc_nsec.offset + 3) && inside(f.wc_sec_hi.offset)).toBe(true);
+      expect(inside(f.evtchn_pending.offset) || inside(f.evtchn_mask.offset) || inside(3 * 64) || inside(3 * 64 + 8)).toBe(false);
+    }
+    expect(clockBytes({ dom: 1, name: 'vcpu_info[1]', gpa: 0, size: 64 }, 64)).toEqual([[32, 64]]);
+    expect(clockBytes({ dom: 1, name: 'fifo_control[0]', gpa: 0, size: 64 }, 64)).toEqual([]);
   });
 });

@@ -75,6 +75,10 @@ export interface StepContext {
   portLimit: number;
   /** Ops the target (and reference) can run; all when absent. */
   allowed?: ReadonlySet<string>;
+  /** A live clock: no step may block a vCPU for good (engine.ts FuzzTargets.liveClock). */
+  liveClock?: boolean;
+  /** Hypercalls may run at CPL 3 (default true). */
+  cpl3?: boolean;
 }
 
 type Gen = fc.Arbitrary<Omit<FuzzStep, 'dom' | 'vcpu' | 'cpl'>> & { opName: string };
@@ -125,8 +129,10 @@ export function generators(c: StepContext): Array<{ weight: number; arbitrary: G
     w(1, step('gnttab.active', fc.record({ ref: refArb }))),
     w(1, step('gnttab.query_size')),
     // Scheduling, timers and time.
-    w(2, step('sched.poll', fc.record({ ports: fc.array(port, { minLength: 1, maxLength: 3 }), timeout: fc.constantFrom(0n, 1000n, 1n << 40n) }))),
-    w(1, step('sched.block')),
+    // The timeout is absolute system time: on a live clock only one already past (the poll
+    // returns at once) is safe; no timeout, or 2^40 ns of uptime, would hold the vCPU.
+    w(2, step('sched.poll', fc.record({ ports: fc.array(port, { minLength: 1, maxLength: 3 }), timeout: c.liveClock ? fc.constant(1000n) : fc.constantFrom(0n, 1000n, 1n << 40n) }))),
+    ...(c.liveClock ? [] : [w(1, step('sched.block'))]),
     w(1, step('sched.yield')),
     w(2, step('timer.set_singleshot', fc.record({ timeout: timeArb, vcpuid: vcpu }))),
     w(1, step('timer.stop_singleshot', fc.record({ vcpuid: vcpu }))),
@@ -154,7 +160,7 @@ export function stepArb(c: StepContext): fc.Arbitrary<FuzzStep> {
     s: fc.oneof(...generators(c)),
     peer: fc.integer({ min: 0, max: 9 }),
     vcpu: fc.integer({ min: 0, max: c.vcpus - 1 }),
-    cpl: fc.oneof({ weight: 30, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.constant(3) }),
+    cpl: c.cpl3 === false ? fc.constant(0) : fc.oneof({ weight: 30, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.constant(3) }),
   }).map(({ s, peer, vcpu, cpl }) => {
     // Grants are written by the peer; most other steps run on the first domain.
     const onPeer = s.op === 'gnttab.grant' || s.op === 'gnttab.end_access' || peer === 0;

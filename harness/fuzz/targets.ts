@@ -67,19 +67,25 @@ export async function buildTargets(target: string, reference: string | undefined
   // only a reference can judge its torn counts (Xen without the update flag accepts torn
   // states by design), so alone the fuzzer moves the runstate with runstate.switch instead.
   if (!r && allowed.size > 1) allowed.delete('runstate.check_atomic');
-  const shape = { multi: caps.every((c) => c.has.has('domains.multi')), mode32: caps.every((c) => c.has.has('guest.mode32')) };
+  const has = (cap: string) => caps.every((c) => c.has.has(cap));
+  const shape = {
+    multi: has('domains.multi'), mode32: has('guest.mode32'),
+    // A 32-bit ring-3 call aborts QEMU/TCG under the live kvm target: never generate what the target lacks.
+    cpl3: { mode64: has('hypercall.cpl'), mode32: has('hypercall.cpl') && has('hypercall.cpl32') },
+  };
   const sync = t instanceof ModelDriver && (r === undefined || r instanceof ModelDriver);
+  const liveClock = !caps.every((c) => c.has.has('time.control'));
   if (sync) {
     const tm = t as ModelDriver;
     const rm = r as ModelDriver | undefined;
     return {
-      sync, allowed, shape, driver: t, reference: r,
+      sync, allowed, shape, liveClock, driver: t, reference: r,
       openTarget: (s) => modelSession(tm.openNow(s)),
       openReference: rm ? (s) => modelSession(rm.openNow(s)) : undefined,
     };
   }
   return {
-    sync, allowed, shape, driver: t, reference: r,
+    sync, allowed, shape, liveClock, driver: t, reference: r,
     openTarget: async (s) => driverSession(await t.open(s)),
     openReference: r ? async (s) => driverSession(await r.open(s)) : undefined,
   };
