@@ -26,7 +26,10 @@ report=${XCONF_LIVE_REPORT:-$repo/reports/live-kvm.xml}
 # a list of series, 1 (every selected kernel) or 0 (none). Default 6.12: instrumenting
 # xen.o alone does not slow the run measurably, so the cached 6.12 is the covered one.
 coverage_sel=${XCONF_LIVE_COVERAGE-6.12}
-results=$repo/reports/live-kvm
+# Per-kernel files (serial log, JUnit, coverage) go beside the report, in a folder named
+# after it: reports/live-kvm/ for the default report, so a second live run with its own
+# XCONF_LIVE_REPORT (the CI's kvm fuzz) leaves the first one's files alone.
+results=$(realpath -m "${report%.xml}")
 work=$cache/work
 
 die() {

@@ -9,6 +9,7 @@ import { evalExpr } from '../suite/expr.js';
 import { constants } from '../ops/index.js';
 import { areaDefs, type AreaView } from '../model/areas.js';
 import { SHARED_INFO, VCPU_INFO_SIZE, XEN_LEGACY_MAX_VCPUS, type Width } from '../model/memory-layout.js';
+import { RUNSTATE_INFO } from '../model/runstate.js';
 import type { Session, SessionSetup } from '../drivers/driver.js';
 import type { ModelSession } from '../drivers/model/model-driver.js';
 import type { FuzzStep } from './steps.js';
@@ -116,27 +117,47 @@ const VCPU_TIME_OFFSET = 32;
 const VCPU_TIME_SIZE = 32;
 
 /**
- * Byte ranges [start, end) of a span that a live clock writes: every vcpu_time_info
- * (a live hypervisor refreshes it whenever the vCPU runs) and shared_info's wallclock.
- * A target without a controlled clock cannot agree with the model's clock on them.
+ * Guest-physical ranges [start, end) a live clock writes, from the areas placed: every
+ * vcpu_time_info (a live hypervisor refreshes it whenever the vCPU runs), shared_info's
+ * wallclock, and a runstate area's times (its state stays compared). A target without a
+ * controlled clock cannot agree with the model's clock on these bytes, wherever another
+ * area overlaps them.
  */
-export function clockBytes(span: AreaSpan, width: Width): Array<[number, number]> {
-  const name = span.name.replace(/\[\d+\]$/, '');
-  if (name === 'vcpu_info') return [[VCPU_TIME_OFFSET, VCPU_TIME_OFFSET + VCPU_TIME_SIZE]];
-  if (name !== 'shared_info') return [];
-  const out: Array<[number, number]> = [];
-  for (let i = 0; i < XEN_LEGACY_MAX_VCPUS; i++) {
-    const at = i * VCPU_INFO_SIZE + VCPU_TIME_OFFSET;
-    out.push([at, at + VCPU_TIME_SIZE]);
+export interface ClockRange {
+  dom: number;
+  /** Guest-physical [from, to). */
+  from: number;
+  to: number;
+}
+
+export function clockRanges(spans: readonly AreaSpan[], width: Width): ClockRange[] {
+  const out: ClockRange[] = [];
+  const add = (dom: number, from: number, to: number) => out.push({ dom, from, to });
+  for (const s of spans) {
+    const name = s.name.replace(/\[\d+\]$/, '');
+    if (name === 'vcpu_info') add(s.dom, s.gpa + VCPU_TIME_OFFSET, s.gpa + VCPU_TIME_OFFSET + VCPU_TIME_SIZE);
+    else if (name === 'runstate') add(s.dom, s.gpa + RUNSTATE_INFO[width].fields.state_entry_time.offset, s.gpa + s.size);
+    else if (name === 'shared_info') {
+      for (let i = 0; i < XEN_LEGACY_MAX_VCPUS; i++) {
+        const at = s.gpa + i * VCPU_INFO_SIZE + VCPU_TIME_OFFSET;
+        add(s.dom, at, at + VCPU_TIME_SIZE);
+      }
+      const f = SHARED_INFO[width].fields;
+      add(s.dom, s.gpa + f.wc_version.offset, s.gpa + f.wc_nsec.offset + 4);
+      add(s.dom, s.gpa + f.wc_sec_hi.offset, s.gpa + f.wc_sec_hi.offset + 4);
+    }
   }
-  const f = SHARED_INFO[width].fields;
-  out.push([f.wc_version.offset, f.wc_nsec.offset + 4], [f.wc_sec_hi.offset, f.wc_sec_hi.offset + 4]);
   return out;
 }
 
-/** The bytes with the live clock's ranges zeroed (a copy). */
-export function withoutClock(bytes: Uint8Array, span: AreaSpan, width: Width): Uint8Array {
+/** A span's bytes with whatever its domain's clock ranges cover zeroed (a copy). */
+export function withoutClock(bytes: Uint8Array, span: AreaSpan, ranges: readonly ClockRange[]): Uint8Array {
   const out = bytes.slice();
-  for (const [a, b] of clockBytes(span, width)) out.fill(0, Math.min(a, out.length), Math.min(b, out.length));
+  for (const r of ranges) {
+    if (r.dom !== span.dom) continue;
+    const from = Math.max(r.from - span.gpa, 0);
+    const to = Math.min(r.to - span.gpa, out.length);
+    if (from < to) out.fill(0, from, to);
+  }
   return out;
 }

@@ -5,7 +5,7 @@
 
 import type { Outcome } from '../ops/types.js';
 import type { SessionSetup } from '../drivers/driver.js';
-import { areaSpans, compile, VocabularyError, withoutClock, type AreaSpan, type FuzzSession } from './exec.js';
+import { areaSpans, clockRanges, compile, VocabularyError, withoutClock, type AreaSpan, type ClockRange, type FuzzSession } from './exec.js';
 import { checkInvariants, compareAreas, compareOutcomes, type Disagreement, type InvariantView } from './oracles.js';
 import type { FuzzStep } from './steps.js';
 
@@ -80,8 +80,14 @@ export class FuzzSequence {
     throw new FindingError(d, this.trace.length - 1, this.trace.slice());
   }
 
-  private comparable(b: Uint8Array, s: AreaSpan): Uint8Array {
-    return this.liveClock ? withoutClock(b, s, this.setup.mode) : b;
+  /** The bytes of a span as compared: with a live clock, what the clock writes is zeroed (both sides). */
+  private comparable(b: Uint8Array, s: AreaSpan, clock: readonly ClockRange[]): Uint8Array {
+    return clock.length ? withoutClock(b, s, clock) : b;
+  }
+
+  /** What a live clock writes in either side's areas; none when the clock is the model's. */
+  private clock(ts: AreaSpan[], rs: AreaSpan[]): ClockRange[] {
+    return this.liveClock ? [...clockRanges(ts, this.setup.mode), ...clockRanges(rs, this.setup.mode)] : [];
   }
 
   private spans(s: FuzzSession): AreaSpan[] {
@@ -114,9 +120,12 @@ export class FuzzSequence {
     } catch (e) {
       this.fail({ ...exceptionFinding(e), field: 'reference exception' }, step, {});
     }
-    let d = compareOutcomes(o, r);
+    let d = compareOutcomes(o, r, this.liveClock);
     if (!d && this.compareMemory) {
-      d = compareAreas(this.spans(this.target), this.spans(ref), (side, s) => this.comparable(readOrEmpty(() => (side === 'ref' ? ref : this.target).read(s.dom, s.gpa, s.size) as Uint8Array), s));
+      const ts = this.spans(this.target);
+      const rs = this.spans(ref);
+      const clock = this.clock(ts, rs);
+      d = compareAreas(ts, rs, (side, s) => this.comparable(readOrEmpty(() => (side === 'ref' ? ref : this.target).read(s.dom, s.gpa, s.size) as Uint8Array), s, clock));
     }
     if (d) this.fail(d, step, r);
     this.trace.push({ step, outcome: r });
@@ -147,10 +156,11 @@ export class FuzzSequence {
     } catch (e) {
       this.fail({ ...exceptionFinding(e), field: 'reference exception' }, step, {});
     }
-    let d = compareOutcomes(o, r);
+    let d = compareOutcomes(o, r, this.liveClock);
     if (!d && this.compareMemory) {
       const ts = this.spans(this.target);
       const rs = this.spans(ref);
+      const clock = this.clock(ts, rs);
       const bytes = new Map<string, Uint8Array>();
       for (const [side, list, s] of [['target', ts, this.target], ['ref', rs, ref]] as const) {
         for (const x of list) {
@@ -160,7 +170,7 @@ export class FuzzSequence {
           } catch {
             b = new Uint8Array(0);
           }
-          bytes.set(`${side}/${x.dom}/${x.name}`, this.comparable(b, x));
+          bytes.set(`${side}/${x.dom}/${x.name}`, this.comparable(b, x, clock));
         }
       }
       d = compareAreas(ts, rs, (side, s) => bytes.get(`${side}/${s.dom}/${s.name}`)!);

@@ -89,6 +89,11 @@ const step = (op: string, args: fc.Arbitrary<Record<string, ArgValue>> = fc.cons
 /** Every op the fuzzer generates, with its weight. */
 export function generators(c: StepContext): Array<{ weight: number; arbitrary: Gen }> {
   const port = portArb(c.portLimit);
+  // Timer deadlines are absolute system time. The model's clock starts near 0 and moves only
+  // when a step says; a live one has run for seconds: a deadline of a few ms is past on one
+  // and ahead on the other. On a live clock, only "none" and far-future deadlines (2^50 ns:
+  // 13 days; 2^62) mean the same on both.
+  const timeout = c.liveClock ? fc.constantFrom(0n, 1n << 50n, 1n << 62n) : timeArb;
   const [self, peer] = c.doms;
   const domArg = big(fc.constantFrom(k('DOMID_SELF'), self, peer, 0, 0x7ff4).map(Number));
   const vcpu = vcpuArgArb(c.vcpus);
@@ -134,10 +139,10 @@ export function generators(c: StepContext): Array<{ weight: number; arbitrary: G
     w(2, step('sched.poll', fc.record({ ports: fc.array(port, { minLength: 1, maxLength: 3 }), timeout: c.liveClock ? fc.constant(1000n) : fc.constantFrom(0n, 1000n, 1n << 40n) }))),
     ...(c.liveClock ? [] : [w(1, step('sched.block'))]),
     w(1, step('sched.yield')),
-    w(2, step('timer.set_singleshot', fc.record({ timeout: timeArb, vcpuid: vcpu }))),
+    w(2, step('timer.set_singleshot', fc.record({ timeout, vcpuid: vcpu }))),
     w(1, step('timer.stop_singleshot', fc.record({ vcpuid: vcpu }))),
-    w(1, step('timer.set_periodic', fc.record({ period_ns: timeArb, vcpuid: vcpu }))),
-    w(2, step('timer.set_timer_op', fc.record({ timeout: timeArb }))),
+    w(1, step('timer.set_periodic', fc.record({ period_ns: timeout, vcpuid: vcpu }))),
+    w(2, step('timer.set_timer_op', fc.record({ timeout }))),
     w(3, step('time.advance', fc.record({ ns: fc.bigInt({ min: 1n, max: 20_000_000n }) }))),
     w(1, step('time.update')),
     // Runstate, vcpu_info and the areas.

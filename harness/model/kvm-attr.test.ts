@@ -32,12 +32,12 @@ describe('model of KVM\'s Xen attributes (arch/x86/kvm/xen.c)', () => {
     expect(kvmXenGetAttr(d, v1, 'vcpu_info')).toBe(KVM_XEN_INVALID);
   });
 
-  it('starts every vCPU as Xen vCPU 0 (kvm_xen_init_vcpu runs before vcpu_idx is set)', () => {
+  it('starts each vCPU with its index as Xen id, as the VMM sets it (QEMU kvm_xen_init_vcpu); the VMM may change it', () => {
     const { d, v0, v1 } = fresh();
     expect(kvmXenGetAttr(d, v0, 'vcpu_id')).toBe(0n);
-    expect(kvmXenGetAttr(d, v1, 'vcpu_id')).toBe(0n);
-    expect(kvmXenSetVcpuId(v1, 1n)).toBe(0n);
     expect(kvmXenGetAttr(d, v1, 'vcpu_id')).toBe(1n);
+    expect(kvmXenSetVcpuId(v1, 7n)).toBe(0n);
+    expect(kvmXenGetAttr(d, v1, 'vcpu_id')).toBe(7n);
   });
 
   it('refuses upcall vectors 1..0x0f and keeps the old one; accepts 0 and 0x10..0xff', () => {
@@ -60,7 +60,7 @@ describe('model of KVM\'s Xen attributes (arch/x86/kvm/xen.c)', () => {
         const { d, v1 } = fresh();
         const ok = id < KVM_MAX_VCPUS;
         expect(kvmXenSetVcpuId(v1, id)).toBe(ok ? 0n : -22n);
-        expect(kvmXenGetAttr(d, v1, 'vcpu_id')).toBe(ok ? id : 0n);
+        expect(kvmXenGetAttr(d, v1, 'vcpu_id')).toBe(ok ? id : 1n);
       }),
     );
   });

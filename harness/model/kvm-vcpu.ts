@@ -17,8 +17,10 @@ export function kvmVcpuAttrs(v: Vcpu): KvmVcpuAttrs {
   if (!a) {
     // kvm_xen_init_vcpu sets vcpu_id = vcpu_idx, but runs from kvm_arch_vcpu_create before
     // kvm_vm_ioctl_create_vcpu assigns vcpu_idx (virt/kvm/kvm_main.c, 6.1 and 6.12; seen
-    // live on both): every vCPU starts as Xen vCPU 0. No timer.
-    a = { vcpuId: 0n, timerPort: 0n };
+    // live on both): every vCPU would be Xen vCPU 0. The VMM sets each vCPU's id to its
+    // index at start, as QEMU does (kvm_xen_init_vcpu in target/i386/kvm/xen-emu.c), so
+    // a case starts with ids 0, 1, ... No timer.
+    a = { vcpuId: BigInt(v.id), timerPort: 0n };
     vcpuAttrs.set(v, a);
   }
   return a;

@@ -243,6 +243,9 @@ class KvmSession implements Session {
     const dom = this.vmm.domain(d.id)!;
     this.guest.vm.xenSetAttr({ type: 'long_mode', longMode: this.setup.mode === 64 });
     this.guest.vm.xenSetAttr({ type: 'xen_version', version: (this.setup.xenVersion.major << 16) | this.setup.xenVersion.minor });
+    // Each vCPU's Xen id is its index, as QEMU sets it (kvm_xen_init_vcpu): KVM's own
+    // default is 0 for every vCPU, and in-kernel timers and polls check the id.
+    this.guest.vcpus.forEach((v, i) => v.xenSetAttr({ type: 'vcpu_id', vcpuId: i }));
     if (d.sharedInfo !== null) {
       dom.sharedInfoGpa = d.sharedInfo;
       dom.areas.set('shared_info', d.sharedInfo);
