@@ -44,16 +44,18 @@ describe('xconf fuzz', () => {
     expect(out).toMatch(/SIGTERM: stopping/);
     expect(out).toMatch(/stopped by signal/);
   });
-  it('usage errors exit 2 with one line; kvm without Xen stops with one line (3 or 4)', () => {
-    for (const args of [['fuzz', '--time=soon'], ['fuzz', '--seed=x'], ['fuzz', '--shard=3/2'], ['fuzz', '--target=nope'], ['fuzz', '--target=xen'], ['selfcheck', '--variant=nope']]) {
+  it('usage errors exit 2 with one line; kvm without Xen and xen outside a dom0 stop with one line (3 or 4)', () => {
+    for (const args of [['fuzz', '--time=soon'], ['fuzz', '--seed=x'], ['fuzz', '--shard=3/2'], ['fuzz', '--target=nope'], ['fuzz', '--target=qemu'], ['selfcheck', '--variant=nope']]) {
       const r = cli(...args);
       expect(r.status, args.join(' ')).toBe(2);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
     }
-    const k = cli('fuzz', '--target=kvm', '--time=2s', '--seed=1', `--out=${mkdtempSync(join(tmpdir(), 'xconf-fuzz-'))}`);
-    expect([3, 4]).toContain(k.status);
-    expect(k.stderr.trim().split('\n')).toHaveLength(1);
-    expect(k.stderr).not.toMatch(/    at /);
+    for (const target of ['kvm', 'xen']) {
+      const k = cli('fuzz', `--target=${target}`, '--time=2s', '--seed=1', `--out=${mkdtempSync(join(tmpdir(), 'xconf-fuzz-'))}`);
+      expect([3, 4], target).toContain(k.status);
+      expect(k.stderr.trim().split('\n')).toHaveLength(1);
+      expect(k.stderr).not.toMatch(/    at /);
+    }
     const away = spawnSync(process.execPath, [join(process.cwd(), 'bin/xconf.js'), 'selfcheck'], { encoding: 'utf8', cwd: tmpdir() });
     expect(away.status).toBe(2);
     expect(away.stderr).toMatch(/^xconf: selfcheck runs the suites in \.\/suites/);

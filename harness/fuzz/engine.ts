@@ -48,6 +48,8 @@ export interface FuzzTargets {
    * compared, and no step may block a vCPU for good (a poll with no timeout, a block).
    */
   liveClock?: boolean;
+  /** The target's own Xen version (the xen target), used for both sides' setup. */
+  xenVersion?: SessionSetup['xenVersion'];
 }
 
 export interface Finding {
@@ -91,11 +93,11 @@ const arbCache = new Map<string, fc.Arbitrary<[FuzzSetup, Iterable<fc.Command<Mo
 function sequenceArb(sync: boolean, maxCommands: number, allowed?: ReadonlySet<string>, shape: SetupShape = { multi: true, mode32: true }, liveClock = false) {
   const ops = allowed ? [...allowed].sort().join(',') : '*';
   return setupArbFor(shape).chain((s) => {
-    const key = `${sync}/${maxCommands}/${liveClock}/${JSON.stringify(shape.cpl3 ?? null)}/${JSON.stringify(s)}/${ops}`;
+    const key = `${sync}/${maxCommands}/${liveClock}/${JSON.stringify(shape.cpl3 ?? null)}/${shape.ownDom0}/${JSON.stringify(s)}/${ops}`;
     let arb = arbCache.get(key);
     if (!arb) {
       const cpl3 = !shape.cpl3 || (s.mode === 64 ? shape.cpl3.mode64 : shape.cpl3.mode32);
-      const step = stepArb({ ...stepContext(s), allowed, liveClock, cpl3 });
+      const step = stepArb({ ...stepContext(s), allowed, liveClock, cpl3, ownDom0: shape.ownDom0 });
       const cmd = sync ? step.map((x) => new StepCommand(x) as fc.Command<Model, Real>) : step.map((x) => new AsyncStepCommand(x) as fc.AsyncCommand<Model, Real>);
       arb = fc.tuple(fc.constant(s), fc.commands([cmd as fc.Arbitrary<fc.Command<Model, Real>>], { maxCommands, size: 'max' }));
       arbCache.set(key, arb);
@@ -125,7 +127,7 @@ export async function checkBatch(targets: FuzzTargets, o: BatchOptions): Promise
     return false;
   };
   const open = async (setup: FuzzSetup) => {
-    const ss = sessionSetup(setup);
+    const ss = sessionSetup(setup, targets.xenVersion);
     const t = await targets.openTarget(ss);
     const r = targets.openReference ? await targets.openReference(ss) : undefined;
     return new FuzzSequence(ss, t, r, o.stats, o.compareMemory ?? true, targets.liveClock);
@@ -136,7 +138,7 @@ export async function checkBatch(targets: FuzzTargets, o: BatchOptions): Promise
     const prop = fc.property(sequenceArb(true, o.maxCommands, targets.allowed, targets.shape, targets.liveClock), ([setup, cmds]) => {
       if (o.interrupted?.() && first === undefined) return true;
       o.stats.sequences++;
-      const ss = sessionSetup(setup);
+      const ss = sessionSetup(setup, targets.xenVersion);
       const t = targets.openTarget(ss) as FuzzSession;
       const r = targets.openReference?.(ss) as FuzzSession | undefined;
       const seq = new FuzzSequence(ss, t, r, o.stats, o.compareMemory ?? true, targets.liveClock);

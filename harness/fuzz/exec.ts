@@ -9,7 +9,6 @@ import { evalExpr } from '../suite/expr.js';
 import { constants } from '../ops/index.js';
 import { areaDefs, type AreaView } from '../model/areas.js';
 import { SHARED_INFO, VCPU_INFO_SIZE, XEN_LEGACY_MAX_VCPUS, type Width } from '../model/memory-layout.js';
-import { RUNSTATE_INFO } from '../model/runstate.js';
 import type { Session, SessionSetup } from '../drivers/driver.js';
 import type { ModelSession } from '../drivers/model/model-driver.js';
 import type { FuzzStep } from './steps.js';
@@ -119,7 +118,7 @@ const VCPU_TIME_SIZE = 32;
 /**
  * Guest-physical ranges [start, end) a live clock writes, from the areas placed: every
  * vcpu_time_info (a live hypervisor refreshes it whenever the vCPU runs), shared_info's
- * wallclock, and a runstate area's times (its state stays compared). A target without a
+ * wallclock, and runstate areas. A target without a
  * controlled clock cannot agree with the model's clock on these bytes, wherever another
  * area overlaps them.
  */
@@ -136,7 +135,9 @@ export function clockRanges(spans: readonly AreaSpan[], width: Width): ClockRang
   for (const s of spans) {
     const name = s.name.replace(/\[\d+\]$/, '');
     if (name === 'vcpu_info') add(s.dom, s.gpa + VCPU_TIME_OFFSET, s.gpa + VCPU_TIME_OFFSET + VCPU_TIME_SIZE);
-    else if (name === 'runstate') add(s.dom, s.gpa + RUNSTATE_INFO[width].fields.state_entry_time.offset, s.gpa + s.size);
+    // A runstate area's times, and its state too: a live scheduler decides when the vCPU
+    // reads as running or runnable (seen on Xen 4.17.7).
+    else if (name === 'runstate') add(s.dom, s.gpa, s.gpa + s.size);
     else if (name === 'shared_info') {
       for (let i = 0; i < XEN_LEGACY_MAX_VCPUS; i++) {
         const at = s.gpa + i * VCPU_INFO_SIZE + VCPU_TIME_OFFSET;

@@ -120,7 +120,7 @@ export class FuzzSequence {
     } catch (e) {
       this.fail({ ...exceptionFinding(e), field: 'reference exception' }, step, {});
     }
-    let d = compareOutcomes(o, r, this.liveClock);
+    let d = compareOutcomes(o, r, this.liveClock, step.op);
     if (!d && this.compareMemory) {
       const ts = this.spans(this.target);
       const rs = this.spans(ref);
@@ -156,7 +156,7 @@ export class FuzzSequence {
     } catch (e) {
       this.fail({ ...exceptionFinding(e), field: 'reference exception' }, step, {});
     }
-    let d = compareOutcomes(o, r, this.liveClock);
+    let d = compareOutcomes(o, r, this.liveClock, step.op);
     if (!d && this.compareMemory) {
       const ts = this.spans(this.target);
       const rs = this.spans(ref);

@@ -24,6 +24,8 @@ export interface SetupShape {
   mode32: boolean;
   /** Hypercalls at CPL 3 in 64-bit and in 32-bit guests (hypercall.cpl, hypercall.cpl32); both when absent. */
   cpl3?: { mode64: boolean; mode32: boolean };
+  /** The target has a dom0 of its own (real Xen), which the model's setup does not. */
+  ownDom0?: boolean;
 }
 
 export const DOMS = [1, 2] as const;
@@ -43,7 +45,8 @@ export function stepContext(s: FuzzSetup): StepContext {
   return { doms: s.single ? [DOMS[0], DOMS[0]] : DOMS, vcpus: VCPUS, portLimit: s.portLimit };
 }
 
-export function sessionSetup(s: FuzzSetup): SessionSetup {
+/** `version`: a target's own Xen version (the xen target's hypervisor), which its reference follows. */
+export function sessionSetup(s: FuzzSetup, version?: SessionSetup['xenVersion']): SessionSetup {
   const [maj, min] = DEFAULTS.xenVersion.split('.').map(Number);
   const dom = (id: number, vcpus: number, limits: Record<string, number>) => ({
     id, vcpus, privileged: false, memoryBytes: DEFAULTS.memoryBytes,
@@ -51,7 +54,7 @@ export function sessionSetup(s: FuzzSetup): SessionSetup {
   });
   return {
     mode: s.mode,
-    xenVersion: { major: maj, minor: min, extra: '.0' },
+    xenVersion: version ?? { major: maj, minor: min, extra: '.0' },
     scratch: DEFAULTS.scratch,
     domains: [
       dom(DOMS[0], VCPUS, { max_evtchn_port: s.portLimit, max_maptrack_frames: s.maptrackFrames }),

@@ -79,6 +79,8 @@ export interface StepContext {
   liveClock?: boolean;
   /** Hypercalls may run at CPL 3 (default true). */
   cpl3?: boolean;
+  /** The target has a dom0 of its own that the model's setup lacks (real Xen): no step names domain 0. */
+  ownDom0?: boolean;
 }
 
 type Gen = fc.Arbitrary<Omit<FuzzStep, 'dom' | 'vcpu' | 'cpl'>> & { opName: string };
@@ -95,7 +97,7 @@ export function generators(c: StepContext): Array<{ weight: number; arbitrary: G
   // 13 days; 2^62) mean the same on both.
   const timeout = c.liveClock ? fc.constantFrom(0n, 1n << 50n, 1n << 62n) : timeArb;
   const [self, peer] = c.doms;
-  const domArg = big(fc.constantFrom(k('DOMID_SELF'), self, peer, 0, 0x7ff4).map(Number));
+  const domArg = big(fc.constantFrom(k('DOMID_SELF'), self, peer, ...(c.ownDom0 ? [] : [0]), 0x7ff4).map(Number));
   const vcpu = vcpuArgArb(c.vcpus);
   const w = (weight: number, arbitrary: Gen) => ({ weight, arbitrary });
   const all = [

@@ -72,9 +72,15 @@ export async function buildTargets(target: string, reference: string | undefined
     multi: has('domains.multi'), mode32: has('guest.mode32'),
     // A 32-bit ring-3 call aborts QEMU/TCG under the live kvm target: never generate what the target lacks.
     cpl3: { mode64: has('hypercall.cpl'), mode32: has('hypercall.cpl') && has('hypercall.cpl32') },
+    // Real Xen's dom0 exists whatever the setup says: calls naming domain 0 reach it there.
+    ownDom0: target === 'xen',
   };
   const sync = t instanceof ModelDriver && (r === undefined || r instanceof ModelDriver);
   const liveClock = !caps.every((c) => c.has.has('time.control'));
+  // A target with its own version (real Xen) sets it for both sides, as `xconf run` does.
+  const fixed = caps.map((c) => c.fixedXenVersion).find((x) => x !== undefined);
+  const vm = fixed === undefined ? null : /^(\d+)\.(\d+)(.*)$/.exec(fixed);
+  const xenVersion = vm ? { major: Number(vm[1]), minor: Number(vm[2]), extra: vm[3] || '.0' } : undefined;
   // On a live clock nothing may hold a vCPU for good: SCHEDOP_block is not generated there
   // (steps.ts), so it is not part of the vocabulary the run's op coverage counts.
   if (liveClock && allowed.size > 1) allowed.delete('sched.block');
@@ -82,13 +88,13 @@ export async function buildTargets(target: string, reference: string | undefined
     const tm = t as ModelDriver;
     const rm = r as ModelDriver | undefined;
     return {
-      sync, allowed, shape, liveClock, driver: t, reference: r,
+      sync, allowed, shape, liveClock, xenVersion, driver: t, reference: r,
       openTarget: (s) => modelSession(tm.openNow(s)),
       openReference: rm ? (s) => modelSession(rm.openNow(s)) : undefined,
     };
   }
   return {
-    sync, allowed, shape, liveClock, driver: t, reference: r,
+    sync, allowed, shape, liveClock, xenVersion, driver: t, reference: r,
     openTarget: async (s) => driverSession(await t.open(s)),
     openReference: r ? async (s) => driverSession(await r.open(s)) : undefined,
   };
