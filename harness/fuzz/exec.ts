@@ -8,7 +8,7 @@ import { IntArg, type Action, type Outcome, type StepPlacement } from '../ops/ty
 import { evalExpr } from '../suite/expr.js';
 import { constants } from '../ops/index.js';
 import { areaDefs, type AreaView } from '../model/areas.js';
-import { SHARED_INFO, VCPU_INFO_SIZE, XEN_LEGACY_MAX_VCPUS, type Width } from '../model/memory-layout.js';
+import { SHARED_INFO, VCPU_INFO, VCPU_INFO_SIZE, XEN_LEGACY_MAX_VCPUS, type Width } from '../model/memory-layout.js';
 import type { Session, SessionSetup } from '../drivers/driver.js';
 import type { ModelSession } from '../drivers/model/model-driver.js';
 import type { FuzzStep } from './steps.js';
@@ -111,17 +111,6 @@ export function areaSpans(view: AreaView, dom: number, vcpus: number): AreaSpan[
   return spans;
 }
 
-/** Where vcpu_time_info sits in a vcpu_info (both widths: public/xen.h), and its size. */
-const VCPU_TIME_OFFSET = 32;
-const VCPU_TIME_SIZE = 32;
-
-/**
- * Guest-physical ranges [start, end) a live clock writes, from the areas placed: every
- * vcpu_time_info (a live hypervisor refreshes it whenever the vCPU runs), shared_info's
- * wallclock, and runstate areas. A target without a
- * controlled clock cannot agree with the model's clock on these bytes, wherever another
- * area overlaps them.
- */
 export interface ClockRange {
   dom: number;
   /** Guest-physical [from, to). */
@@ -129,19 +118,26 @@ export interface ClockRange {
   to: number;
 }
 
+/**
+ * Guest-physical ranges a live clock writes, from the areas placed: every vcpu_time_info
+ * (a live hypervisor refreshes it whenever the vCPU runs; it ends its vcpu_info), shared_info's
+ * wallclock, and runstate areas. A target without a controlled clock cannot agree with the
+ * model's clock on these bytes, wherever another area overlaps them.
+ */
 export function clockRanges(spans: readonly AreaSpan[], width: Width): ClockRange[] {
   const out: ClockRange[] = [];
   const add = (dom: number, from: number, to: number) => out.push({ dom, from, to });
+  const time = VCPU_INFO[width].fields['time.version'].offset;
   for (const s of spans) {
     const name = s.name.replace(/\[\d+\]$/, '');
-    if (name === 'vcpu_info') add(s.dom, s.gpa + VCPU_TIME_OFFSET, s.gpa + VCPU_TIME_OFFSET + VCPU_TIME_SIZE);
+    if (name === 'vcpu_info') add(s.dom, s.gpa + time, s.gpa + VCPU_INFO_SIZE);
     // A runstate area's times, and its state too: a live scheduler decides when the vCPU
     // reads as running or runnable (seen on Xen 4.17.7).
     else if (name === 'runstate') add(s.dom, s.gpa, s.gpa + s.size);
     else if (name === 'shared_info') {
       for (let i = 0; i < XEN_LEGACY_MAX_VCPUS; i++) {
-        const at = s.gpa + i * VCPU_INFO_SIZE + VCPU_TIME_OFFSET;
-        add(s.dom, at, at + VCPU_TIME_SIZE);
+        const at = s.gpa + i * VCPU_INFO_SIZE;
+        add(s.dom, at + time, at + VCPU_INFO_SIZE);
       }
       const f = SHARED_INFO[width].fields;
       add(s.dom, s.gpa + f.wc_version.offset, s.gpa + f.wc_nsec.offset + 4);
