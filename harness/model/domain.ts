@@ -79,6 +79,14 @@ export class Domain {
   dying = false;
   /** xen_domain_handle_t, the toolstack-assigned UUID: 16 bytes, here derived from the domid. */
   readonly handle: Uint8Array;
+  /**
+   * Set by a driver whose kernel delivers 2-level events for the VMM, as QEMU hands them
+   * to KVM with KVM_XEN_HVM_EVTCHN_SEND (hw/i386/kvm/xen_evtchn.c, set_port_pending):
+   * the port's pending bit, selector and upcall are then the kernel's to set. It answers
+   * false where it cannot take the event (the model then sets the bits itself). Never
+   * set on the model's own targets.
+   */
+  hostDelivery: ((v: Vcpu, port: number) => boolean) | null = null;
 
   constructor(readonly model: XenModel, readonly config: DomainConfig) {
     this.handle = new Uint8Array(16);

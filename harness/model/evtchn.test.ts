@@ -104,6 +104,53 @@ describe('EventChannelSubsystem contract', () => {
   });
 });
 
+describe('host delivery (a kernel that sets 2-level bits for the VMM)', () => {
+  it('hands every 2-level raise to Domain.hostDelivery, which then owns the bits; pollers still hear of it', () => {
+    const m = buildModel({ vcpus: 2 });
+    const d = m.domain(1)!;
+    const g = new Guest(m, d.vcpus[0]);
+    const p = g.bindIpi(1);
+    const handed: Array<[number, number]> = [];
+    const seen: number[] = [];
+    eventChannels().onPending((dd, port) => { if (dd === d) seen.push(port); });
+    // The stand-in kernel sets the pending bit as KVM_XEN_HVM_EVTCHN_SEND would, nothing else.
+    d.hostDelivery = (v, port) => {
+      handed.push([v.id, port]);
+      const si = d.sharedInfoGpa!;
+      d.memory.write(si + 2048 + Math.floor(port / 8), Uint8Array.of(d.memory.u8(si + 2048 + Math.floor(port / 8)) | (1 << (port % 8))));
+      return true;
+    };
+    expect(g.send(p)).toBe(0);
+    expect(handed).toEqual([[1, p]]);
+    expect(seen).toEqual([p]);
+    expect(eventChannels().portPending(d, p)).toBe(true);
+    // The model set neither the selector nor the upcall: those were the kernel's to set.
+    expect(eventChannels().eventsDeliverable(d.vcpus[1])).toBe(false);
+    // A second send of a pending port is handed over too (the kernel decides), no new poll wake-up.
+    expect(g.send(p)).toBe(0);
+    expect(handed).toEqual([[1, p], [1, p]]);
+    expect(seen).toEqual([p]);
+  });
+
+  it('a refusal (no shared_info with the kernel) leaves the bits to the model; FIFO is never handed over', () => {
+    const m = buildModel();
+    const d = m.domain(1)!;
+    const g = new Guest(m, d.vcpus[0]);
+    let asked = 0;
+    d.hostDelivery = () => { asked++; return false; };
+    const p = g.bindIpi(0);
+    expect(g.send(p)).toBe(0);
+    expect(asked).toBe(1);
+    expect(eventChannels().eventsDeliverable(d.vcpus[0])).toBe(true);
+    expect(g.close(p)).toBe(0);
+    expect(g.useFifo()).toBe(0);
+    const q = g.bindIpi(0);
+    expect(g.send(q)).toBe(0);
+    expect(asked).toBe(1);
+    expect(eventChannels().portPending(d, q)).toBe(true);
+  });
+});
+
 describe('FIFO', () => {
   it('re-raises a saved 2-level pending event only once its array page exists', () => {
     const m = buildModel();

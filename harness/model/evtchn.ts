@@ -208,7 +208,17 @@ export function usable(ch: Channel): boolean {
 export function portSetPending(d: Domain, vcpuId: number, ch: Channel): void {
   const v = d.vcpus[vcpuId];
   if (!v || !usable(ch)) return;
-  evtchnState(d).ops.setPending(v, ch);
+  const ops = evtchnState(d).ops;
+  if (d.hostDelivery && ops.abi === '2l') {
+    // The kernel sets the bits (Domain.hostDelivery); pollers of this model still learn
+    // of a port that went pending, as setPending would tell them.
+    const was = ops.isPending(d, ch.port);
+    if (d.hostDelivery(v, ch.port)) {
+      if (!was && ops.isPending(d, ch.port)) checkPollers(d, ch.port);
+      return;
+    }
+  }
+  ops.setPending(v, ch);
 }
 
 export function maxEvtchnPort(d: Domain): number {

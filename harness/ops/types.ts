@@ -144,6 +144,8 @@ export interface Outcome {
   out?: Record<string, OutValue>;
   /** Who answered: the model, the kernel (KVM) or the driver's VMM layer. */
   servedBy?: 'model' | 'kernel' | 'vmm';
+  /** Events the VMM layer had the kernel deliver while it served this step (KVM_XEN_HVM_EVTCHN_SEND). */
+  kernelDeliveries?: number;
 }
 
 /** A host/guest op's implementation on the reference model. */

@@ -73,15 +73,18 @@ export function skipGroups(results: CaseResult[], missing: Readonly<Record<strin
 
 /**
  * On a live target: cases with a guest step (hypercall, MSR write) the kernel served, those with
- * kernel host ops only (KVM ioctls, guest runs driven by the host), and those the VMM layer alone answered.
+ * kernel host ops only (KVM ioctls, guest runs driven by the host), those whose hypercalls the
+ * VMM layer answered but whose events the kernel delivered (KVM_XEN_HVM_EVTCHN_SEND, as QEMU
+ * hands them over), and those the VMM layer alone answered.
  */
-export function servedCounts(results: CaseResult[]): { kernel: number; vmmOnly: number; hostOnly: number } | undefined {
+export function servedCounts(results: CaseResult[]): { kernel: number; hostOnly: number; kernelDelivery: number; vmmOnly: number } | undefined {
   const ran = results.filter((r) => r.status !== 'skip');
   if (!ran.some((r) => r.steps.some((s) => s.servedBy === 'kernel' || s.servedBy === 'vmm'))) return undefined;
-  const c = { kernel: 0, vmmOnly: 0, hostOnly: 0 };
+  const c = { kernel: 0, hostOnly: 0, kernelDelivery: 0, vmmOnly: 0 };
   for (const r of ran) {
     if (r.steps.some((s) => s.servedBy === 'kernel' && s.kind !== 'host')) c.kernel++;
     else if (r.steps.some((s) => s.servedBy === 'kernel')) c.hostOnly++;
+    else if (r.steps.some((s) => s.kernelDeliveries)) c.kernelDelivery++;
     else c.vmmOnly++;
   }
   return c;
@@ -111,7 +114,7 @@ export function consoleSummary(run: RunSummary, opts: { verbose?: boolean; style
   const c = counts(run.results);
   out.push(`xconf: target=${run.target} cases=${c.total} (${(run.durationMs / 1000).toFixed(2)}s)`);
   const served = servedCounts(run.results);
-  if (served) out.push(`kernel served: ${served.kernel} cases, VMM only: ${served.vmmOnly}, host ops only: ${served.hostOnly}`);
+  if (served) out.push(`kernel served: ${served.kernel} cases, host ops only: ${served.hostOnly}, VMM with kernel delivery: ${served.kernelDelivery}, VMM only: ${served.vmmOnly}`);
   out.push(countsLine(run.results, style));
   return out.join('\n') + '\n';
 }

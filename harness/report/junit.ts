@@ -31,8 +31,11 @@ export function subsystemOf(id: string): string {
   return i < 0 ? id : id.slice(0, i);
 }
 
+/** Who served the case's steps; `kernel-delivery` where the kernel delivered events for the VMM layer. */
 export function servedBy(r: CaseResult): string[] {
-  return [...new Set(r.steps.map((s) => s.servedBy).filter((x): x is string => !!x))].sort();
+  const who = new Set(r.steps.map((s) => s.servedBy).filter((x): x is string => !!x));
+  if (r.steps.some((s) => s.kernelDeliveries)) who.add('kernel-delivery');
+  return [...who].sort();
 }
 
 /** The `key: value` lines a case carries in <system-out>, then its detail. */

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, readdirSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { differentialJunitXml, junitXml } from './junit.js';
+import { differentialJunitXml, junitXml, servedBy } from './junit.js';
 import { ktap } from './ktap.js';
 import { consoleSummary, servedCounts, skipGroups, styleFor } from './console.js';
 import { writeAtomic } from './atomic-write.js';
@@ -103,7 +103,7 @@ describe('console', () => {
     expect(out).toContain('  FAIL x/b (suites/x/a.yaml:3): step 1 (op, line 3): ret: expected 0, got -22 (-EINVAL)');
     expect(out).toContain('KNOWN y/d (arch/x86/kvm/xen.c kvm_xen_schedop_poll): poll answered as yield');
     expect(out).toContain('SKIP 1: why');
-    expect(out).toContain('kernel served: 1 cases, VMM only: 3, host ops only: 0');
+    expect(out).toContain('kernel served: 1 cases, host ops only: 0, VMM with kernel delivery: 0, VMM only: 3');
     expect(out.at(-1)).toBe('1 passed, 2 failed, 1 skipped, 1 known divergences');
   });
   it('skips are grouped by the cause most of them share, each case once', () => {
@@ -116,10 +116,18 @@ describe('console', () => {
   it('served counts only on targets that say who served; host ops alone are their own class', () => {
     const s = (servedBy: string, kind: string) => ({ index: 0, label: 'o', line: 1, status: 'pass' as const, servedBy, kind });
     const mk = (...steps: ReturnType<typeof s>[]): CaseResult => ({ ...base, id: 'z', variant: '', name: 'z', status: 'pass', steps });
-    expect(servedCounts([mk(s('kernel', 'wrmsr'), s('vmm', 'hypercall'))])).toEqual({ kernel: 1, vmmOnly: 0, hostOnly: 0 });
+    expect(servedCounts([mk(s('kernel', 'wrmsr'), s('vmm', 'hypercall'))])).toEqual({ kernel: 1, hostOnly: 0, kernelDelivery: 0, vmmOnly: 0 });
     expect(servedCounts([mk(s('model', 'hypercall'))])).toBeUndefined();
     expect(servedCounts([mk(s('kernel', 'hypercall'), s('vmm', 'hypercall')), mk(s('vmm', 'hypercall')), mk(s('kernel', 'host'), s('vmm', 'hypercall'))]))
-      .toEqual({ kernel: 1, vmmOnly: 1, hostOnly: 1 });
+      .toEqual({ kernel: 1, hostOnly: 1, kernelDelivery: 0, vmmOnly: 1 });
+  });
+  it('a VMM-served case whose events the kernel delivered is its own class, and says so in served_by', () => {
+    const step = (servedBy: string, kernelDeliveries?: number) => ({ index: 0, label: 'o', line: 1, status: 'pass' as const, servedBy, kind: 'hypercall', kernelDeliveries });
+    const delivered: CaseResult = { ...base, id: 'z', variant: '', name: 'z', status: 'pass', steps: [step('vmm'), step('vmm', 2)] };
+    const alone: CaseResult = { ...delivered, steps: [step('vmm')] };
+    expect(servedCounts([delivered, alone])).toEqual({ kernel: 0, hostOnly: 0, kernelDelivery: 1, vmmOnly: 1 });
+    expect(servedBy(delivered)).toEqual(['kernel-delivery', 'vmm']);
+    expect(servedBy(alone)).toEqual(['vmm']);
   });
   it('colour only on a terminal and never with NO_COLOR', () => {
     expect(styleFor({ isTTY: true }, {}).red('x')).toBe('\u001b[31mx\u001b[0m');

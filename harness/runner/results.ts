@@ -25,6 +25,8 @@ export interface StepRecord {
   line: number;
   status: 'pass' | 'fail' | 'error' | 'not-run';
   servedBy?: string;
+  /** Events the VMM layer had the kernel deliver while serving the step (Outcome.kernelDeliveries). */
+  kernelDeliveries?: number;
   /** What the step did: a guest 'hypercall', a 'host' action, a 'wrmsr', a guest 'write', a 'check'. */
   kind?: string;
   message?: string;

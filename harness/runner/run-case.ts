@@ -300,6 +300,7 @@ async function execute(
         });
         outcome = await session.apply(action, place);
         rec.servedBy = outcome.servedBy;
+        if (outcome.kernelDeliveries) rec.kernelDeliveries = outcome.kernelDeliveries;
         rec.kind = action.kind;
       } catch (e) {
         if (e instanceof ExprError) {
