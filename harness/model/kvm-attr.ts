@@ -9,6 +9,8 @@ import type { Domain, Vcpu, XenModel } from './domain.js';
 import { callbackVector, hvmVcpu } from './hvm-op.js';
 import { kvmVcpuAttrs as attrsOf } from './kvm-vcpu.js';
 import { kvmStartTimer, stopSingleshot, timerOf } from './timer.js';
+import { runstateOf } from './runstate.js';
+import { VMASST_TYPE, vmAssistEnabled } from './vm-assist.js';
 
 /** KVM_XEN_INVALID_GFN / _GPA: all ones (include/uapi/linux/kvm.h; GPA_INVALID in 6.1). */
 export const KVM_XEN_INVALID = (1n << 64n) - 1n;
@@ -20,7 +22,7 @@ export const KVM_MAX_VCPUS = 1024n;
 export const KVM_XEN_GET_ATTRS = [
   'long_mode', 'shared_info', 'xen_version', 'callback_vector',
   'vcpu_info', 'vcpu_id', 'upcall_vector', 'timer_port', 'timer_priority', 'timer_expires',
-  'shared_info_hva', 'vcpu_info_hva', 'vcpu_time_info',
+  'shared_info_hva', 'vcpu_info_hva', 'vcpu_time_info', 'runstate_addr', 'runstate_current', 'runstate_update_flag',
 ] as const;
 export type KvmXenGetAttr = (typeof KVM_XEN_GET_ATTRS)[number];
 
@@ -66,7 +68,8 @@ export function kvmXenSetAttr(d: Domain, v: Vcpu, attr: KvmXenSetAttr, value: bi
 }
 
 /** The value KVM_XEN_*_GET_ATTR reports for `attr` (the timer as its three fields). */
-export function kvmXenGetAttr(d: Domain, v: Vcpu, attr: KvmXenGetAttr): bigint {
+/** The attribute's value, or null where KVM answers -ENOENT (kvm_xen_vcpu_get_attr: RUNSTATE_ADDR without an area). */
+export function kvmXenGetAttr(d: Domain, v: Vcpu, attr: KvmXenGetAttr): bigint | null {
   switch (attr) {
     case 'long_mode':
       return d.width === 64 ? 1n : 0n;
@@ -106,6 +109,15 @@ export function kvmXenGetAttr(d: Domain, v: Vcpu, attr: KvmXenGetAttr): bigint {
     case 'timer_priority':
       // kvm_xen_vcpu_get_attr reports 2-level whatever was set.
       return KVM_XEN_PRIO_2LEVEL;
+    case 'runstate_addr': {
+      // The area KVM writes (RUNSTATE_ADDR), none once deactivated or refused.
+      const a = runstateOf(v).kvm;
+      return a === null ? null : BigInt(a);
+    }
+    case 'runstate_current':
+      return BigInt(runstateOf(v).info.state);
+    case 'runstate_update_flag':
+      return vmAssistEnabled(d, VMASST_TYPE.runstate_update_flag) ? 1n : 0n;
     case 'timer_expires': {
       // KVM's timer_expires: the armed deadline, 0 once fired or stopped. Without a timer
       // port KVM has no timer (the VMM keeps the guest's).

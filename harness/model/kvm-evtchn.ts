@@ -1,8 +1,8 @@
 // model-kvm: KVM's own event-channel table (KVM_XEN_ATTR_TYPE_EVTCHN) and the
 // EVTCHNOP_send it serves from it in-kernel. Source: linux arch/x86/kvm/xen.c,
 // kvm_xen_setattr_evtchn, kvm_xen_eventfd_assign / _update / _deassign / _reset and
-// kvm_xen_hcall_evtchn_send (the same rules in 6.1 and 6.12). Only port delivery is
-// modelled; an eventfd target is the VMM's business and not tracked here.
+// kvm_xen_hcall_evtchn_send (the same rules in 6.1 and 6.12). An eventfd target is one of
+// the VMM's: a counter per send port, which a send bumps (eventfd_signal) and a read takes.
 import type { Domain, Vcpu } from './domain.js';
 import { channel, ECS, evtchnState, newChannel, type Channel } from './evtchn.js';
 import { kvmVcpuAttrs } from './kvm-vcpu.js';
@@ -15,10 +15,24 @@ export const EVTCHNSTAT = { closed: 0n, unbound: 1n, interdomain: 2n, pirq: 3n, 
 
 export interface KvmEvtchnEntry {
   type: bigint;
+  /** The port raised; 0 for an eventfd target. */
   port: number;
   vcpu: number;
+  /** The VMM's eventfd KVM signals instead (port 0). */
+  eventfd?: { count: bigint };
 }
 const tables = new WeakMap<Domain, Map<number, KvmEvtchnEntry>>();
+/** The eventfds the VMM made for send ports (they outlive KVM's entries: the VMM holds them). */
+const eventfds = new WeakMap<Domain, Map<number, { count: bigint }>>();
+
+/** The VMM reads its eventfd of a send port: the count since the last read (then 0), or null if it made none. */
+export function kvmEventfdRead(d: Domain, sendPort: number): bigint | null {
+  const e = eventfds.get(d)?.get(sendPort);
+  if (!e) return null;
+  const c = e.count;
+  e.count = 0n;
+  return c;
+}
 
 function table(d: Domain): Map<number, KvmEvtchnEntry> {
   let t = tables.get(d);
@@ -34,6 +48,7 @@ function maxPort(d: Domain): bigint {
 const EINVAL = -22n;
 const ENOENT = -2n;
 const EEXIST = -17n;
+const EBADF = -9n;
 
 export interface KvmEvtchnAttr {
   flags: bigint;
@@ -42,11 +57,19 @@ export interface KvmEvtchnAttr {
   port: bigint;
   vcpu: bigint;
   priority: bigint;
+  /** Interdomain with port 0: 1 = a fresh eventfd of the VMM's, negative = an invalid descriptor (0 or absent: none). */
+  eventfd?: bigint;
 }
 
 /** KVM_XEN_HVM_SET_ATTR(KVM_XEN_ATTR_TYPE_EVTCHN) with port delivery: 0 or a negative errno. */
 export function kvmEvtchnSetattr(d: Domain, a: KvmEvtchnAttr): bigint {
   const t = table(d);
+  if (a.flags === 0n && a.eventfd && a.eventfd > 0n) {
+    // The VMM makes a new eventfd for the send port before it asks, whatever KVM answers.
+    let fds = eventfds.get(d);
+    if (!fds) eventfds.set(d, (fds = new Map()));
+    fds.set(Number(a.sendPort), { count: 0n });
+  }
   if (a.flags === KVM_XEN_EVTCHN_FLAG.RESET) {
     t.clear();
     return 0n;
@@ -67,7 +90,14 @@ export function kvmEvtchnSetattr(d: Domain, a: KvmEvtchnAttr): bigint {
   if (a.type === EVTCHNSTAT.ipi) {
     if (a.port !== a.sendPort) return EINVAL;
   } else if (a.type === EVTCHNSTAT.interdomain) {
-    if (a.port === 0n) return -9n; // an eventfd target; this model has no descriptor: EBADF
+    if (a.port === 0n) {
+      // eventfd_ctx_fdget: a descriptor that is not an open eventfd
+      const fd = eventfds.get(d)?.get(send);
+      if (!fd || !a.eventfd || a.eventfd < 0n) return EBADF;
+      if (t.has(send)) return EEXIST;
+      t.set(send, { type: a.type, port: 0, vcpu: 0, eventfd: fd });
+      return 0n;
+    }
     if (a.port >= maxPort(d)) return EINVAL;
   } else {
     return EINVAL;
@@ -86,6 +116,10 @@ export function kvmEvtchnSetattr(d: Domain, a: KvmEvtchnAttr): bigint {
 export function kvmEvtchnSend(d: Domain, sendPort: number): bigint | null {
   const e = tables.get(d)?.get(sendPort);
   if (!e) return null;
+  if (e.eventfd) {
+    e.eventfd.count++;
+    return 0n;
+  }
   const v = d.vcpu(e.vcpu);
   if (!v || !kvmRaisePort(v, e.port)) return null;
   return 0n;

@@ -8,7 +8,7 @@ import { defineConstants } from './constants.js';
 import {
   KVM_XEN_GET_ATTRS, KVM_XEN_PRIO_2LEVEL, KVM_XEN_SET_ATTRS, kvmXenGetAttr, kvmXenSetAttr, kvmXenSetTimer, kvmXenSetUpcallVector, kvmXenSetVcpuId,
 } from '../model/kvm-attr.js';
-import { EVTCHNSTAT, KVM_XEN_EVTCHN_FLAG, kvmEvtchnSetattr, kvmIrqRouteSend } from '../model/kvm-evtchn.js';
+import { EVTCHNSTAT, KVM_XEN_EVTCHN_FLAG, kvmEventfdRead, kvmEvtchnSetattr, kvmIrqRouteSend } from '../model/kvm-evtchn.js';
 import { kvmSetHvmConfig } from '../model/kvm-config.js';
 
 export const xenGetAttr = defineOp({
@@ -16,12 +16,16 @@ export const xenGetAttr = defineOp({
   summary:
     'The VMM reads a Xen attribute back from KVM: long_mode, shared_info (gfn), xen_version, callback_vector (VM); ' +
     'vcpu_info (gpa), vcpu_id, upcall_vector, timer_port, timer_priority, timer_expires, vcpu_time_info (the vCPU); ' +
-    'shared_info_hva and vcpu_info_hva as the guest page the host address maps (0 = none); OUT value',
+    'shared_info_hva and vcpu_info_hva as the guest page the host address maps (0 = none); runstate_addr, runstate_current (the vCPU), ' +
+    'runstate_update_flag (VM); ret 0 with OUT value, or the errno (runstate_addr: -ENOENT without an area)',
   args: z.strictObject({ attr: z.enum(KVM_XEN_GET_ATTRS) }),
   requires: ['shared_info', 'flavor.kvm'],
   out: ['value'],
   encode: (a): Action => ({ kind: 'host', op: 'kvm.xen_get_attr', args: a }),
-  model: (_m, a, { dom, vcpu }) => ({ out: { value: kvmXenGetAttr(dom, vcpu, a.attr) } }),
+  model: (_m, a, { dom, vcpu }) => {
+    const value = kvmXenGetAttr(dom, vcpu, a.attr);
+    return value === null ? { ret: -2n /* ENOENT */ } : { ret: 0n, out: { value } };
+  },
 });
 
 export const xenSetUpcallVector = defineOp({
@@ -54,7 +58,7 @@ export const xenSetTimer = defineOp({
 });
 
 const evtchnArgs = z.strictObject({
-  send_port: int(), type: int().optional(), port: int().optional(), vcpu: int().optional(), priority: int().optional(),
+  send_port: int(), type: int().optional(), port: int().optional(), vcpu: int().optional(), priority: int().optional(), eventfd: int().optional(),
 });
 
 function evtchnOp(name: string, flags: bigint, summary: string) {
@@ -64,26 +68,41 @@ function evtchnOp(name: string, flags: bigint, summary: string) {
     args: name === 'kvm.xen_evtchn_reset' ? z.strictObject({}).optional() : evtchnArgs,
     requires: ['evtchn.send', 'flavor.kvm'],
     encode: (a): Action => {
-      const x = (a ?? {}) as Partial<Record<'send_port' | 'type' | 'port' | 'vcpu' | 'priority', bigint>>;
+      const x = (a ?? {}) as Partial<Record<'send_port' | 'type' | 'port' | 'vcpu' | 'priority' | 'eventfd', bigint>>;
+      const eventfd = x.eventfd ?? 0n;
       return {
         kind: 'host',
         op: name,
         args: {
-          flags, send_port: x.send_port ?? 0n, type: x.type ?? EVTCHNSTAT.ipi, port: x.port ?? x.send_port ?? 0n,
-          vcpu: x.vcpu ?? 0n, priority: x.priority ?? KVM_XEN_PRIO_2LEVEL,
+          flags, send_port: x.send_port ?? 0n, type: x.type ?? (eventfd ? EVTCHNSTAT.interdomain : EVTCHNSTAT.ipi),
+          port: x.port ?? (eventfd ? 0n : x.send_port ?? 0n), vcpu: x.vcpu ?? 0n, priority: x.priority ?? KVM_XEN_PRIO_2LEVEL, eventfd,
         },
       };
     },
     model: (_m, a, { dom }) => {
-      const x = a as unknown as Record<'flags' | 'send_port' | 'type' | 'port' | 'vcpu' | 'priority', bigint>;
-      return { ret: kvmEvtchnSetattr(dom, { flags: x.flags, sendPort: x.send_port, type: x.type, port: x.port, vcpu: x.vcpu, priority: x.priority }) };
+      const x = a as unknown as Record<'flags' | 'send_port' | 'type' | 'port' | 'vcpu' | 'priority' | 'eventfd', bigint>;
+      return { ret: kvmEvtchnSetattr(dom, { flags: x.flags, sendPort: x.send_port, type: x.type, port: x.port, vcpu: x.vcpu, priority: x.priority, eventfd: x.eventfd }) };
     },
   });
 }
 
 export const xenEvtchnAssign = evtchnOp('kvm.xen_evtchn_assign', 0n,
   'The VMM registers a send port with KVM (KVM_XEN_ATTR_TYPE_EVTCHN: type EVTCHNSTAT_ipi (default) or _interdomain, ' +
-  'delivered to `port` (default send_port) on `vcpu`), so the guest\'s EVTCHNOP_send on it is served in-kernel; ret 0 or the errno');
+  'delivered to `port` (default send_port) on `vcpu`, or with `eventfd: 1` to an eventfd of the VMM\'s (interdomain, port 0; ' +
+  '`eventfd: -1` passes an invalid descriptor)), so the guest\'s EVTCHNOP_send on it is served in-kernel; ret 0 or the errno');
+
+export const eventfdRead = defineOp({
+  name: 'kvm.eventfd_read',
+  summary: 'The VMM reads (and so resets) the eventfd it registered for `send_port` with kvm.xen_evtchn_assign: OUT count, the signals since the last read',
+  args: z.strictObject({ send_port: int() }),
+  requires: ['evtchn.send', 'flavor.kvm'],
+  out: ['count'],
+  encode: (a): Action => ({ kind: 'host', op: 'kvm.eventfd_read', args: a }),
+  model: (_m, a, { dom }) => {
+    const c = kvmEventfdRead(dom, Number(a.send_port));
+    return c === null ? { fault: `the VMM registered no eventfd for send port ${a.send_port}` } : { out: { count: c } };
+  },
+});
 export const xenEvtchnUpdate = evtchnOp('kvm.xen_evtchn_update', KVM_XEN_EVTCHN_FLAG.UPDATE,
   'KVM_XEN_EVTCHN_UPDATE: retarget a registered send port to another vCPU (type and port must match); ret 0 or the errno');
 export const xenEvtchnDeassign = evtchnOp('kvm.xen_evtchn_deassign', KVM_XEN_EVTCHN_FLAG.DEASSIGN,

@@ -45,6 +45,18 @@ export function kvmGetAttr(g: GuestVm, vcpu: number, attr: KvmXenGetAttr): bigin
       const a = v.xenGetAttr('vcpu_time_info');
       return 'gpa' in a ? BigInt(a.gpa) : -1n;
     }
+    case 'runstate_addr': {
+      const a = v.xenGetAttr('runstate_addr');
+      return a.type === 'runstate_addr' ? BigInt(a.gpa) : -1n;
+    }
+    case 'runstate_current': {
+      const a = v.xenGetAttr('runstate_current');
+      return a.type === 'runstate_current' ? BigInt(a.state) : -1n;
+    }
+    case 'runstate_update_flag': {
+      const a = g.vm.xenGetAttr('runstate_update_flag');
+      return a.type === 'runstate_update_flag' && a.enabled ? 1n : 0n;
+    }
     case 'timer_port':
     case 'timer_priority':
     case 'timer_expires': {

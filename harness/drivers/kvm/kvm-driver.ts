@@ -32,6 +32,7 @@ import type { KvmXenGetAttr, KvmXenSetAttr } from '../../model/kvm-attr.js';
 import { kvmGetAttr } from './attr-live.js';
 import { applyOffload, offloadSnapshot } from './offload-live.js';
 import { kvmEvtchnSetattr } from '../../model/kvm-evtchn.js';
+import type { KvmEventfd } from './resources.js';
 import { kvmXenSetTimer } from '../../model/kvm-attr.js';
 
 /** KVM_CAP_XEN_HVM bits each capability needs (spec/kvm-xen-bugs-and-scope.md). */
@@ -75,6 +76,7 @@ export const KVM_HOST_OPS = [
   'runstate.host_set_current', 'runstate.host_set_data', 'runstate.host_adjust', 'runstate.get', 'runstate.race_check',
   'kvm.xen_get_attr', 'kvm.xen_set_upcall_vector', 'kvm.xen_set_vcpu_id', 'kvm.xen_set_timer',
   'kvm.xen_evtchn_assign', 'kvm.xen_evtchn_update', 'kvm.xen_evtchn_deassign', 'kvm.xen_evtchn_reset', 'kvm.memslot_churn', 'kvm.xen_hvm_config', 'kvm.irqfd_send', 'kvm.xen_set_attr',
+  'kvm.eventfd_read',
 ];
 
 /**
@@ -206,6 +208,8 @@ class VmMemory extends GuestMemory {
 
 /** The GSI kvm.irqfd_send routes to an event channel. */
 const IRQFD_GSI = 40;
+/** A descriptor number no process has open: KVM's eventfd_ctx_fdget answers -EBADF. */
+const NOT_A_DESCRIPTOR = 0x7fffffff;
 /** The memory slot kvm.memslot_churn adds and removes (the guest's RAM is slot 0). */
 const CHURN_SLOT = 7;
 
@@ -215,6 +219,10 @@ class KvmSession implements Session {
   /** The VMM layer: the model, answering KVM_EXIT_XEN on the VM's own memory. */
   private readonly vmm: XenModel;
   private readonly areaMap = new Map<string, number>();
+  /** The VMM's eventfds that KVM signals for send ports (kvm.xen_evtchn_assign with eventfd). */
+  private readonly eventfds = new Map<number, KvmEventfd>();
+  /** Events the VMM layer handed to KVM during the current step (deliverByKernel). */
+  private kernelDeliveries = 0;
 
   constructor(
     private readonly guest: GuestVm,
@@ -251,6 +259,7 @@ class KvmSession implements Session {
       dom.areas.set('shared_info', d.sharedInfo);
       this.placeSharedInfo(d.sharedInfo);
     }
+    if (this.evtchnSend) dom.hostDelivery = (v, port) => this.deliverByKernel(v.domain.sharedInfoGpa, v.id, port);
     if (d.hypercallPage !== null) {
       const r = await this.guest.run(0, [{ op: 'wrmsr', msr: 0x40000000, value: d.hypercallPage }]);
       if (r.status !== 'done' || r.results[0]?.status !== 'ok') {
@@ -262,13 +271,32 @@ class KvmSession implements Session {
     }
   }
 
-  /** KVM_XEN_ATTR_TYPE_SHARED_INFO plus the default vcpu_info slots. */
+  /** KVM_XEN_ATTR_TYPE_SHARED_INFO plus the default vcpu_info slots of vCPUs that registered none. */
   private placeSharedInfo(gpa: number): void {
     this.guest.vm.xenSetAttr({ type: 'shared_info', gfn: BigInt(gpa >> 12) });
+    const dom = this.vmm.domain(this.domid)!;
     for (let i = 0; i < Math.min(this.guest.vcpus.length, 32); i++) {
+      if (dom.vcpus[i]?.vcpuInfoGpa != null) continue;
       this.guest.vcpus[i].xenSetAttr({ type: 'vcpu_info', gpa: BigInt(gpa + i * 64) });
     }
     this.areaMap.set('shared_info', gpa);
+  }
+
+  /**
+   * An event the VMM layer raised, handed to KVM as QEMU hands it (set_port_pending ->
+   * KVM_XEN_HVM_EVTCHN_SEND): the kernel sets the pending bit, the selector and the upcall,
+   * and injects the vector. KVM needs shared_info for that; without one the model keeps it.
+   */
+  private deliverByKernel(sharedInfo: number | null, vcpu: number, port: number): boolean {
+    if (sharedInfo === null || vcpu >= this.guest.vcpus.length) return false;
+    try {
+      this.guest.vm.xenEvtchnSend(port, vcpu);
+    } catch (e) {
+      if (!(e instanceof DriverError)) throw e;
+      throw new DriverError(`the VMM layer's KVM_XEN_HVM_EVTCHN_SEND of port ${port} to vCPU ${vcpu} failed: ${e.message}`, { code: e.code });
+    }
+    this.kernelDeliveries++;
+    return true;
   }
 
   private async runCommands(vcpu: number, cmds: GuestCommand[], timeoutMs?: number): Promise<{ result: CommandResult | undefined; results: CommandResult[]; outcome?: Outcome; logs: number[] }> {
@@ -393,8 +421,10 @@ class KvmSession implements Session {
   }
 
   async apply(action: Action, at: StepPlacement): Promise<Outcome> {
+    this.kernelDeliveries = 0;
     const o = await this.applyAction(action, at);
-    return o.servedBy ? o : { ...o, servedBy: defaultServedBy(action) };
+    const served = o.servedBy ? o : { ...o, servedBy: defaultServedBy(action) };
+    return this.kernelDeliveries ? { ...served, kernelDeliveries: this.kernelDeliveries } : served;
   }
 
   private async applyAction(action: Action, at: StepPlacement): Promise<Outcome> {
@@ -517,24 +547,35 @@ class KvmSession implements Session {
           : { type: op === 'runstate.host_set_data' ? 'runstate_data' : 'runstate_adjust', ...runstateDataArg(args) }));
         return { ...r, out: runstateOutOf(kvmRunstate(this.guest, at.vcpu)) };
       }
-      case 'kvm.xen_get_attr':
-        return { out: { value: kvmGetAttr(this.guest, at.vcpu, args.attr as KvmXenGetAttr) }, servedBy: 'kernel' };
+      case 'kvm.xen_get_attr': {
+        let value = 0n;
+        const r = this.ioctlRet(() => { value = kvmGetAttr(this.guest, at.vcpu, args.attr as KvmXenGetAttr); });
+        return r.ret === 0n ? { ...r, out: { value } } : r;
+      }
       case 'kvm.xen_evtchn_assign':
       case 'kvm.xen_evtchn_update':
       case 'kvm.xen_evtchn_deassign':
       case 'kvm.xen_evtchn_reset': {
+        const eventfd = (args.eventfd as bigint | undefined) ?? 0n;
         const r = this.ioctlRet(() => this.guest.vm.xenSetAttr({
           type: 'evtchn', sendPort: n('send_port'), evtchnType: n('type'), flags: n('flags'),
-          deliver: { kind: 'port', port: n('port'), vcpu: n('vcpu'), priority: n('priority') },
+          deliver: op === 'kvm.xen_evtchn_assign' && eventfd !== 0n
+            ? { kind: 'eventfd', fd: eventfd > 0n ? this.newEventfd(n('send_port')) : NOT_A_DESCRIPTOR }
+            : { kind: 'port', port: n('port'), vcpu: n('vcpu'), priority: n('priority') },
         }));
         // The VMM keeps its view of KVM's table, so what it hands over later stays in step.
         if (r.ret === 0n) {
           kvmEvtchnSetattr(this.vmm.domain(this.domid)!, {
             flags: args.flags as bigint, sendPort: args.send_port as bigint, type: args.type as bigint,
-            port: args.port as bigint, vcpu: args.vcpu as bigint, priority: args.priority as bigint,
+            port: args.port as bigint, vcpu: args.vcpu as bigint, priority: args.priority as bigint, eventfd,
           });
         }
         return r;
+      }
+      case 'kvm.eventfd_read': {
+        const e = this.eventfds.get(n('send_port'));
+        if (!e) return { fault: `the VMM registered no eventfd for send port ${n('send_port')}` };
+        return { out: { count: e.read() ?? 0n }, servedBy: 'vmm' };
       }
       case 'kvm.xen_set_upcall_vector':
         return this.ioctlRet(() => this.guest.vcpus[at.vcpu].xenSetAttr({ type: 'upcall_vector', vector: n('vector') }));
@@ -632,8 +673,18 @@ class KvmSession implements Session {
     return { width: this.setup.mode, get: (k) => this.areaMap.get(k) ?? d.areas.get(k) };
   }
 
+  /** A new eventfd of the VMM's for a send port (replacing the last one; KVM keeps its own reference). */
+  private newEventfd(sendPort: number): number {
+    this.eventfds.get(sendPort)?.close();
+    const e = this.guest.system.createEventfd();
+    this.eventfds.set(sendPort, e);
+    return e.fd;
+  }
+
   async [Symbol.asyncDispose](): Promise<void> {
-    this.guest.close();
+    for (const e of this.eventfds.values()) e.close();
+    // The next case need not wait for the kernel to tear this VM down.
+    this.guest.close({ background: true });
   }
 }
 
