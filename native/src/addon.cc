@@ -18,6 +18,8 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "run_loop.h"
@@ -478,6 +480,7 @@ class Vm : public Napi::ObjectWrap<Vm> {
                            InstanceMethod<&Vm::Irqfd>("irqfd"),
                            InstanceMethod<&Vm::CreateVcpu>("createVcpu"),
                            InstanceMethod<&Vm::Close>("close"),
+                           InstanceMethod<&Vm::CloseInBackground>("closeInBackground"),
                        });
   }
 
@@ -743,6 +746,37 @@ class Vm : public Napi::ObjectWrap<Vm> {
     for (auto& v : vcpus_) v->Close();
     vcpus_.clear();
     core_->Close();
+    return env.Undefined();
+  }
+
+  // closeInBackground(): close() at once for JavaScript (the VM and its vCPUs read as
+  // closed), but the unmaps and closes, on the last of which the kernel tears the VM
+  // down (milliseconds, more under emulation), run on a detached thread.
+  Napi::Value CloseInBackground(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!core_) return env.Undefined();
+    if (AnyBusy()) throw SysError(env, EBUSY, "close", "a vCPU of this VM is running");
+    auto maps = std::make_unique<std::vector<std::pair<void*, size_t>>>();
+    auto fds = std::make_unique<std::vector<int>>();
+    for (auto& v : vcpus_) {
+      if (v->run) maps->emplace_back(v->run, v->runSize);
+      if (v->fd >= 0) fds->push_back(v->fd);
+      v->run = nullptr;
+      v->fd = -1;
+      v->vm.reset();
+    }
+    vcpus_.clear();
+    {
+      std::lock_guard<std::mutex> lock(core_->mu);
+      for (Slot& s : core_->slots) maps->emplace_back(s.hva, s.size);
+      core_->slots.clear();
+      if (core_->fd >= 0) fds->push_back(core_->fd);
+      core_->fd = -1;
+    }
+    std::thread([maps = std::move(maps), fds = std::move(fds)]() {
+      for (auto& m : *maps) munmap(m.first, m.second);
+      for (int fd : *fds) close(fd);
+    }).detach();
     return env.Undefined();
   }
 };

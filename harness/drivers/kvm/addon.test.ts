@@ -606,6 +606,20 @@ describe('live KVM', () => {
     expect(fdCount()).toBe(before + 0);
   });
 
+  it.skipIf(!live)(`closeInBackground reads as closed at once and releases every descriptor soon after${why}`, async () => {
+    const before = fdCount();
+    for (let i = 0; i < 20; i++) {
+      const g = GuestVm.create({ vcpus: 2 });
+      const vm = g.vm;
+      g.close({ background: true });
+      expect(vm.closed).toBe(true);
+      expect(() => vm.read(0, 1)).toThrow(/not inside one memory slot/);
+    }
+    // The thread unmaps before it closes, so the descriptors coming back means both happened.
+    for (let i = 0; i < 200 && fdCount() > before; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(fdCount()).toBe(before);
+  });
+
   it.skipIf(!live)(`releases descriptors of VMs that are only garbage-collected${why}`, async () => {
     setFlagsFromString('--expose-gc');
     const gc = runInNewContext('gc') as () => void;

@@ -358,9 +358,13 @@ export class GuestVm implements Disposable {
     return Promise.all(queues.map((q, i) => this.run(i, q, { ...opts, concurrent: true })));
   }
 
-  close(): void {
+  /** Close the VM (`background`: let the kernel's teardown finish on a thread of its own, KvmVm.closeInBackground). */
+  close(opts: { background?: boolean } = {}): void {
     try {
-      if (!this.vm.closed) this.vm.close();
+      if (!this.vm.closed) {
+        if (opts.background) this.vm.closeInBackground();
+        else this.vm.close();
+      }
     } finally {
       this.system.close();
     }

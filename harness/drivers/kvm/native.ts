@@ -202,6 +202,8 @@ export interface NativeVm {
   irqfd(fd: number, gsi: number, flags: number, resamplefd: number): void;
   createVcpu(id: number): NativeVcpu;
   close(): void;
+  /** close() for JavaScript now; the unmaps and closes (the kernel's teardown) on a thread of their own. */
+  closeInBackground(): void;
 }
 
 export interface NativeSystem {

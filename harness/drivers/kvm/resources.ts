@@ -201,6 +201,15 @@ export class KvmVm implements Disposable {
     sys(() => this.native.close());
     this.slots.clear();
   }
+  /**
+   * The same, except that the kernel's teardown of the VM (on the last close, milliseconds;
+   * a fifth of a live run under emulation) goes on in the background: the VM reads as
+   * closed at once, its descriptors are released a moment later.
+   */
+  closeInBackground(): void {
+    sys(() => this.native.closeInBackground());
+    this.slots.clear();
+  }
   [Symbol.dispose](): void {
     this.close();
   }
