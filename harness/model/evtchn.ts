@@ -176,6 +176,8 @@ export function checkPollers(d: Domain, port: number): void {
 
 /** Called on each 0->1 of evtchn_upcall_pending: how the upcall is raised (hvm-op.ts). */
 export const upcallAssertHooks: Array<(v: Vcpu) => void> = [];
+/** hvm_local_events_need_delivery, provided by hvm-op.ts when it loads. */
+export const hvmDelivery: { needed: ((v: Vcpu) => boolean) | null } = { needed: null };
 
 /**
  * vcpu_mark_events_pending (xen/arch/x86/domain.c): test-and-set
@@ -608,6 +610,10 @@ provideEventChannels({
     return evtchnState(d).ops.isPending(d, port);
   },
   eventsDeliverable(v) {
+    // Xen asks whether the HVM vCPU would take an interrupt now (xen/arch/x86/include/asm/event.h
+    // local_events_need_delivery -> hvm_local_events_need_delivery); the kvm flavour's VMM
+    // looks at evtchn_upcall_pending.
+    if (v.domain.model.config.flavor === 'xen' && hvmDelivery.needed) return hvmDelivery.needed(v);
     const vi = v.vcpuInfoAddress();
     return vi !== null && v.domain.memory.u8(vi) !== 0;
   },

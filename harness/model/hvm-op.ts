@@ -10,7 +10,7 @@
 import { err } from './errno.js';
 import { DOMID_SELF, type Domain, type Vcpu } from './domain.js';
 import { HYPERVISOR, registerHypercalls, type HypercallContext } from './hypercall.js';
-import { upcallAssertHooks } from './evtchn.js';
+import { hvmDelivery, upcallAssertHooks } from './evtchn.js';
 
 export const HVMOP = { set_param: 0, get_param: 1, set_evtchn_upcall_vector: 23 } as const;
 export const HVM_PARAM = { CALLBACK_IRQ: 0 } as const;
@@ -89,6 +89,17 @@ export function callbackAsserted(v: Vcpu): boolean {
   return false;
 }
 
+/**
+ * hvm_local_events_need_delivery (xen/arch/x86/hvm/irq.c): an interrupt the vCPU would
+ * take now. For event channels that is the callback asserted (vector type while
+ * evtchn_upcall_pending is set; a GSI or INTx line on vCPU 0) or a per-vCPU upcall vector
+ * waiting in the local APIC; the test guest runs its calls with interrupts on, so nothing
+ * is blocked. Without a callback a pending upcall is not an event to deliver.
+ */
+export function hvmEventsNeedDelivery(v: Vcpu): boolean {
+  return callbackAsserted(v) || hvmVcpu(v).irr.size > 0;
+}
+
 /** The domain's callback vector (HVM_PARAM_CALLBACK_IRQ of the vector type), or null. */
 export function callbackVector(d: Domain): number | null {
   const s = hvmDomain(d);
@@ -96,6 +107,7 @@ export function callbackVector(d: Domain): number | null {
 }
 
 upcallAssertHooks.push(assertEvtchnIrq);
+hvmDelivery.needed = hvmEventsNeedDelivery;
 
 function setUpcallVector(ctx: HypercallContext, arg: bigint): number {
   const a = ctx.view(arg, 8);

@@ -80,8 +80,9 @@ function listen(): void {
 const modelOf = (d: Domain): XenModel => d.model;
 
 /**
- * local_events_need_delivery for an HVM vCPU: evtchn_upcall_pending set in its
- * vcpu_info. Uses the event-channel layer when loaded, else reads the byte.
+ * local_events_need_delivery for an HVM vCPU, as the event-channel layer answers it
+ * (evtchn.ts: Xen's hvm_local_events_need_delivery, or the kvm flavour's VMM reading
+ * evtchn_upcall_pending); without the layer, the byte.
  */
 export function eventsDeliverable(v: Vcpu): boolean {
   const ev = evtchnLayer();
