@@ -19,6 +19,8 @@ export const XENSTORE_RING_SIZE = 1024;
 /** Offsets in struct xenstore_domain_interface. */
 export const XS_RING = { req: 0, rsp: 1024, reqCons: 2048, reqProd: 2052, rspCons: 2056, rspProd: 2060, serverFeatures: 2064, connection: 2068, error: 2072 } as const;
 export const XSD_SOCKMSG_SIZE = 16;
+/** The ring's `error` field, written by a server that ignores the connection from then on (xs_wire.h, Xen 4.17+). */
+export const XENSTORE_ERROR = { NONE: 0, COMM: 1, RINGIDX: 2, PROTO: 3 } as const;
 
 export interface XsMsg { type: number; reqId: number; txId: number; payload: Uint8Array }
 
@@ -47,11 +49,23 @@ function parsePerm(s: string): XsPerm {
   return { p: m[1] as XsPerm['p'], id: Number(m[2]) };
 }
 
-/** One request to its reply (OK, value, or XS_ERROR with the errno name). */
+/** XS_TYPE_COUNT, and the types xenstored has no handler for (wire_funcs: WATCH_EVENT, ERROR, the removed RESTRICT). */
+const XS_TYPE_COUNT = 23;
+const NO_HANDLER = new Set<number>([XS.WATCH_EVENT, XS.ERROR, 20]);
+/** XS_FLAG_PRIV: the types only dom0 (or a privileged domain) may send. */
+const PRIVILEGED = new Set<number>([XS.CONTROL, XS.INTRODUCE, XS.RELEASE, XS.IS_DOMAIN_INTRODUCED, XS.RESUME, XS.SET_TARGET]);
+
+/**
+ * One request to its reply (OK, value, or XS_ERROR with the errno name). process_message
+ * (xenstored_core.c, Xen 4.17) answers a type it has no handler for ENOSYS and a
+ * privileged one from a guest EACCES, before looking at the transaction.
+ */
 export function handle(xs: XenStore, conn: number, m: XsMsg): XsMsg {
   const reply = (payload: Uint8Array, type = m.type): XsMsg => ({ type, reqId: m.reqId, txId: m.txId, payload });
   try {
     const p = m.payload;
+    if (m.type >= XS_TYPE_COUNT || NO_HANDLER.has(m.type)) throw new XsError('ENOSYS');
+    if (PRIVILEGED.has(m.type) && !xs.privileged(conn)) throw new XsError('EACCES');
     xs.checkTx(conn, m.txId);
     switch (m.type) {
       case XS.READ: return reply(xs.read(conn, m.txId, onearg(p)).slice());
@@ -107,7 +121,9 @@ export function encodeMsg(m: XsMsg): Uint8Array {
 
 /** The server end of one domain's ring: consumes whole requests, writes replies and
  *  watch events into rsp. A header whose len exceeds XENSTORE_PAYLOAD_MAX or ring
- *  indexes that are out of range make the connection bad: xenstored ignores it from then on. */
+ *  indexes that are out of range make the connection bad: xenstored ignores it from then on,
+ *  saying why in the ring's error field (xenstored_core.c handle_input, xenstored_domain.c
+ *  ignore_connection, Xen 4.17). */
 export class XsRingServer {
   bad = false;
   private out: Uint8Array[] = [];
@@ -122,7 +138,7 @@ export class XsRingServer {
     const dv = new DataView(page.buffer, page.byteOffset, page.byteLength);
     let cons = dv.getUint32(XS_RING.reqCons, true);
     const prod = dv.getUint32(XS_RING.reqProd, true);
-    if (((prod - cons) >>> 0) > XENSTORE_RING_SIZE) { this.bad = true; return false; }
+    if (((prod - cons) >>> 0) > XENSTORE_RING_SIZE) return this.ignore(dv, XENSTORE_ERROR.RINGIDX);
     const avail = (prod - cons) >>> 0;
     for (let i = 0; i < avail; i++) this.inbuf.push(page[XS_RING.req + ((cons + i) & (XENSTORE_RING_SIZE - 1))]);
     const used = avail;
@@ -130,7 +146,7 @@ export class XsRingServer {
     while (this.inbuf.length >= XSD_SOCKMSG_SIZE) {
       const h = new DataView(Uint8Array.from(this.inbuf.slice(0, XSD_SOCKMSG_SIZE)).buffer);
       const len = h.getUint32(12, true);
-      if (len > XENSTORE_PAYLOAD_MAX) { this.bad = true; break; }
+      if (len > XENSTORE_PAYLOAD_MAX) { this.ignore(dv, XENSTORE_ERROR.PROTO); break; }
       if (this.inbuf.length < XSD_SOCKMSG_SIZE + len) break;
       const payload = Uint8Array.from(this.inbuf.splice(0, XSD_SOCKMSG_SIZE + len).slice(XSD_SOCKMSG_SIZE));
       const r = handle(this.xs, this.conn, { type: h.getUint32(0, true), reqId: h.getUint32(4, true), txId: h.getUint32(8, true), payload });
@@ -139,6 +155,7 @@ export class XsRingServer {
     }
     cons = (cons + used) >>> 0;
     dv.setUint32(XS_RING.reqCons, cons, true);
+    if (this.bad) return false;
     const evs = this.xs.events;
     for (let i = 0; i < evs.length;) {
       if (evs[i].conn !== this.conn) { i++; continue; }
@@ -146,6 +163,13 @@ export class XsRingServer {
       this.out.push(encodeMsg({ type: XS.WATCH_EVENT, reqId: 0, txId: 0, payload: enc.encode(`${ev.path}\0${ev.token}\0`) }));
     }
     return this.flush(page, dv) || notify;
+  }
+
+  private ignore(dv: DataView, err: number): false {
+    this.bad = true;
+    this.out = []; // conn_free_buffered_data: nothing more is sent
+    dv.setUint32(XS_RING.error, err, true);
+    return false;
   }
 
   /** Copy queued output into rsp as space allows: a reply larger than the ring goes in pieces. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { XenStore, XsError, XS_QUOTA, XENSTORE_REL_PATH_MAX } from './xenstore.js';
+import { recordSize, XenStore, XsError, XS_QUOTA, XENSTORE_REL_PATH_MAX } from './xenstore.js';
 import { XS, XS_RING, XsRingServer, encodeMsg, handle } from './xenstore-wire.js';
 
 const enc = new TextEncoder();
@@ -21,12 +21,30 @@ function fresh(): XenStore {
 }
 
 describe('xenstore model: nodes and permissions', () => {
-  it('builds the toolstack tree for a domain, owned by it', () => {
+  it('builds libxl\'s tree for a domain: the domain path read-only to it, data and friends its own', () => {
     const xs = fresh();
-    expect(xs.directory(1, 0, '/local/domain/1')).toEqual(['name', 'domid', 'data', 'device', 'control']);
+    expect(xs.directory(1, 0, '/local/domain/1')).toEqual(
+      ['vm', 'name', 'cpu', 'memory', 'device', 'control', 'data', 'drivers', 'feature', 'attr', 'error', 'domid', 'store', 'console']);
     expect(s(xs.read(1, 0, 'name'))).toBe('guest1');
-    expect(xs.getPerms(1, 0, '/local/domain/1')).toEqual([{ p: 'n', id: 1 }]);
+    expect(xs.getPerms(1, 0, '/local/domain/1')).toEqual([{ p: 'n', id: 0 }, { p: 'r', id: 1 }]);
+    expect(xs.getPerms(1, 0, 'data')).toEqual([{ p: 'n', id: 1 }]);
+    expect(xs.directory(1, 0, 'control')).toEqual(['shutdown', 'feature-poweroff', 'feature-reboot', 'feature-suspend', 'sysrq']);
     expect(errno(() => xs.write(1, 0, 'name', b('x')))).toBe('EACCES');
+    expect(errno(() => xs.write(1, 0, 'mine', b('x')))).toBe('EACCES');
+    xs.write(1, 0, 'control/shutdown', b('poweroff'));
+  });
+
+  it('refuses a guest a node record of quota_max_entry_size bytes or more, the parent\'s list of children included, keeping nothing', () => {
+    const xs = fresh();
+    // 24-byte header + 8 per permission + value + each child's name and NUL (write_node_raw).
+    expect(recordSize({ value: b('abc'), children: ['x', 'yz'], perms: [{ p: 'n', id: 1 }] })).toBe(24 + 8 + 3 + 2 + 3);
+    xs.write(1, 0, 'data/v', new Uint8Array(2048 - 24 - 8 - 1));
+    expect(errno(() => xs.write(1, 0, 'data/v', new Uint8Array(2048 - 24 - 8)))).toBe('ENOSPC');
+    expect(errno(() => xs.write(1, 0, `data/${'n'.repeat(2040)}`, b('')))).toBe('ENOSPC');
+    expect(errno(() => xs.read(1, 0, `data/${'n'.repeat(2040)}`))).toBe('ENOENT');
+    expect(xs.directory(1, 0, 'data')).toEqual(['v']);
+    // dom0 is not bound by it.
+    xs.write(0, 0, '/local/domain/1/data/v', new Uint8Array(4096));
   });
 
   it('gives xenstored error names for missing, foreign and malformed paths', () => {
@@ -65,8 +83,9 @@ describe('xenstore model: nodes and permissions', () => {
     expect(errno(() => xs.watch(1, 'data/one-more', 't'))).toBe('E2BIG');
     for (let i = 0; i <= XS_QUOTA.transactions; i++) xs.startTransaction(1, 0);
     expect(errno(() => xs.startTransaction(1, 0))).toBe('ENOSPC');
-    const owned = xs.paths().filter((p) => p.startsWith('/local/domain/1')).length - 2; // name, domid are dom0's
-    for (let i = owned; i < XS_QUOTA.entries; i++) xs.write(1, 0, `data/e${i}`, b(''));
+    // Nodes the domain owns count against quota_nb_entry_per_domain (spread out, so no record grows too big).
+    const owned = () => xs.paths().filter((p) => xs.getPerms(0, 0, p)[0].id === 1).length;
+    for (let i = 0; owned() < XS_QUOTA.entries; i++) xs.write(1, 0, `data/g${Math.floor(i / 40)}/e${i % 40}`, b(''));
     expect(errno(() => xs.write(1, 0, 'data/over', b('')))).toBe('ENOSPC');
   });
 });
@@ -90,7 +109,7 @@ describe('xenstore model: transactions and watches', () => {
     xs.watch(1, 'data', 'tok');
     expect(errno(() => xs.watch(1, 'data', 'tok'))).toBe('EEXIST');
     xs.write(1, 0, 'data/a', b('1'));
-    xs.write(1, 0, 'device', b('1'));
+    xs.write(1, 0, 'drivers', b('1'));
     xs.rm(1, 0, 'data/a');
     expect(xs.events.map((e) => `${e.conn}:${e.path}:${e.token}`)).toEqual(['1:data:tok', '1:data/a:tok', '1:data/a:tok']);
     xs.unwatch(1, 'data', 'tok');
@@ -137,7 +156,8 @@ describe('xenstore wire and ring', () => {
     expect([r.type, r.reqId, s(r.payload)]).toEqual([XS.ERROR, 9, 'ENOENT\0']);
     expect(s(handle(xs, 1, msg(XS.READ, 'data')).payload)).toBe('EINVAL\0');
     expect(s(handle(xs, 1, msg(XS.READ, 'data\0')).payload)).toBe('');
-    expect(s(handle(xs, 1, msg(99, '')).payload)).toBe('EINVAL\0');
+    expect(s(handle(xs, 1, msg(99, '')).payload)).toBe('ENOSYS\0');
+    expect(s(handle(xs, 1, msg(XS.INTRODUCE, 'x\0')).payload)).toBe('EACCES\0');
     expect(s(handle(xs, 1, msg(XS.GET_DOMAIN_PATH, '3\0')).payload)).toBe('/local/domain/3\0');
     expect(s(handle(xs, 1, msg(XS.GET_PERMS, 'name\0')).payload)).toBe('n0\0r1\0');
   });
@@ -170,10 +190,13 @@ describe('xenstore wire and ring', () => {
     dv.setUint32(XS_RING.reqProd, 16, true);
     srv.service(page);
     expect(srv.bad).toBe(true);
+    // The ring says why, as xenstored 4.17's ignore_connection writes it.
+    expect(dv.getUint32(XS_RING.error, true)).toBe(3);
     const srv2 = new XsRingServer(fresh(), 1);
     const p2 = new Uint8Array(4096);
     new DataView(p2.buffer).setUint32(XS_RING.reqProd, 2000, true);
     expect(srv2.service(p2)).toBe(false);
     expect(srv2.bad).toBe(true);
+    expect(new DataView(p2.buffer).getUint32(XS_RING.error, true)).toBe(2);
   });
 });

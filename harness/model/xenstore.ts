@@ -40,6 +40,15 @@ function validChar(c: number): boolean {
   return (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x2d || c === 0x2f || c === 0x5f || c === 0x40;
 }
 
+/**
+ * The size of a node's database record, which quota_max_entry_size bounds for a guest
+ * (xenstored_core.c write_node_raw, Xen 4.17): struct xs_tdb_record_hdr (24 bytes), 8 per
+ * permission, the value, and the children's names each with its NUL.
+ */
+export function recordSize(n: Pick<Node, 'value' | 'children' | 'perms'>): number {
+  return 24 + 8 * n.perms.length + n.value.length + n.children.reduce((s, c) => s + c.length + 1, 0);
+}
+
 export function parentOf(path: string): string {
   const i = path.lastIndexOf('/');
   return i <= 0 ? '/' : path.slice(0, i);
@@ -51,6 +60,8 @@ export class XenStore {
   private nextTx = 1;
   private watches: Array<{ conn: number; path: string; token: string; rel: boolean }> = [];
   private gen = 0;
+  /** Domains that exist (dom0 and those introduced): a permission naming another is ignored. */
+  private readonly domains = new Set<number>([0]);
   /** Watch events queued for delivery, in order. */
   readonly events: XsWatchEvent[] = [];
 
@@ -58,19 +69,32 @@ export class XenStore {
     this.nodes.set('/', { value: new Uint8Array(0), children: [], perms: [{ p: 'n', id: 0 }], gen: this.gen++ });
   }
 
-  /** The toolstack's tree for a fresh domain (libxl: /local/domain/<id> owned by it). */
+  /**
+   * The toolstack's tree for a fresh domain, as libxl makes it (tools/libs/light/libxl_create.c
+   * libxl__domain_make, then the name, the domid and the store and console nodes of the
+   * build; Xen 4.17.7's toolstack answered DIRECTORY with these, in this order): the domain
+   * path and what the toolstack keeps are read-only to the domain (roperm: none for 0, read
+   * for the domain), what the domain writes is its own (rwperm). Values below the first
+   * level (memory targets, cpu availability, store and console details) are left out.
+   */
   introduce(domid: number, name: string): void {
+    this.domains.add(domid);
     const base = `/local/domain/${domid}`;
-    const own: XsPerm[] = [{ p: 'n', id: domid }];
-    this.write(0, 0, base, new Uint8Array(0));
-    this.setPerms(0, 0, base, own);
-    const put = (rel: string, v: string, perms: XsPerm[]) => {
-      this.write(0, 0, `${base}/${rel}`, new TextEncoder().encode(v));
-      this.setPerms(0, 0, `${base}/${rel}`, perms);
+    const ro: XsPerm[] = [{ p: 'n', id: 0 }, { p: 'r', id: domid }];
+    const rw: XsPerm[] = [{ p: 'n', id: domid }];
+    const node = (rel: string, perms: XsPerm[], v = '') => {
+      const path = rel ? `${base}/${rel}` : base;
+      this.write(0, 0, path, new TextEncoder().encode(v));
+      this.setPerms(0, 0, path, perms);
     };
-    put('name', name, [{ p: 'n', id: 0 }, { p: 'r', id: domid }]);
-    put('domid', String(domid), [{ p: 'n', id: 0 }, { p: 'r', id: domid }]);
-    for (const d of ['data', 'device', 'control']) put(d, '', own);
+    node('', ro);
+    node('vm', ro, `/vm/00000000-0000-0000-0000-${domid.toString(16).padStart(12, '0')}`);
+    node('name', ro, name);
+    for (const d of ['cpu', 'memory', 'device', 'control']) node(d, ro);
+    for (const c of ['shutdown', 'feature-poweroff', 'feature-reboot', 'feature-suspend', 'sysrq']) node(`control/${c}`, rw);
+    for (const d of ['data', 'drivers', 'feature', 'attr', 'error']) node(d, rw);
+    node('domid', ro, String(domid));
+    for (const d of ['store', 'console']) node(d, ro);
   }
 
   /** xenstored canonicalize + is_valid_nodename: EINVAL for a bad path. */
@@ -102,6 +126,11 @@ export class XenStore {
       return n;
     }
     return this.nodes.get(path);
+  }
+
+  /** write_node_raw's quota: ENOSPC when a guest would write a record of quota_max_entry_size or more. */
+  private checkRecord(conn: number, n: Pick<Node, 'value' | 'children' | 'perms'>): void {
+    if (!this.privileged(conn) && recordSize(n) >= XS_QUOTA.entrySize) throw new XsError('ENOSPC');
   }
 
   private store(path: string, n: Node | null, tx: Tx | null): void {
@@ -171,6 +200,13 @@ export class XenStore {
     }
     if (!this.allowed(conn, parent, 'w')) throw new XsError('EACCES');
     if (!this.privileged(conn) && this.owned(conn, tx) + chain.length > XS_QUOTA.entries) throw new XsError('ENOSPC');
+    // create_node writes every new record and the parent's: any too large and none is kept.
+    const base = (x: string) => x.slice(x.lastIndexOf('/') + 1);
+    const inherited = parent.perms.length;
+    this.checkRecord(conn, { ...parent, children: [...parent.children, base(chain[0])] });
+    chain.forEach((c, i) => this.checkRecord(conn, {
+      value: c === path ? value : new Uint8Array(0), children: i + 1 < chain.length ? [base(chain[i + 1])] : [], perms: Array(inherited).fill(null),
+    }));
     let par = p;
     for (const c of chain) {
       const pn = this.lookup(par, tx)!;
@@ -187,10 +223,10 @@ export class XenStore {
     const tx = this.tx(conn, txId);
     const abs = this.canonical(conn, path);
     if (abs.startsWith('@')) throw new XsError('EINVAL');
-    if (!this.privileged(conn) && value.length >= XS_QUOTA.entrySize) throw new XsError('ENOSPC');
     const n = this.lookup(abs, tx);
     if (!n) return this.create(conn, abs, value, tx);
     if (!this.allowed(conn, n, 'w')) throw new XsError('EACCES');
+    this.checkRecord(conn, { ...n, value });
     this.store(abs, { ...n, value: value.slice() }, tx);
     this.fire(abs, tx);
   }
@@ -233,12 +269,19 @@ export class XenStore {
   setPerms(conn: number, txId: number, path: string, perms: XsPerm[]): void {
     const tx = this.tx(conn, txId);
     if (perms.length === 0) throw new XsError('EINVAL');
+    // domain_alloc_permrefs (xenstored_domain.c, Xen 4.17): an entry naming a domain that
+    // does not exist is marked XS_PERM_IGNORE, and an ignored owner is ENOENT
+    // (do_set_perms), before the node is even looked up. Other ignored entries are kept
+    // but never shown (perms_to_strings skips them), so here they are dropped.
+    if (!this.domains.has(perms[0].id)) throw new XsError('ENOENT');
+    const kept = perms.filter((p, i) => i === 0 || this.domains.has(p.id));
     const abs = this.canonical(conn, path);
     if (abs.startsWith('@')) throw new XsError('EINVAL');
     const n = this.get(conn, abs, 'w', tx);
     if (!this.privileged(conn) && n.perms[0].id !== conn) throw new XsError('EACCES');
-    if (!this.privileged(conn) && perms[0].id !== n.perms[0].id) throw new XsError('EPERM');
-    this.store(abs, { ...n, perms: perms.map((p) => ({ ...p })) }, tx);
+    if (!this.privileged(conn) && kept[0].id !== n.perms[0].id) throw new XsError('EPERM');
+    this.checkRecord(conn, { ...n, perms });
+    this.store(abs, { ...n, perms: kept.map((p) => ({ ...p })) }, tx);
     this.fire(abs, tx);
   }
 

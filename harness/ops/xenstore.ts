@@ -9,7 +9,7 @@
 // Sources: xen/include/public/io/xs_wire.h, docs/misc/xenstore.txt.
 
 import { z } from 'zod';
-import { defineOp, int, type Action, type OutValue } from './types.js';
+import { defineOp, int, type Action, type OutValue, type Resolved } from './types.js';
 import { defineConstants } from './constants.js';
 import { XenStore, XENSTORE_ABS_PATH_MAX, XENSTORE_REL_PATH_MAX } from '../model/xenstore.js';
 import { XS, XS_RING, XsRingServer, XENSTORE_PAYLOAD_MAX, XENSTORE_RING_SIZE, XSD_SOCKMSG_SIZE } from '../model/xenstore-wire.js';
@@ -27,7 +27,7 @@ const TYPES = Object.keys(XS) as Array<keyof typeof XS>;
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-interface Reply { type: number; reqId: number; txId: number; payload: Uint8Array }
+export interface Reply { type: number; reqId: number; txId: number; payload: Uint8Array }
 
 /** One domain's store connection on the model: the ring page, the server end and the guest's event queue. */
 interface Conn { page: Uint8Array; server: XsRingServer; events: Reply[]; inbuf: number[] }
@@ -81,11 +81,16 @@ function take(c: Conn): Reply | undefined {
     setU32(c.page, XS_RING.rspCons, cons + avail);
     c.server.service(c.page);
   }
-  if (c.inbuf.length < XSD_SOCKMSG_SIZE) return undefined;
-  const h = new DataView(Uint8Array.from(c.inbuf.slice(0, XSD_SOCKMSG_SIZE)).buffer);
+  return takeMessage(c.inbuf);
+}
+
+/** The first whole message of the bytes read so far, taken off them; none while it is incomplete. */
+export function takeMessage(inbuf: number[]): Reply | undefined {
+  if (inbuf.length < XSD_SOCKMSG_SIZE) return undefined;
+  const h = new DataView(Uint8Array.from(inbuf.slice(0, XSD_SOCKMSG_SIZE)).buffer);
   const len = h.getUint32(12, true);
-  if (c.inbuf.length < XSD_SOCKMSG_SIZE + len) return undefined;
-  const payload = Uint8Array.from(c.inbuf.splice(0, XSD_SOCKMSG_SIZE + len).slice(XSD_SOCKMSG_SIZE));
+  if (inbuf.length < XSD_SOCKMSG_SIZE + len) return undefined;
+  const payload = Uint8Array.from(inbuf.splice(0, XSD_SOCKMSG_SIZE + len).slice(XSD_SOCKMSG_SIZE));
   return { type: h.getUint32(0, true), reqId: h.getUint32(4, true), txId: h.getUint32(8, true), payload };
 }
 
@@ -100,14 +105,15 @@ function awaitReply(c: Conn): Reply | undefined {
 
 const REPLY_OUT = ['reply', 'payload', 'error', 'tx', 'req_id', 'len'] as const;
 
-function replyOut(r: Reply | undefined, c: Conn): Record<string, OutValue> {
-  if (!r) return { reply: -1n, payload: '', error: 0n, tx: 0n, req_id: 0n, len: 0n, bad: c.server.bad ? 1n : 0n };
+/** The OUT of a request: the reply (reply -1 when none came) and whether the server gave up on the connection. */
+export function replyOut(r: Reply | undefined, bad: boolean): Record<string, OutValue> {
+  if (!r) return { reply: -1n, payload: '', error: 0n, tx: 0n, req_id: 0n, len: 0n, bad: bad ? 1n : 0n };
   const text = dec.decode(r.payload);
   const tx = r.type === XS.TRANSACTION_START && /^\d+\0$/.test(text) ? BigInt(text.slice(0, -1)) : BigInt(r.txId);
   return {
     reply: BigInt(r.type), payload: text,
     error: r.type === XS.ERROR ? BigInt((XEN_ERRNO as Record<string, number>)[text.replace(/\0$/, '')] ?? -1) : 0n,
-    tx, req_id: BigInt(r.reqId), len: BigInt(r.payload.length), bad: c.server.bad ? 1n : 0n,
+    tx, req_id: BigInt(r.reqId), len: BigInt(r.payload.length), bad: bad ? 1n : 0n,
   };
 }
 
@@ -120,69 +126,89 @@ function header(type: number, reqId: number, txId: number, len: number): Uint8Ar
 
 const concat = (a: Uint8Array, b: Uint8Array) => { const r = new Uint8Array(a.length + b.length); r.set(a); r.set(b, a.length); return r; };
 
+const requestArgs = z.strictObject({
+  type: z.enum(TYPES),
+  path: z.string().optional(),
+  repeat: int().optional(),
+  value: z.string().optional(),
+  value_repeat: int().optional(),
+  token: z.string().optional(),
+  perms: z.array(z.string()).optional(),
+  domid: int().optional(),
+  tx: int().optional(),
+  req_id: int().optional(),
+});
+export type RequestArgs = Resolved<z.infer<typeof requestArgs>>;
+
+const rawArgs = z.strictObject({
+  type: int(),
+  req_id: int().optional(),
+  tx: int().optional(),
+  len: int().optional(),
+  payload: z.string().optional(),
+  hex: z.string().regex(/^([0-9a-fA-F]{2}\s*)*$/, 'hex bytes such as "de ad be ef"').optional(),
+  req_prod: int().optional(),
+});
+export type RawArgs = Resolved<z.infer<typeof rawArgs>>;
+
 export const xenstoreRequest = defineOp({
   name: 'xenstore.request',
   summary: 'Guest sends one xsd_sockmsg over the store ring and reads the reply: type READ|WRITE|MKDIR|RM|DIRECTORY|GET_PERMS|SET_PERMS|WATCH|UNWATCH|TRANSACTION_START|TRANSACTION_END|GET_DOMAIN_PATH; payload built from path, value, token, perms, domid (value without NUL for WRITE, "T"/"F" for TRANSACTION_END); `repeat` / `value_repeat` repeat the path / value string n times',
-  args: z.strictObject({
-    type: z.enum(TYPES),
-    path: z.string().optional(),
-    repeat: int().optional(),
-    value: z.string().optional(),
-    value_repeat: int().optional(),
-    token: z.string().optional(),
-    perms: z.array(z.string()).optional(),
-    domid: int().optional(),
-    tx: int().optional(),
-    req_id: int().optional(),
-  }),
+  args: requestArgs,
   requires: ['xenstore'],
   out: [...REPLY_OUT, 'bad'],
   encode: (a): Action => ({ kind: 'host', op: 'xenstore.request', args: a }),
   model(m, a, at) {
     const c = conn(m, at.dom);
-    const path = (a.path ?? '').repeat(Number(a.repeat ?? 1n));
-    const s0 = (s: string) => `${s}\0`;
-    let p: string;
-    switch (a.type) {
-      case 'WRITE': p = `${s0(path)}${(a.value ?? '').repeat(Number(a.value_repeat ?? 1n))}`; break;
-      case 'WATCH': case 'UNWATCH': p = `${s0(path)}${s0(a.token ?? '')}`; break;
-      case 'SET_PERMS': p = `${s0(path)}${(a.perms ?? []).map(s0).join('')}`; break;
-      case 'TRANSACTION_START': p = '\0'; break;
-      case 'TRANSACTION_END': p = s0(a.value ?? 'T'); break;
-      case 'GET_DOMAIN_PATH': p = s0(String(a.domid ?? BigInt(at.dom.id))); break;
-      default: p = s0(path);
-    }
-    const payload = enc.encode(p);
-    if (payload.length > XENSTORE_PAYLOAD_MAX) return { fault: `payload of ${payload.length} bytes exceeds XENSTORE_PAYLOAD_MAX: use xenstore.raw to send it` };
-    send(c, concat(header(XS[a.type], Number(a.req_id ?? 0n), Number(a.tx ?? 0n), payload.length), payload));
-    return { out: replyOut(awaitReply(c), c) };
+    const msg = requestMessage(a, at.dom.id);
+    if (typeof msg === 'string') return { fault: msg };
+    send(c, msg);
+    return { out: replyOut(awaitReply(c), c.server.bad) };
   },
 });
+
+/** The xsd_sockmsg of an xenstore.request step, or why it cannot be sent. */
+export function requestMessage(a: RequestArgs, domid: number): Uint8Array | string {
+  const path = (a.path ?? '').repeat(Number(a.repeat ?? 1n));
+  const s0 = (s: string) => `${s}\0`;
+  let p: string;
+  switch (a.type) {
+    case 'WRITE': p = `${s0(path)}${(a.value ?? '').repeat(Number(a.value_repeat ?? 1n))}`; break;
+    case 'WATCH': case 'UNWATCH': p = `${s0(path)}${s0(a.token ?? '')}`; break;
+    case 'SET_PERMS': p = `${s0(path)}${(a.perms ?? []).map(s0).join('')}`; break;
+    case 'TRANSACTION_START': p = '\0'; break;
+    case 'TRANSACTION_END': p = s0(a.value ?? 'T'); break;
+    case 'GET_DOMAIN_PATH': p = s0(String(a.domid ?? BigInt(domid))); break;
+    default: p = s0(path);
+  }
+  const payload = enc.encode(p);
+  if (payload.length > XENSTORE_PAYLOAD_MAX) return `payload of ${payload.length} bytes exceeds XENSTORE_PAYLOAD_MAX: use xenstore.raw to send it`;
+  return concat(header(XS[a.type], Number(a.req_id ?? 0n), Number(a.tx ?? 0n), payload.length), payload);
+}
+
+/** The hand-built message of an xenstore.raw step, or why it cannot be sent. */
+export function rawMessage(a: RawArgs): Uint8Array | string {
+  const payload = a.hex !== undefined
+    ? Uint8Array.from((a.hex.match(/[0-9a-fA-F]{2}/g) ?? []).map((h) => parseInt(h, 16)))
+    : enc.encode(a.payload ?? '');
+  const len = Number(a.len ?? BigInt(payload.length));
+  if (len > 0xffffffff || Number(a.type) > 0xffffffff) return 'type and len are u32';
+  return concat(header(Number(a.type), Number(a.req_id ?? 0n), Number(a.tx ?? 0n), len), payload);
+}
 
 export const xenstoreRaw = defineOp({
   name: 'xenstore.raw',
   summary: 'Guest sends a hand-built message: header fields (type, len default the payload length), payload text (`hex` instead for bytes), optionally a corrupt req_prod; reads a reply if one comes (reply: -1 otherwise, bad: 1 once the server dropped the connection)',
-  args: z.strictObject({
-    type: int(),
-    req_id: int().optional(),
-    tx: int().optional(),
-    len: int().optional(),
-    payload: z.string().optional(),
-    hex: z.string().regex(/^([0-9a-fA-F]{2}\s*)*$/, 'hex bytes such as "de ad be ef"').optional(),
-    req_prod: int().optional(),
-  }),
+  args: rawArgs,
   requires: ['xenstore'],
   out: [...REPLY_OUT, 'bad'],
   encode: (a): Action => ({ kind: 'host', op: 'xenstore.raw', args: a }),
   model(m, a, at) {
     const c = conn(m, at.dom);
-    const payload = a.hex !== undefined
-      ? Uint8Array.from((a.hex.match(/[0-9a-fA-F]{2}/g) ?? []).map((h) => parseInt(h, 16)))
-      : enc.encode(a.payload ?? '');
-    const len = Number(a.len ?? BigInt(payload.length));
-    if (len > 0xffffffff || Number(a.type) > 0xffffffff) return { fault: 'type and len are u32' };
-    send(c, concat(header(Number(a.type), Number(a.req_id ?? 0n), Number(a.tx ?? 0n), len), payload), a.req_prod === undefined ? undefined : Number(a.req_prod));
-    return { out: replyOut(awaitReply(c), c) };
+    const msg = rawMessage(a);
+    if (typeof msg === 'string') return { fault: msg };
+    send(c, msg, a.req_prod === undefined ? undefined : Number(a.req_prod));
+    return { out: replyOut(awaitReply(c), c.server.bad) };
   },
 });
 

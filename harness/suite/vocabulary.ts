@@ -3,6 +3,7 @@
 
 export const CAPABILITIES: Record<string, string> = {
   xenstore: 'a xenstore server on the ring and port HVM_PARAM_STORE_PFN / STORE_EVTCHN give',
+  'xenstore.malformed': 'a guest may send xenstored malformed input (broken ring indexes, an oversize header, a payload without its NUL) and the next case still gets a working toolstack',
   'hypercall.intercept': 'hypercalls from the guest reach the Xen emulation',
   'hypercall.page': 'writing the Xen hypercall MSR fills the hypercall page',
   'hypercall.cpl': 'hypercalls can be issued from guest CPL > 0',

@@ -21,12 +21,17 @@ import { ModelDriver, type ModelSession } from '../model/model-driver.js';
 import type { CommandResult, GuestCommand } from '../kvm/guest.js';
 import { GUEST_LAYOUT } from '../kvm/guest.js';
 import { XEN_MAX_VCPUS, XL_LIMITS, XenGuest } from './xen-guest.js';
-import { xenAddon } from './native.js';
+import { xenAddon, type XenMapping } from './native.js';
+import { HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN, HVMOP_get_param, hvmParamArg, statusArg, storeFacts, TOOLSTACK_STORE_PORT, XenStoreRing, type StoreFacts } from './xenstore-ring.js';
+import { rawMessage, replyOut, requestMessage, type RawArgs, type RequestArgs } from '../../ops/xenstore.js';
+import { XS_RING } from '../../model/xenstore-wire.js';
 
 const XENMEM_add_to_physmap = 7n;
 const EVTCHNOP_reset = 10n;
 const XENMAPSPACE_shared_info = 0;
 const HYPERCALL_MSR = 0x40000000;
+/** How long xenstore.event waits for a watch event when none is queued (xenstored sends a WATCH's first event after its reply). */
+const EVENT_WAIT_MS = 300;
 
 /** What the test guest on this target cannot do, whatever Xen can. */
 const NOT_PROVIDED: Record<string, string> = {
@@ -37,7 +42,9 @@ const NOT_PROVIDED: Record<string, string> = {
   'hypercall.cpl12': 'the test guest runs its calls at CPL 0 or 3 only',
   'hypercall.cpl32': 'the test guest\'s 32-bit ring-3 path is not supported under QEMU TCG (its TSS switch aborts)',
   'version.build_strings': 'real Xen reports its own build (compiler, compile_by, changeset), not the model\'s',
-  xenstore: 'the xen driver does not yet keep the toolstack\'s xenstore port through its event-channel reset',
+  // Seen twice with Xen 4.17.7, after raw-corrupt-req-prod and after raw-missing-nul-einval:
+  // xl destroy, then every later xl create, timed out (60 s each).
+  'xenstore.malformed': 'after a case sent xenstored malformed input, the toolstack hung (xl destroy and every later xl create timed out) on Xen 4.17.7 with the domain id reused at once, as the xen target does',
 };
 
 /**
@@ -53,7 +60,8 @@ const MODEL_ONLY_OPS: Record<string, string> = {
 };
 
 /** Host-side ops this driver performs (the guest's own hypercalls, or dom0 through the libraries). */
-export const XEN_HOST_OPS = ['evtchn.use_fifo', 'evtchn.alloc_many', 'evtchn.run_upcall', 'evtchn.set_mask', 'gnttab.grant', 'gnttab.grant_range', 'gnttab.end_access'];
+export const XEN_HOST_OPS = ['evtchn.use_fifo', 'evtchn.alloc_many', 'evtchn.run_upcall', 'evtchn.set_mask', 'gnttab.grant', 'gnttab.grant_range', 'gnttab.end_access',
+  'xenstore.request', 'xenstore.raw', 'xenstore.event', 'xenstore.params'];
 /**
  * Of those, the guest's own memory operations, run by the model's guest code on the real
  * guest's memory: Linux's upcall scan, a mask bit set with an atomic op, grant entries
@@ -83,7 +91,7 @@ export function parseXlInfo(text: string, cpuinfo: string): XenInfo {
 export function xenCapabilities(info: XenInfo): Capabilities {
   const has = new Set<string>(['guest.mode64', 'guest.mode32', 'flavor.xen', 'domains.multi', 'hypercall.intercept', 'hypercall.page', 'hypercall.cpl',
     'shared_info', 'vcpu_info', 'runstate', 'runstate.update_flag', 'evtchn.2l', 'evtchn.fifo', 'evtchn.send',
-    'evtchn.upcall_vector', 'evtchn.callback_vector', 'sched.poll', 'timer']);
+    'evtchn.upcall_vector', 'evtchn.callback_vector', 'sched.poll', 'timer', 'xenstore']);
   const missing = new Map<string, string>(Object.entries(NOT_PROVIDED));
   for (const v of ['gnttab.v1', 'gnttab.v2'] as const) {
     if (info.virtCaps.includes(v.replace('.', '-'))) has.add(v);
@@ -144,7 +152,16 @@ function faultOf(r: CommandResult | undefined): string | undefined {
   return FAULT_NAMES[vec] ?? `vector ${vec}`;
 }
 
+/** A domain's store: where the toolstack left it, and the connection once a case talks to it. */
+interface Store {
+  facts: StoreFacts;
+  ring?: XenStoreRing;
+  mapping?: XenMapping;
+}
+
 class XenSession implements Session {
+  private readonly stores = new Map<number, Store>();
+
   constructor(
     private readonly guests: ReadonlyMap<number, XenGuest>,
     private readonly setup: SessionSetup,
@@ -165,12 +182,24 @@ class XenSession implements Session {
       const g = this.guest(d.id);
       const scratch = GUEST_LAYOUT.blockBase + GUEST_LAYOUT.harnessScratch;
       // The toolstack bound ports 1 and 2 (xenstore, console) to dom0; cases expect a
-      // domain with no channels, so close them all as a guest may (EVTCHNOP_reset).
+      // domain with no channels, so close them all as a guest may (EVTCHNOP_reset). First
+      // the guest learns where its store is, to reconnect when a case talks to xenstore.
       const reset = Buffer.alloc(2);
       reset.writeUInt16LE(DOMID_SELF, 0);
       g.write(scratch, reset);
-      const rr = await this.call(d.id, 0, BigInt(HYPERVISOR.event_channel_op), [EVTCHNOP_reset, BigInt(scratch)], 'auto');
-      if (rr.fault || rr.ret !== 0n) throw new DriverError(`setup of domain ${d.id}: EVTCHNOP_reset(DOMID_SELF) gave ${rr.fault ?? rr.ret}`, { code: 'EIO' });
+      const [pfnAt, portAt, statusAt] = [scratch + 0x100, scratch + 0x110, scratch + 0x120];
+      g.write(pfnAt, hvmParamArg(HVM_PARAM_STORE_PFN));
+      g.write(portAt, hvmParamArg(HVM_PARAM_STORE_EVTCHN));
+      g.write(statusAt, statusArg(TOOLSTACK_STORE_PORT));
+      const hvm = (at: number) => this.command(BigInt(HYPERVISOR.hvm_op), [HVMOP_get_param, BigInt(at)], 'auto');
+      const evtchn = (cmd: bigint, at: number) => this.command(BigInt(HYPERVISOR.event_channel_op), [cmd, BigInt(at)], 'auto');
+      const br = g.run(0, [hvm(pfnAt), hvm(portAt), evtchn(BigInt(EVTCHNOP.status), statusAt), evtchn(EVTCHNOP_reset, scratch)]);
+      if (br.status !== 'done') throw new DriverError(`setup of domain ${d.id}: the guest did not finish its first commands (${br.status})`, { code: 'EIO' });
+      const rr = br.results[3];
+      if (faultOf(rr) || rr.retSigned !== 0n) throw new DriverError(`setup of domain ${d.id}: EVTCHNOP_reset(DOMID_SELF) gave ${faultOf(rr) ?? rr.retSigned}`, { code: 'EIO' });
+      if (br.results.slice(0, 3).every((x) => !faultOf(x) && x.retSigned === 0n)) {
+        this.stores.set(d.id, { facts: storeFacts(g.read(pfnAt, 16), g.read(portAt, 16), g.read(statusAt, 24)) });
+      }
       if (d.sharedInfo !== null) {
         const wide = this.setup.mode === 64;
         const b = Buffer.alloc(wide ? 24 : 16);
@@ -269,8 +298,87 @@ class XenSession implements Session {
         return (args.enable ?? 1n) === 0n ? { ret: 0n } : this.useFifo(at.dom, Number(args.scratch as bigint), Number((args.pages as bigint | undefined) ?? 1n), (args.mask_all ?? 0n) !== 0n);
       case 'evtchn.alloc_many':
         return this.allocMany(args, at);
+      case 'xenstore.request':
+      case 'xenstore.raw':
+      case 'xenstore.event':
+      case 'xenstore.params':
+        return this.xenstore(op, args, at);
     }
     throw new DriverError(`op ${op} is not implemented by the xen target`, { code: 'ENOSYS' });
+  }
+
+  /** One guest hypercall on the harness scratch of vCPU `vcpu`'s block, its struct written first; the struct read back. */
+  private async scratchCall(dom: number, vcpu: number, nr: number, cmd: bigint, offset: number, arg: Buffer): Promise<{ ret: bigint; out: Buffer }> {
+    const g = this.guest(dom);
+    const at = GUEST_LAYOUT.blockBase + vcpu * GUEST_LAYOUT.blockSize + GUEST_LAYOUT.harnessScratch + offset;
+    g.write(at, arg);
+    const r = await this.call(dom, vcpu, BigInt(nr), [cmd, BigInt(at)], 'auto');
+    if (r.fault) throw new DriverError(`domain ${dom}: the guest faulted (${r.fault}) in hypercall ${nr} command ${cmd} on its store`, { code: 'EIO' });
+    return { ret: r.ret!, out: g.read(at, arg.length) };
+  }
+
+  /**
+   * The store connection of a domain: the guest binds to xenstored's port again (the
+   * session's EVTCHNOP_reset closed its own), and dom0 maps the ring page as the guest's;
+   * the guest's EVTCHNOP_send on its new port is the doorbell.
+   */
+  private async storeRing(dom: number, vcpu: number): Promise<XenStoreRing> {
+    const s = this.stores.get(dom);
+    if (!s) throw new DriverError(`domain ${dom}: its guest could not read HVM_PARAM_STORE_PFN / STORE_EVTCHN when the session began`, { code: 'EIO' });
+    if (s.ring) return s.ring;
+    const { pfn, port, remotePort } = s.facts;
+    if (remotePort === null) throw new DriverError(`domain ${dom}: its store port ${port} was not bound to dom0 when the session began (the toolstack binds port ${TOOLSTACK_STORE_PORT})`, { code: 'EIO' });
+    const bind = Buffer.alloc(12);
+    bind.writeUInt16LE(0, 0);
+    bind.writeUInt32LE(remotePort, 4);
+    const b = await this.scratchCall(dom, vcpu, HYPERVISOR.event_channel_op, BigInt(EVTCHNOP.bind_interdomain), 0x140, bind);
+    if (b.ret !== 0n) throw new DriverError(`domain ${dom}: binding to xenstored's port ${remotePort} again gave ${b.ret}`, { code: 'EIO' });
+    const local = b.out.readUInt32LE(8);
+    const mapping = new (xenAddon().Mapping)(this.guest(dom).domid, pfn, 1);
+    s.mapping = mapping;
+    const send = Buffer.alloc(4);
+    send.writeUInt32LE(local, 0);
+    s.ring = new XenStoreRing({
+      read: (o, n) => mapping.read(o, n),
+      write: (o, bytes) => mapping.write(o, bytes),
+      notify: async () => {
+        const r = await this.scratchCall(dom, vcpu, HYPERVISOR.event_channel_op, BigInt(EVTCHNOP.send), 0x150, send);
+        if (r.ret !== 0n) throw new DriverError(`domain ${dom}: EVTCHNOP_send on its store port ${local} gave ${r.ret}`, { code: 'EIO' });
+      },
+    });
+    return s.ring;
+  }
+
+  /** The xenstore ops on the toolstack's xenstored, over the domain's real ring. */
+  private async xenstore(op: string, args: Record<string, unknown>, at: StepPlacement): Promise<Outcome> {
+    const ring = await this.storeRing(at.dom, at.vcpu);
+    switch (op) {
+      case 'xenstore.request':
+      case 'xenstore.raw': {
+        const msg = op === 'xenstore.request' ? requestMessage(args as RequestArgs, at.dom) : rawMessage(args as RawArgs);
+        if (typeof msg === 'string') return { fault: msg };
+        await ring.send(msg, args.req_prod === undefined ? undefined : Number(args.req_prod as bigint));
+        return { out: replyOut(await ring.reply(), ring.bad()) };
+      }
+      case 'xenstore.event': {
+        await ring.collectEvents(ring.events.length ? 0 : EVENT_WAIT_MS);
+        const n = ring.events.length;
+        const ev = ring.events.shift();
+        if (!ev) return { out: { path: '', token: '', events: 0n } };
+        const [path = '', token = ''] = new TextDecoder().decode(ev.payload).split('\0');
+        return { out: { path, token, events: BigInt(n) } };
+      }
+      default: {
+        const s = this.stores.get(at.dom)!;
+        const u = (o: number) => BigInt(s.mapping!.read(o, 4).readUInt32LE(0));
+        return {
+          out: {
+            pfn: BigInt(s.facts.pfn), port: BigInt(s.facts.port), req_cons: u(XS_RING.reqCons), req_prod: u(XS_RING.reqProd),
+            rsp_cons: u(XS_RING.rspCons), rsp_prod: u(XS_RING.rspProd), connection: u(XS_RING.connection),
+          },
+        };
+      }
+    }
   }
 
   /**
@@ -344,6 +452,7 @@ class XenSession implements Session {
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
+    for (const s of this.stores.values()) s.mapping?.close();
     destroyAll([...this.guests.values()]);
   }
 }

@@ -61,7 +61,6 @@ export interface XenBatch {
   fault?: BlockHeader['lastFault'];
 }
 
-let domains = 0;
 
 /**
  * Build the paused PVH domain with the case's domain id: through xconf-xl-create
@@ -155,7 +154,9 @@ export class XenGuest {
     const img = loadGuestImage(o.mode);
     if (!img.ok) throw new DriverError(img.reason, { code: 'ENOGUEST' });
     const addon = xenAddon();
-    const name = `xconf-${process.pid}-${++domains}`;
+    // The name the model's toolstack gives a domain (model/xenstore.ts introduce), which the
+    // domain reads back from xenstore; unique as the id is, for as long as the domain lives.
+    const name = `domain${o.domid}`;
     const domid = createPaused(name, o);
     let low: XenMapping | undefined;
     try {
