@@ -25,15 +25,27 @@ describe('kvm resource hygiene', () => {
         if (r.status !== 'pass') throw new Error(`${r.name}: ${r.status} ${r.message}`);
       }
     };
+    // VMs are torn down on threads of their own (closeInBackground): count once they are done.
+    const settled = async () => {
+      let last = fds();
+      for (let same = 0, i = 0; same < 10 && i < 500; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+        const now = fds();
+        same = now === last ? same + 1 : 0;
+        last = now;
+      }
+      return last;
+    };
     await run(planned.length); // warm up: first VM, lazy allocations
     global.gc?.();
-    const fd0 = fds();
+    const fd0 = await settled();
     const rss0 = process.memoryUsage().rss;
     await run(N);
     global.gc?.();
     const grown = (process.memoryUsage().rss - rss0) / 1048576;
-    console.log(`soak: ${N} kvm cases, fds ${fd0} -> ${fds()}, rss +${grown.toFixed(1)} MiB`);
-    expect(fds()).toBe(fd0);
+    const fd1 = await settled();
+    console.log(`soak: ${N} kvm cases, fds ${fd0} -> ${fd1}, rss +${grown.toFixed(1)} MiB`);
+    expect(fd1).toBe(fd0);
     expect(grown).toBeLessThan(64);
   }, 3_600_000);
 });

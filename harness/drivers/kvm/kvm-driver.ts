@@ -92,7 +92,7 @@ export const HOST_OP_SERVER: Record<string, 'kernel' | 'vmm'> = {
   'kvm.xen_get_attr': 'kernel', 'kvm.xen_set_upcall_vector': 'kernel', 'kvm.xen_set_vcpu_id': 'kernel', 'kvm.xen_set_timer': 'kernel',
   'kvm.xen_evtchn_assign': 'kernel', 'kvm.xen_evtchn_update': 'kernel',
   'kvm.xen_evtchn_deassign': 'kernel', 'kvm.xen_evtchn_reset': 'kernel', 'kvm.memslot_churn': 'kernel', 'kvm.xen_hvm_config': 'kernel', 'kvm.irqfd_send': 'kernel', 'kvm.xen_set_attr': 'kernel',
-  'evtchn.set_mask': 'vmm', 'evtchn.run_upcall': 'vmm', 'evtchn.alloc_many': 'vmm',
+  'evtchn.set_mask': 'vmm', 'evtchn.run_upcall': 'vmm', 'evtchn.alloc_many': 'vmm', 'kvm.eventfd_read': 'vmm',
 };
 
 /** The servedBy a step's outcome records on the kvm target when the op did not set one. */
