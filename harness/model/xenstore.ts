@@ -271,17 +271,16 @@ export class XenStore {
     if (perms.length === 0) throw new XsError('EINVAL');
     // domain_alloc_permrefs (xenstored_domain.c, Xen 4.17): an entry naming a domain that
     // does not exist is marked XS_PERM_IGNORE, and an ignored owner is ENOENT
-    // (do_set_perms), before the node is even looked up. Other ignored entries are kept
-    // but never shown (perms_to_strings skips them), so here they are dropped.
+    // (do_set_perms), before the node is even looked up. Other such entries stay, and
+    // GET_PERMS shows them (Xen 4.17.7 answered "n1 r4321 r0").
     if (!this.domains.has(perms[0].id)) throw new XsError('ENOENT');
-    const kept = perms.filter((p, i) => i === 0 || this.domains.has(p.id));
     const abs = this.canonical(conn, path);
     if (abs.startsWith('@')) throw new XsError('EINVAL');
     const n = this.get(conn, abs, 'w', tx);
     if (!this.privileged(conn) && n.perms[0].id !== conn) throw new XsError('EACCES');
-    if (!this.privileged(conn) && kept[0].id !== n.perms[0].id) throw new XsError('EPERM');
+    if (!this.privileged(conn) && perms[0].id !== n.perms[0].id) throw new XsError('EPERM');
     this.checkRecord(conn, { ...n, perms });
-    this.store(abs, { ...n, perms: kept.map((p) => ({ ...p })) }, tx);
+    this.store(abs, { ...n, perms: perms.map((p) => ({ ...p })) }, tx);
     this.fire(abs, tx);
   }
 
