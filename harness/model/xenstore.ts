@@ -202,10 +202,10 @@ export class XenStore {
     if (!this.privileged(conn) && this.owned(conn, tx) + chain.length > XS_QUOTA.entries) throw new XsError('ENOSPC');
     // create_node writes every new record and the parent's: any too large and none is kept.
     const base = (x: string) => x.slice(x.lastIndexOf('/') + 1);
-    const inherited = parent.perms.length;
     this.checkRecord(conn, { ...parent, children: [...parent.children, base(chain[0])] });
+    // Each new node takes its parent's permissions (owner changed), so as many as the parent's.
     chain.forEach((c, i) => this.checkRecord(conn, {
-      value: c === path ? value : new Uint8Array(0), children: i + 1 < chain.length ? [base(chain[i + 1])] : [], perms: Array(inherited).fill(null),
+      value: c === path ? value : new Uint8Array(0), children: i + 1 < chain.length ? [base(chain[i + 1])] : [], perms: parent.perms,
     }));
     let par = p;
     for (const c of chain) {

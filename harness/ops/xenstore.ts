@@ -105,6 +105,15 @@ function awaitReply(c: Conn): Reply | undefined {
 
 const REPLY_OUT = ['reply', 'payload', 'error', 'tx', 'req_id', 'len'] as const;
 
+/** The OUT of xenstore.event: the oldest queued watch event, taken off the queue, and how many there were. */
+export function takeEvent(events: Reply[]): Record<string, OutValue> {
+  const n = events.length;
+  const ev = events.shift();
+  if (!ev) return { path: '', token: '', events: 0n };
+  const [path = '', token = ''] = dec.decode(ev.payload).split('\0');
+  return { path, token, events: BigInt(n) };
+}
+
 /** The OUT of a request: the reply (reply -1 when none came) and whether the server gave up on the connection. */
 export function replyOut(r: Reply | undefined, bad: boolean): Record<string, OutValue> {
   if (!r) return { reply: -1n, payload: '', error: 0n, tx: 0n, req_id: 0n, len: 0n, bad: bad ? 1n : 0n };
@@ -222,11 +231,7 @@ export const xenstoreEvent = defineOp({
   model(m, _a, at) {
     const c = conn(m, at.dom);
     for (let r = take(c); r; r = take(c)) c.events.push(r);
-    const n = c.events.length;
-    const ev = c.events.shift();
-    if (!ev) return { out: { path: '', token: '', events: 0n } };
-    const [path = '', token = ''] = dec.decode(ev.payload).split('\0');
-    return { out: { path, token, events: BigInt(n) } };
+    return { out: takeEvent(c.events) };
   },
 });
 

@@ -19,11 +19,11 @@ import { GuestMemory } from '../../model/guest-memory.js';
 import type { Capabilities, Driver, Session, SessionSetup } from '../driver.js';
 import { ModelDriver, type ModelSession } from '../model/model-driver.js';
 import type { CommandResult, GuestCommand } from '../kvm/guest.js';
-import { GUEST_LAYOUT } from '../kvm/guest.js';
+import { blockAddress, GUEST_LAYOUT } from '../kvm/guest.js';
 import { XEN_MAX_VCPUS, XL_LIMITS, XenGuest } from './xen-guest.js';
 import { xenAddon, type XenMapping } from './native.js';
 import { HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN, HVMOP_get_param, hvmParamArg, statusArg, storeFacts, TOOLSTACK_STORE_PORT, XenStoreRing, type StoreFacts } from './xenstore-ring.js';
-import { rawMessage, replyOut, requestMessage, type RawArgs, type RequestArgs } from '../../ops/xenstore.js';
+import { rawMessage, replyOut, requestMessage, takeEvent, type RawArgs, type RequestArgs } from '../../ops/xenstore.js';
 import { XS_RING } from '../../model/xenstore-wire.js';
 
 const XENMEM_add_to_physmap = 7n;
@@ -310,7 +310,7 @@ class XenSession implements Session {
   /** One guest hypercall on the harness scratch of vCPU `vcpu`'s block, its struct written first; the struct read back. */
   private async scratchCall(dom: number, vcpu: number, nr: number, cmd: bigint, offset: number, arg: Buffer): Promise<{ ret: bigint; out: Buffer }> {
     const g = this.guest(dom);
-    const at = GUEST_LAYOUT.blockBase + vcpu * GUEST_LAYOUT.blockSize + GUEST_LAYOUT.harnessScratch + offset;
+    const at = blockAddress(vcpu) + GUEST_LAYOUT.harnessScratch + offset;
     g.write(at, arg);
     const r = await this.call(dom, vcpu, BigInt(nr), [cmd, BigInt(at)], 'auto');
     if (r.fault) throw new DriverError(`domain ${dom}: the guest faulted (${r.fault}) in hypercall ${nr} command ${cmd} on its store`, { code: 'EIO' });
@@ -362,11 +362,7 @@ class XenSession implements Session {
       }
       case 'xenstore.event': {
         await ring.collectEvents(ring.events.length ? 0 : EVENT_WAIT_MS);
-        const n = ring.events.length;
-        const ev = ring.events.shift();
-        if (!ev) return { out: { path: '', token: '', events: 0n } };
-        const [path = '', token = ''] = new TextDecoder().decode(ev.payload).split('\0');
-        return { out: { path, token, events: BigInt(n) } };
+        return { out: takeEvent(ring.events) };
       }
       default: {
         const s = this.stores.get(at.dom)!;

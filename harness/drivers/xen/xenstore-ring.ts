@@ -7,6 +7,7 @@
 // that gave up on the connection: xenstored_core.c ignore_connection, Xen 4.17).
 import { XS, XS_RING, XENSTORE_RING_SIZE } from '../../model/xenstore-wire.js';
 import { takeMessage, type Reply } from '../../ops/xenstore.js';
+import { DOMID_SELF } from '../../model/domain.js';
 
 /** The ring page and the doorbell, as the guest has them. */
 export interface RingIo {
@@ -140,7 +141,7 @@ export const TOOLSTACK_STORE_PORT = 1;
 /** struct xen_hvm_param for HVMOP_get_param (public/hvm/hvm_op.h). */
 export function hvmParamArg(index: number): Buffer {
   const b = Buffer.alloc(16);
-  b.writeUInt16LE(0x7ff0, 0); // DOMID_SELF
+  b.writeUInt16LE(DOMID_SELF, 0);
   b.writeUInt32LE(index, 4);
   return b;
 }
@@ -148,7 +149,7 @@ export function hvmParamArg(index: number): Buffer {
 /** struct evtchn_status for EVTCHNOP_status of one of the guest's own ports (public/event_channel.h). */
 export function statusArg(port: number): Buffer {
   const b = Buffer.alloc(24);
-  b.writeUInt16LE(0x7ff0, 0);
+  b.writeUInt16LE(DOMID_SELF, 0);
   b.writeUInt32LE(port, 4);
   return b;
 }
