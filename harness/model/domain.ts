@@ -87,6 +87,12 @@ export class Domain {
    * set on the model's own targets.
    */
   hostDelivery: ((v: Vcpu, port: number) => boolean) | null = null;
+  /**
+   * Set by a driver whose kernel initialises shared_info itself (KVM's
+   * kvm_xen_shared_info_init, run on the VMM's KVM_XEN_ATTR_TYPE_SHARED_INFO): the VMM
+   * layer then leaves the wallclock to it. Never set on the model's own targets.
+   */
+  kernelInitsSharedInfo = false;
 
   constructor(readonly model: XenModel, readonly config: DomainConfig) {
     this.handle = new Uint8Array(16);
@@ -130,6 +136,7 @@ export class Domain {
     this.memory.write(gpa, contents);
     this.sharedInfoGpa = gpa;
     this.areas.set('shared_info', gpa);
+    for (const h of modelHooks.sharedInfoPlaced) h(this, gpa);
   }
 }
 
@@ -142,6 +149,8 @@ export const modelHooks = {
   advance: [] as Array<(model: XenModel, from: bigint, to: bigint) => void>,
   /** When a domain is destroyed; subsystems release what it held. */
   destroy: [] as Array<(model: XenModel, d: Domain) => void>,
+  /** After shared_info is placed or moved (XENMEM_add_to_physmap, or the setup's placement). */
+  sharedInfoPlaced: [] as Array<(d: Domain, gpa: number) => void>,
 };
 
 export class XenModel {

@@ -6,6 +6,7 @@
 // (guest_wrmsr_xen), arch/x86/kvm/xen.c (kvm_xen_write_hypercall_page).
 
 import { kvmBlobPage } from './kvm-config.js';
+import { kvmLatchWidth } from './kvm-shared-info.js';
 import { err } from './errno.js';
 import { hasBug } from './variant.js';
 import { GuestFault, PAGE_SIZE } from './guest-memory.js';
@@ -198,6 +199,8 @@ export function wrmsr(model: XenModel, vcpu: Vcpu, index: number, value: bigint)
   const pageIndex = Number(value & 0xfffn);
   const gpa = Number(BigInt.asUintN(64, value) & ~0xfffn);
   const d = vcpu.domain;
+  // KVM latches its width first, whatever the page index (kvm_xen_write_hypercall_page).
+  if (model.flavor === 'kvm') kvmLatchWidth(d, vcpu.mode, false);
   // KVM configured with a blob instead of INTERCEPT_HCALL copies the blob's page N (null:
   // past the blob); otherwise there is exactly one hypercall page, any other index is a #GP.
   const blob = model.flavor === 'kvm' ? kvmBlobPage(d, pageIndex) : undefined;
@@ -209,7 +212,7 @@ export function wrmsr(model: XenModel, vcpu: Vcpu, index: number, value: bigint)
     d.areas.set('hypercall_page', gpa);
   }
   // The MSR write latches the shared_info format from the writer's current mode
-  // (hvm_latch_shinfo_size; KVM: long_mode = is_long_mode(vcpu)).
+  // (xen/arch/x86/hvm/hvm.c hvm_latch_shinfo_size; KVM latched it above).
   d.width = vcpu.mode;
   return { ok: true };
 }

@@ -6,6 +6,7 @@
 // The VMM (QEMU, or the kvm target's VMM layer) keeps KVM told of shared_info, vcpu_info,
 // the width and the upcall vectors, so KVM's values follow the model's Xen state.
 import type { Domain, Vcpu, XenModel } from './domain.js';
+import { kvmLatchWidth, kvmSharedInfoInit, sharedInfoPlaced, type Placed } from './kvm-shared-info.js';
 import { callbackVector, hvmVcpu } from './hvm-op.js';
 import { kvmVcpuAttrs as attrsOf } from './kvm-vcpu.js';
 import { kvmStartTimer, stopSingleshot, timerOf } from './timer.js';
@@ -26,7 +27,7 @@ export const KVM_XEN_GET_ATTRS = [
 ] as const;
 export type KvmXenGetAttr = (typeof KVM_XEN_GET_ATTRS)[number];
 
-export const KVM_XEN_SET_ATTRS = ['shared_info', 'shared_info_hva', 'vcpu_info', 'vcpu_info_hva', 'vcpu_time_info'] as const;
+export const KVM_XEN_SET_ATTRS = ['long_mode', 'shared_info', 'shared_info_hva', 'vcpu_info', 'vcpu_info_hva', 'vcpu_time_info'] as const;
 export type KvmXenSetAttr = (typeof KVM_XEN_SET_ATTRS)[number];
 
 /**
@@ -34,11 +35,6 @@ export type KvmXenSetAttr = (typeof KVM_XEN_SET_ATTRS)[number];
  * address (`hva`: the guest page that host address maps); null = deactivated. Until then
  * KVM's values follow the model's Xen state, which the VMM keeps KVM told of.
  */
-interface Placed {
-  gpa: bigint | null;
-  hva: boolean;
-}
-const sharedInfoPlaced = new WeakMap<Domain, Placed>();
 const vcpuInfoPlaced = new WeakMap<Vcpu, Placed>();
 const timeInfoPlaced = new WeakMap<Vcpu, bigint>();
 
@@ -51,10 +47,14 @@ export function kvmXenSetAttr(d: Domain, v: Vcpu, attr: KvmXenSetAttr, value: bi
   const byHva = attr === 'shared_info_hva' || attr === 'vcpu_info_hva';
   const off = byHva ? value === 0n : value === KVM_XEN_INVALID;
   switch (attr) {
+    case 'long_mode':
+      kvmLatchWidth(d, value !== 0n ? 64 : 32, true);
+      return 0n;
     case 'shared_info':
     case 'shared_info_hva':
       if (byHva && value % 4096n !== 0n) return EINVAL;
       sharedInfoPlaced.set(d, { gpa: off ? null : byHva ? value : value << 12n, hva: byHva });
+      if (!off) kvmSharedInfoInit(d);
       return 0n;
     case 'vcpu_info':
     case 'vcpu_info_hva':

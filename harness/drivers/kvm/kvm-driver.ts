@@ -260,6 +260,8 @@ class KvmSession implements Session {
       this.placeSharedInfo(d.sharedInfo);
     }
     if (this.evtchnSend) dom.hostDelivery = (v, port) => this.deliverByKernel(v.domain.sharedInfoGpa, v.id, port);
+    // KVM writes the wallclock into each shared_info it is given (kvm_xen_shared_info_init).
+    dom.kernelInitsSharedInfo = true;
     if (d.hypercallPage !== null) {
       const r = await this.guest.run(0, [{ op: 'wrmsr', msr: 0x40000000, value: d.hypercallPage }]);
       if (r.status !== 'done' || r.results[0]?.status !== 'ok') {
@@ -440,6 +442,9 @@ class KvmSession implements Session {
         const { result, outcome } = await this.runCommands(at.vcpu, [{ op: 'wrmsr', msr: action.msr, value: action.value }]);
         if (outcome) return outcome;
         const fault = KvmSession.faultOf(result);
+        // KVM latches the writer's width on the hypercall MSR (kvm_xen_write_hypercall_page),
+        // before it looks at the page index; the VMM layer lays its areas out by it.
+        if (action.msr === 0x40000000) this.vmm.domain(this.domid)!.width = this.setup.mode;
         if (!fault && action.msr === 0x40000000) {
           this.areaMap.set('hypercall_page', Number(action.value & ~0xfffn));
           for (let i = 0; i < this.guest.vcpus.length; i++) this.guest.setHypercallPage(i, Number(action.value & ~0xfffn));
@@ -598,12 +603,16 @@ class KvmSession implements Session {
         const hva = (gpa: bigint) => (gpa === 0n ? 0n : this.guest.vm.hva(0) + gpa);
         const v = this.guest.vcpus[at.vcpu];
         const attr = args.attr as KvmXenSetAttr;
-        return this.ioctlRet(() => {
-          if (attr === 'shared_info') this.guest.vm.xenSetAttr({ type: 'shared_info', gfn: value });
+        const r = this.ioctlRet(() => {
+          if (attr === 'long_mode') this.guest.vm.xenSetAttr({ type: 'long_mode', longMode: value !== 0n });
+          else if (attr === 'shared_info') this.guest.vm.xenSetAttr({ type: 'shared_info', gfn: value });
           else if (attr === 'shared_info_hva') this.guest.vm.xenSetAttr({ type: 'shared_info_hva', hva: hva(value) });
           else if (attr === 'vcpu_info_hva') v.xenSetAttr({ type: 'vcpu_info_hva', hva: hva(value) });
           else v.xenSetAttr({ type: attr, gpa: value });
         });
+        // The VMM layer lays shared_info and vcpu_info out by the width KVM latched.
+        if (attr === 'long_mode' && r.ret === 0n) this.vmm.domain(this.domid)!.width = value !== 0n ? 64 : 32;
+        return r;
       }
       case 'kvm.xen_hvm_config': {
         // The blob is the VMM's memory: here the host mapping of the guest page(s) named.
@@ -670,7 +679,7 @@ class KvmSession implements Session {
     if (dom !== this.domid) throw new DriverError(`no domain ${dom} on the kvm target`, { code: 'EINVAL' });
     const d = this.vmm.domain(dom)!;
     // Registrations the VMM layer served (vcpu_info, runstate, ...) are in the model's map.
-    return { width: this.setup.mode, get: (k) => this.areaMap.get(k) ?? d.areas.get(k) };
+    return { width: d.width, get: (k) => this.areaMap.get(k) ?? d.areas.get(k) };
   }
 
   /** A new eventfd of the VMM's for a send port (replacing the last one; KVM keeps its own reference). */
