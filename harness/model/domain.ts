@@ -149,6 +149,8 @@ export const modelHooks = {
   advance: [] as Array<(model: XenModel, from: bigint, to: bigint) => void>,
   /** When a domain is destroyed; subsystems release what it held. */
   destroy: [] as Array<(model: XenModel, d: Domain) => void>,
+  /** Before a vCPU runs guest code (a hypercall, an MSR write): KVM delivers what it held. */
+  guestEntry: [] as Array<(v: Vcpu) => void>,
   /** After shared_info is placed or moved (XENMEM_add_to_physmap, or the setup's placement). */
   sharedInfoPlaced: [] as Array<(d: Domain, gpa: number) => void>,
 };

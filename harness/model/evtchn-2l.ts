@@ -4,8 +4,9 @@
 // evtchn_2l_unmask, evtchn_2l_is_pending, evtchn_2l_is_masked, evtchn_2l_init),
 // xen/include/xen/event.h (max_evtchns: BITS_PER_EVTCHN_WORD^2).
 
-import type { Domain, Vcpu } from './domain.js';
+import { modelHooks, type Domain, type Vcpu } from './domain.js';
 import { SHARED_INFO } from './memory-layout.js';
+import { kvmHoldsSelector, kvmVcpuAttrs } from './kvm-vcpu.js';
 import {
   checkPollers, evtchnState, markEventsPending, sharedInfoMem, testAndClearBit, testAndSetBit, testBit,
   type Channel, type PortOps,
@@ -33,6 +34,36 @@ export function pendingSelAddress(v: Vcpu): number | null {
   return vi + (v.domain.width === 64 ? 8 : 4);
 }
 
+/**
+ * The selector bit of `port` in the vCPU's vcpu_info, and the upcall when it was clear.
+ * KVM without a vcpu_info to write (the VMM took it away) holds the bit in-kernel instead
+ * and delivers it at the vCPU's next entry (arch/x86/kvm/xen.c kvm_xen_set_evtchn_fast).
+ */
+function raiseSelector(v: Vcpu, port: number): void {
+  const word = Math.floor(port / wordBits(v.domain));
+  if (kvmHoldsSelector(v)) {
+    kvmVcpuAttrs(v).heldSel |= 1n << BigInt(word);
+    return;
+  }
+  const sel = pendingSelAddress(v);
+  if (sel !== null && !testAndSetBit(v.domain.memory, sel, word)) markEventsPending(v);
+}
+
+/**
+ * kvm_xen_inject_pending_events, at a vCPU's entry: the selector bits KVM held go into
+ * vcpu_info once it has one again, with the upcall (and its vector).
+ */
+export function kvmFlushHeldSelector(v: Vcpu): void {
+  if (v.domain.model.flavor !== 'kvm') return;
+  const a = kvmVcpuAttrs(v);
+  if (a.heldSel === 0n || a.vcpuInfoOff) return;
+  const sel = pendingSelAddress(v);
+  if (sel === null) return;
+  for (let w = 0; w < wordBits(v.domain); w++) if ((a.heldSel >> BigInt(w)) & 1n) testAndSetBit(v.domain.memory, sel, w);
+  a.heldSel = 0n;
+  markEventsPending(v);
+}
+
 function setPending(v: Vcpu, ch: Channel): void {
   const d = v.domain;
   const port = ch.port;
@@ -40,10 +71,7 @@ function setPending(v: Vcpu, ch: Channel): void {
   // Already pending: nothing more, not even a poll wake-up.
   if (testAndSetBit(p.mem, p.base, port)) return;
   const m = maskBase(d);
-  if (!testBit(m.mem, m.base, port)) {
-    const sel = pendingSelAddress(v);
-    if (sel !== null && !testAndSetBit(d.memory, sel, Math.floor(port / wordBits(d)))) markEventsPending(v);
-  }
+  if (!testBit(m.mem, m.base, port)) raiseSelector(v, port);
   checkPollers(d, port);
 }
 
@@ -58,10 +86,7 @@ function unmask(d: Domain, ch: Channel): void {
   const p = pendingBase(d);
   const v = d.vcpus[ch.notifyVcpu];
   if (!v) return;
-  if (testAndClearBit(m.mem, m.base, ch.port) && testBit(p.mem, p.base, ch.port)) {
-    const sel = pendingSelAddress(v);
-    if (sel !== null && !testAndSetBit(d.memory, sel, Math.floor(ch.port / wordBits(d)))) markEventsPending(v);
-  }
+  if (testAndClearBit(m.mem, m.base, ch.port) && testBit(p.mem, p.base, ch.port)) raiseSelector(v, ch.port);
 }
 
 export const ops2l: PortOps = {
@@ -87,3 +112,5 @@ export const ops2l: PortOps = {
 export function is2l(d: Domain): boolean {
   return evtchnState(d).ops.abi === '2l';
 }
+
+modelHooks.guestEntry.push(kvmFlushHeldSelector);

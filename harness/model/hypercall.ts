@@ -10,7 +10,7 @@ import { kvmLatchWidth } from './kvm-shared-info.js';
 import { err } from './errno.js';
 import { hasBug } from './variant.js';
 import { GuestFault, PAGE_SIZE } from './guest-memory.js';
-import type { Domain, Vcpu, XenModel } from './domain.js';
+import { modelHooks, type Domain, type Vcpu, type XenModel } from './domain.js';
 import type { Width } from './memory-layout.js';
 
 export const HYPERVISOR = {
@@ -133,6 +133,7 @@ export function hypercallArgs(mode: Width, r: Regs): bigint[] {
 
 /** Execute one hypercall instruction on a vCPU (hvm_hypercall). */
 export function hypercall(model: XenModel, vcpu: Vcpu, regs: Regs): HypercallResult {
+  for (const h of modelHooks.guestEntry) h(vcpu);
   const mode = vcpu.mode;
   const nr = mode === 64 ? BigInt.asUintN(64, regs.rax) : BigInt.asUintN(64, regs.rax) & MASK32;
   const args = hypercallArgs(mode, regs);
@@ -195,6 +196,7 @@ function buildPageImage(cpu: 'intel' | 'amd', flavor: 'xen' | 'kvm'): Uint8Array
 
 /** wrmsr by the guest on a vCPU (guest_wrmsr_xen / kvm_xen_write_hypercall_page). */
 export function wrmsr(model: XenModel, vcpu: Vcpu, index: number, value: bigint): MsrResult {
+  for (const h of modelHooks.guestEntry) h(vcpu);
   if (index !== XEN_HYPERCALL_MSR) return { ok: false, fault: 'GP' };
   const pageIndex = Number(value & 0xfffn);
   const gpa = Number(BigInt.asUintN(64, value) & ~0xfffn);

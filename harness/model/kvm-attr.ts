@@ -60,6 +60,7 @@ export function kvmXenSetAttr(d: Domain, v: Vcpu, attr: KvmXenSetAttr, value: bi
     case 'vcpu_info_hva':
       if (!off && value % 4n !== 0n) return ENXIO;
       vcpuInfoPlaced.set(v, { gpa: off ? null : value, hva: byHva });
+      attrsOf(v).vcpuInfoOff = off;
       return 0n;
     case 'vcpu_time_info':
       timeInfoPlaced.set(v, value);

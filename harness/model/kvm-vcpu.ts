@@ -9,6 +9,13 @@ export interface KvmVcpuAttrs {
   vcpuId: bigint;
   /** vcpu->arch.xen.timer_virq: the port the in-kernel timer raises; 0 = KVM has no timer. */
   timerPort: bigint;
+  /** The VMM took vcpu_info away from KVM (KVM_XEN_VCPU_ATTR_TYPE_VCPU_INFO all ones). */
+  vcpuInfoOff: boolean;
+  /**
+   * vcpu->arch.xen.evtchn_pending_sel: selector bits KVM holds while it cannot reach
+   * vcpu_info, flushed into it at the vCPU's next entry (kvm_xen_inject_pending_events).
+   */
+  heldSel: bigint;
 }
 const vcpuAttrs = new WeakMap<Vcpu, KvmVcpuAttrs>();
 
@@ -20,7 +27,7 @@ export function kvmVcpuAttrs(v: Vcpu): KvmVcpuAttrs {
     // live on both): every vCPU would be Xen vCPU 0. The VMM sets each vCPU's id to its
     // index at start, as QEMU does (kvm_xen_init_vcpu in target/i386/kvm/xen-emu.c), so
     // a case starts with ids 0, 1, ... No timer.
-    a = { vcpuId: BigInt(v.id), timerPort: 0n };
+    a = { vcpuId: BigInt(v.id), timerPort: 0n, vcpuInfoOff: false, heldSel: 0n };
     vcpuAttrs.set(v, a);
   }
   return a;
@@ -33,4 +40,9 @@ export function kvmVcpuAttrs(v: Vcpu): KvmVcpuAttrs {
  */
 export function kvmTimerPort(v: Vcpu): number {
   return v.domain.model.flavor === 'kvm' ? Number(vcpuAttrs.get(v)?.timerPort ?? 0n) : 0;
+}
+
+/** KVM holds a selector bit for this vCPU rather than write vcpu_info (kvm_xen_set_evtchn_fast). */
+export function kvmHoldsSelector(v: Vcpu): boolean {
+  return v.domain.model.flavor === 'kvm' && (vcpuAttrs.get(v)?.vcpuInfoOff ?? false);
 }

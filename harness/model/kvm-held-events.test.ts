@@ -1,0 +1,59 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { buildModel } from './evtchn-test-util.js';
+import { kvmRaisePort } from './kvm-evtchn.js';
+import { kvmXenSetAttr, KVM_XEN_INVALID } from './kvm-attr.js';
+import { kvmVcpuAttrs } from './kvm-vcpu.js';
+import { hypercall, HYPERVISOR } from './hypercall.js';
+
+const SI = 0x80000;
+
+function setup(flavor: 'kvm' | 'xen', mode: 64 | 32 = 64) {
+  const m = buildModel({ flavor, mode });
+  const d = m.domain(1)!;
+  const v = d.vcpu(0)!;
+  const sel = () => (mode === 64 ? d.memory.u64(SI + 8) : BigInt(d.memory.u32(SI + 4)));
+  const upcall = () => d.memory.u8(SI);
+  const pending = (port: number) => (d.memory.u8(SI + 0x800 + (port >> 3)) >> (port & 7)) & 1;
+  const enter = () => hypercall(m, v, { rax: BigInt(HYPERVISOR.xen_version), rdi: 0n, rsi: 0n, rdx: 0n, r10: 0n, r8: 0n, r9: 0n, rbx: 0n, rcx: 0n, rbp: 0n });
+  return { m, d, v, sel, upcall, pending, enter };
+}
+
+describe('model-kvm: events KVM holds while it has no vcpu_info (kvm_xen_set_evtchn_fast, kvm_xen_inject_pending_events)', () => {
+  it('sets only the pending bit, holds the selector, and delivers it at the first entry once vcpu_info is back', () => {
+    for (const mode of [64, 32] as const) {
+      const { d, v, sel, upcall, pending, enter } = setup('kvm', mode);
+      expect(kvmXenSetAttr(d, v, 'vcpu_info', KVM_XEN_INVALID)).toBe(0n);
+      expect(kvmRaisePort(v, 70)).toBe(true);
+      expect(pending(70)).toBe(1);
+      expect([sel(), upcall()]).toEqual([0n, 0]);
+      enter(); // no vcpu_info yet: still held
+      expect([sel(), upcall()]).toEqual([0n, 0]);
+      expect(kvmXenSetAttr(d, v, 'vcpu_info', BigInt(SI))).toBe(0n);
+      expect([sel(), upcall()]).toEqual([0n, 0]); // not before the vCPU runs
+      enter();
+      expect([sel(), upcall()]).toEqual([1n << BigInt(Math.floor(70 / mode)), 1]);
+      expect(kvmVcpuAttrs(v).heldSel).toBe(0n);
+    }
+  });
+
+  it('Xen\'s model has no such state: the selector is written at once', () => {
+    const { v, sel, upcall } = setup('xen');
+    kvmVcpuAttrs(v).vcpuInfoOff = true; // never set on Xen; ignored there
+    expect(kvmRaisePort(v, 3)).toBe(true);
+    expect([sel(), upcall()]).toEqual([1n, 1]);
+  });
+
+  it('delivers every held word once, whatever ports were raised', () => {
+    fc.assert(fc.property(fc.uniqueArray(fc.integer({ min: 1, max: 4095 }), { minLength: 1, maxLength: 30 }), (ports) => {
+      const { d, v, sel, upcall, enter } = setup('kvm');
+      kvmXenSetAttr(d, v, 'vcpu_info', KVM_XEN_INVALID);
+      for (const p of ports) kvmRaisePort(v, p);
+      kvmXenSetAttr(d, v, 'vcpu_info', BigInt(SI));
+      enter();
+      const words = new Set(ports.map((p) => Math.floor(p / 64)));
+      expect(sel()).toBe([...words].reduce((a, w) => a | (1n << BigInt(w)), 0n));
+      expect(upcall()).toBe(1);
+    }));
+  });
+});
