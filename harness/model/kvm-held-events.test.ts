@@ -5,6 +5,8 @@ import { kvmRaisePort } from './kvm-evtchn.js';
 import { kvmXenSetAttr, KVM_XEN_INVALID } from './kvm-attr.js';
 import { kvmVcpuAttrs } from './kvm-vcpu.js';
 import { hypercall, HYPERVISOR } from './hypercall.js';
+import { kvmXenSetUpcallVector } from './kvm-attr.js';
+import { takeUpcalls } from './upcall-take.js';
 
 const SI = 0x80000;
 
@@ -35,6 +37,17 @@ describe('model-kvm: events KVM holds while it has no vcpu_info (kvm_xen_set_evt
       expect([sel(), upcall()]).toEqual([1n << BigInt(Math.floor(70 / mode)), 1]);
       expect(kvmVcpuAttrs(v).heldSel).toBe(0n);
     }
+  });
+
+  it('the guest taking its upcalls is an entry too: the held selector comes with the per-vCPU vector', () => {
+    const { d, v, sel, upcall } = setup('kvm');
+    expect(kvmXenSetUpcallVector(v, 0xf3n)).toBe(0n);
+    kvmXenSetAttr(d, v, 'vcpu_info', KVM_XEN_INVALID);
+    kvmRaisePort(v, 5);
+    expect(takeUpcalls(v).vectors).toEqual([]);
+    kvmXenSetAttr(d, v, 'vcpu_info', BigInt(SI));
+    expect(takeUpcalls(v).vectors).toEqual([0xf3]);
+    expect([sel(), upcall()]).toEqual([1n, 0]); // the handler cleared the flag
   });
 
   it('Xen\'s model has no such state: the selector is written at once', () => {
