@@ -795,6 +795,7 @@ class System : public Napi::ObjectWrap<System> {
                            InstanceMethod<&System::VcpuMmapSize>("vcpuMmapSize"),
                            InstanceMethod<&System::SupportedCpuid>("supportedCpuid"),
                            InstanceMethod<&System::CreateVm>("createVm"),
+                           InstanceMethod<&System::CreateVmAsync>("createVmAsync"),
                            InstanceMethod<&System::Close>("close"),
                        });
   }
@@ -874,12 +875,78 @@ class System : public Napi::ObjectWrap<System> {
       fd = ioctl(sys, KVM_CREATE_VM, static_cast<unsigned long>(type));
     } while (fd < 0 && errno == EINTR);
     if (fd < 0) throw SysError(env, errno, "ioctl(KVM_CREATE_VM)");
+    return WrapVm(env, fd, mmapSize);
+  }
+
+  static Napi::Value WrapVm(Napi::Env env, int fd, int mmapSize) {
     auto core = std::make_shared<VmCore>();
     core->fd = fd;
     core->vcpuMmapSize = mmapSize;
     Napi::External<std::shared_ptr<VmCore>> ext = Napi::External<std::shared_ptr<VmCore>>::New(
         env, new std::shared_ptr<VmCore>(core), [](Napi::Env, std::shared_ptr<VmCore>* p) { delete p; });
     return g_vmCtor->New({ext});
+  }
+
+  // KVM_CREATE_VM on a libuv pool thread, on a duplicate of the /dev/kvm descriptor (so
+  // closing the System meanwhile cannot hand the ioctl someone else's descriptor).
+  class CreateVmWorker : public Napi::AsyncWorker {
+   public:
+    CreateVmWorker(Napi::Env env, int sys, unsigned long type)
+        : Napi::AsyncWorker(env, "xconf:kvm-create-vm"), sys_(sys), type_(type),
+          deferred_(Napi::Promise::Deferred::New(env)) {}
+    ~CreateVmWorker() override {
+      if (sys_ >= 0) close(sys_);
+      if (fd_ >= 0) close(fd_);  // created, but never handed to JavaScript
+    }
+    Napi::Promise Promise() { return deferred_.Promise(); }
+    void Execute() override {
+      mmapSize_ = ioctl(sys_, KVM_GET_VCPU_MMAP_SIZE, 0);
+      if (mmapSize_ < 0) {
+        err_ = errno;
+        syscall_ = "ioctl(KVM_GET_VCPU_MMAP_SIZE)";
+        return;
+      }
+      do {
+        fd_ = ioctl(sys_, KVM_CREATE_VM, type_);
+      } while (fd_ < 0 && errno == EINTR);
+      if (fd_ < 0) {
+        err_ = errno;
+        syscall_ = "ioctl(KVM_CREATE_VM)";
+      }
+    }
+    void OnOK() override {
+      Napi::Env env = Env();
+      if (err_ != 0) {
+        deferred_.Reject(SysError(env, err_, syscall_).Value());
+        return;
+      }
+      int fd = fd_;
+      fd_ = -1;
+      deferred_.Resolve(WrapVm(env, fd, mmapSize_));
+    }
+    void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+   private:
+    int sys_;
+    unsigned long type_;
+    int fd_ = -1;
+    int mmapSize_ = 0;
+    int err_ = 0;
+    std::string syscall_;
+    Napi::Promise::Deferred deferred_;
+  };
+
+  // createVmAsync(type) -> Promise<Vm>: createVm() off the JavaScript thread, so a VMM
+  // can have the next VM made while it runs the current one.
+  Napi::Value CreateVmAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint32_t type = ArgU32(info, 0, "type", 255);
+    int sys = fcntl(Fd(env, "ioctl(KVM_CREATE_VM)"), F_DUPFD_CLOEXEC, 0);
+    if (sys < 0) throw SysError(env, errno, "fcntl(F_DUPFD_CLOEXEC)");
+    auto* w = new CreateVmWorker(env, sys, type);
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {

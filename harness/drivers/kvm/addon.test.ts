@@ -620,6 +620,33 @@ describe('live KVM', () => {
     expect(fdCount()).toBe(before);
   });
 
+  it.skipIf(!live)(`a VM made off the JavaScript thread (prepare) runs the guest as one made in place, and gives its descriptors back${why}`, async () => {
+    const before = fdCount();
+    for (let i = 0; i < 3; i++) {
+      const prepared = await GuestVm.prepare();
+      expect(prepared.vm.closed).toBe(false);
+      const g = GuestVm.create({ vcpus: 2, prepared });
+      expect(g.vm).toBe(prepared.vm);
+      const r = await g.run(1, [{ op: 'write', addr: 0x300000, size: 8, value: 0x1122334455667788n }, { op: 'read', addr: 0x300000, size: 8 }]);
+      expect(r.status).toBe('done');
+      expect(r.results[1].ret).toBe(0x1122334455667788n);
+      g.close();
+    }
+    expect(fdCount()).toBe(before);
+    // create() refuses bad options before it takes the VM: it stays the caller's to close.
+    const p = await GuestVm.prepare();
+    expect(() => GuestVm.create({ vcpus: 0, prepared: p })).toThrow(/vcpus must be at least 1/);
+    p.vm.close();
+    p.system.close();
+    expect(fdCount()).toBe(before);
+    // A failed KVM_CREATE_VM (an unknown machine type) rejects with the syscall named.
+    const o = openKvm();
+    if (!o.ok) throw new Error(o.reason);
+    await expect(o.kvm.createVmAsync(0xfe)).rejects.toMatchObject({ syscall: 'ioctl(KVM_CREATE_VM)' });
+    o.kvm.close();
+    expect(fdCount()).toBe(before);
+  });
+
   it.skipIf(!live)(`releases descriptors of VMs that are only garbage-collected${why}`, async () => {
     setFlagsFromString('--expose-gc');
     const gc = runInNewContext('gc') as () => void;

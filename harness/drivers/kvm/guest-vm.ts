@@ -83,7 +83,18 @@ export interface GuestVmOptions {
   timeoutMs?: number;
   /** Device path (default /dev/kvm). */
   path?: string;
+  /** An empty VM made in advance (GuestVm.prepare()); the guest owns it and its /dev/kvm handle from here. */
+  prepared?: PreparedVm;
 }
+
+/** An empty VM and the /dev/kvm handle that made it. */
+export interface PreparedVm {
+  system: KvmSystem;
+  vm: KvmVm;
+}
+
+/** KVM_GET_SUPPORTED_CPUID of the default device: the same for every VM of a process. */
+let defaultSupportedCpuid: CpuidEntry[] | undefined;
 
 export interface XenCallContext {
   vcpu: number;
@@ -141,6 +152,21 @@ export class GuestVm implements Disposable {
     this.stale = vcpus.map(() => false);
   }
 
+  /**
+   * An empty VM made off the JavaScript thread, for a later create({ prepared }): a VMM
+   * that runs one guest after another has the next VM made while the current one runs.
+   */
+  static async prepare(path?: string): Promise<PreparedVm> {
+    const opened = openKvm(path);
+    if (!opened.ok) throw new DriverError(opened.reason, { code: opened.code, errno: opened.errno, syscall: 'open' });
+    try {
+      return { system: opened.kvm, vm: await opened.kvm.createVmAsync() };
+    } catch (e) {
+      opened.kvm.close();
+      throw e;
+    }
+  }
+
   /** Create the VM. Environment problems throw DriverError with a reason. */
   static create(opts: GuestVmOptions = {}): GuestVm {
     const mode = opts.mode ?? 64;
@@ -156,12 +182,17 @@ export class GuestVm implements Disposable {
     const timeoutMs = checkU32(opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, 'timeoutMs', 86_400_000);
     const img = loadGuestImage(mode);
     if (!img.ok) throw new DriverError(img.reason, { code: 'ENOGUEST' });
-    const opened = openKvm(opts.path);
-    if (!opened.ok) throw new DriverError(opened.reason, { code: opened.code, errno: opened.errno, syscall: 'open' });
-    const system = opened.kvm;
+    let system: KvmSystem;
     let vm: KvmVm | undefined;
+    if (opts.prepared) {
+      ({ system, vm } = opts.prepared);
+    } else {
+      const opened = openKvm(opts.path);
+      if (!opened.ok) throw new DriverError(opened.reason, { code: opened.code, errno: opened.errno, syscall: 'open' });
+      system = opened.kvm;
+    }
     try {
-      vm = system.createVm();
+      vm ??= system.createVm();
       vm.setTssAddr(GUEST_LAYOUT.kvmTssAddr);
       if (irqchip) vm.createIrqchip();
       const xen = opts.xen;
@@ -181,7 +212,7 @@ export class GuestVm implements Disposable {
       // Until a hypercall page is written, calling it hits int3 (#BP), as in
       // Xen's page before its stubs are filled in.
       vm.write(GUEST_LAYOUT.hypercallPage, Buffer.alloc(PAGE, 0xcc));
-      const supported = system.supportedCpuid();
+      const supported = opts.path === undefined ? (defaultSupportedCpuid ??= system.supportedCpuid()) : system.supportedCpuid();
       const vcpus: KvmVcpu[] = [];
       const sregsList: Sregs[] = [];
       for (let i = 0; i < n; i++) {

@@ -21,7 +21,7 @@ import { guestSetMask, runUpcall } from '../../ops/evtchn.js';
 import { domainSchedOf, schedOf } from '../../model/sched.js';
 import { hostOpCapability, hostOpOutCapability } from '../../ops/types.js';
 import type { Capabilities, Driver, Session, SessionSetup } from '../driver.js';
-import { GuestVm, loadAddon, MP_STATE, probeKvm, XEN_HVM_FLAG, type KvmProbe } from './addon.js';
+import { GuestVm, loadAddon, MP_STATE, probeKvm, XEN_HVM_FLAG, type KvmProbe, type PreparedVm } from './addon.js';
 import { GUEST_LAYOUT, type CommandResult, type GuestCommand } from './guest.js';
 import { takeUpcallsLive, upcallForwarding, upcallVectors } from './upcall-live.js';
 import { kvmRunstate, raceLive, runstateDataArg, runstateOutOf } from './runstate-live.js';
@@ -700,6 +700,20 @@ class KvmSession implements Session {
 export class KvmDriver implements Driver {
   readonly name = 'kvm';
   private probed?: { caps: Capabilities; probe: KvmProbe; vendor: 'intel' | 'amd' };
+  /** Sessions opened so far, and the next VM, made while the current case runs. */
+  private sessions = 0;
+  private spare?: Promise<PreparedVm | undefined>;
+
+  /**
+   * The VM made in advance, if there is one, and the next one started: from the second
+   * session on (a driver that opens one session, as an isolated case's process does,
+   * makes no VM it will not use). A failed prefetch only means the VM is made in place.
+   */
+  private nextPrepared(): Promise<PreparedVm | undefined> {
+    const ready = this.spare ?? Promise.resolve(undefined);
+    this.spare = ++this.sessions >= 2 ? GuestVm.prepare().catch(() => undefined) : undefined;
+    return ready;
+  }
 
   async probe(): Promise<Capabilities> {
     if (this.probed) return this.probed.caps;
@@ -727,7 +741,9 @@ export class KvmDriver implements Driver {
       }
     }
     const xen = probe.xenHvm !== 0;
+    const prepared = await this.nextPrepared();
     const guest = GuestVm.create({
+      prepared,
       vcpus: d.vcpus,
       memoryBytes: Math.max(d.memoryBytes, 8 << 20),
       mode: setup.mode,

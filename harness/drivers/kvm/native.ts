@@ -214,6 +214,7 @@ export interface NativeSystem {
   vcpuMmapSize(): number;
   supportedCpuid(): Buffer;
   createVm(type: number): NativeVm;
+  createVmAsync(type: number): Promise<NativeVm>;
   close(): void;
 }
 

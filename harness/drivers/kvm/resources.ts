@@ -37,6 +37,11 @@ export class KvmSystem implements Disposable {
     checkU32(type, 'vm type', 0xff);
     return new KvmVm(sys(() => this.native.createVm(type)));
   }
+  /** createVm() on a libuv pool thread: KVM_CREATE_VM is slow under emulation, and can overlap other work. */
+  async createVmAsync(type = 0): Promise<KvmVm> {
+    checkU32(type, 'vm type', 0xff);
+    return new KvmVm(await sysAsync(() => this.native.createVmAsync(type)));
+  }
   createEventfd(initval = 0): KvmEventfd {
     checkU32(initval, 'initval');
     return new KvmEventfd(sys(() => new this.addon.Eventfd(initval)));
