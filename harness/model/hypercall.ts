@@ -7,6 +7,7 @@
 
 import { kvmBlobPage } from './kvm-config.js';
 import { kvmLatchWidth } from './kvm-shared-info.js';
+import { latchWallclock } from './time.js';
 import { err } from './errno.js';
 import { hasBug } from './variant.js';
 import { GuestFault, PAGE_SIZE } from './guest-memory.js';
@@ -214,7 +215,9 @@ export function wrmsr(model: XenModel, vcpu: Vcpu, index: number, value: bigint)
     d.areas.set('hypercall_page', gpa);
   }
   // The MSR write latches the shared_info format from the writer's current mode
-  // (xen/arch/x86/hvm/hvm.c hvm_latch_shinfo_size; KVM latched it above).
+  // (xen/arch/x86/hvm/hvm.c hvm_latch_shinfo_size; KVM latched it above), and Xen then
+  // rewrites the wallclock in that layout.
   d.width = vcpu.mode;
+  if (model.flavor === 'xen') latchWallclock(d);
   return { ok: true };
 }

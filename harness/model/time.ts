@@ -94,12 +94,27 @@ export function registerTimeArea(m: XenModel, v: Vcpu, gva: number): void {
   if (gva !== 0) writeTimeInfo(m, v.domain, gva, true);
 }
 
+/** The system wallclock (xen/common/time.c wc_sec / wc_nsec) as last set; 0 until then. */
+const systemWallclock = new WeakMap<XenModel, { sec: bigint; nsec: number }>();
+
+/**
+ * Xen rewrites a domain's wallclock whenever it latches the shared_info layout: on the
+ * hypercall-page MSR write and on HVM_PARAM_CALLBACK_IRQ (xen/arch/x86/hvm/hvm.c
+ * hvm_latch_shinfo_size -> update_domain_wallclock_time), with the system wallclock as
+ * it stands and in the layout just latched.
+ */
+export function latchWallclock(d: Domain): boolean {
+  const w = systemWallclock.get(d.model) ?? { sec: 0n, nsec: 0 };
+  return writeWallclock(d, w.sec, w.nsec);
+}
+
 /**
  * update_domain_wallclock_time: wc_version odd, wc_sec / wc_nsec / wc_sec_hi,
  * wc_version even, in the latched shared_info layout. `sec`/`nsec` is the
  * wall time of system time 0. Returns false when shared_info is not placed.
  */
 export function writeWallclock(d: Domain, sec: bigint, nsec: number): boolean {
+  systemWallclock.set(d.model, { sec, nsec });
   const si = d.sharedInfoGpa;
   if (si === null) return false;
   const f = SHARED_INFO[d.width].fields;
