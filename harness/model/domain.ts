@@ -155,6 +155,11 @@ export const modelHooks = {
   sharedInfoPlaced: [] as Array<(d: Domain, gpa: number) => void>,
 };
 
+/** A vCPU is about to run guest code: what the hypervisor held for it is delivered at this entry. */
+export function enterGuest(v: Vcpu): void {
+  for (const h of modelHooks.guestEntry) h(v);
+}
+
 export class XenModel {
   readonly domains = new Map<number, Domain>();
   /** Xen system time in ns (the clock of vcpu_time_info.system_time); deterministic. */

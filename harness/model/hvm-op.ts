@@ -11,7 +11,7 @@ import { err } from './errno.js';
 import { DOMID_SELF, type Domain, type Vcpu } from './domain.js';
 import { HYPERVISOR, registerHypercalls, type HypercallContext } from './hypercall.js';
 import { hvmDelivery, upcallAssertHooks } from './evtchn.js';
-import { latchWallclock } from './time.js';
+import { latchSharedInfoLayout } from './time.js';
 
 export const HVMOP = { set_param: 0, get_param: 1, set_evtchn_upcall_vector: 23 } as const;
 export const HVM_PARAM = { CALLBACK_IRQ: 0 } as const;
@@ -145,12 +145,8 @@ function setParam(ctx: HypercallContext, arg: bigint): number {
   if ((type === CALLBACK.gsi && value === 0n) || type > CALLBACK.vector) type = CALLBACK.none;
   s.callbackType = type;
   s.callbackRaw = value;
-  // hvm_latch_shinfo_size: the caller's mode latches the shared_info layout, and the
-  // wallclock is rewritten in it (xen/arch/x86/hvm/hvm.c).
-  if (d === ctx.domain) {
-    d.width = ctx.vcpu.mode;
-    if (d.model.flavor === 'xen') latchWallclock(d);
-  }
+  // hvm_latch_shinfo_size: the caller's mode latches the shared_info layout.
+  if (d === ctx.domain) latchSharedInfoLayout(d, ctx.vcpu.mode);
   return 0;
 }
 

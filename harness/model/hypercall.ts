@@ -7,11 +7,11 @@
 
 import { kvmBlobPage } from './kvm-config.js';
 import { kvmLatchWidth } from './kvm-shared-info.js';
-import { latchWallclock } from './time.js';
+import { latchSharedInfoLayout } from './time.js';
 import { err } from './errno.js';
 import { hasBug } from './variant.js';
 import { GuestFault, PAGE_SIZE } from './guest-memory.js';
-import { modelHooks, type Domain, type Vcpu, type XenModel } from './domain.js';
+import { enterGuest, type Domain, type Vcpu, type XenModel } from './domain.js';
 import type { Width } from './memory-layout.js';
 
 export const HYPERVISOR = {
@@ -134,7 +134,7 @@ export function hypercallArgs(mode: Width, r: Regs): bigint[] {
 
 /** Execute one hypercall instruction on a vCPU (hvm_hypercall). */
 export function hypercall(model: XenModel, vcpu: Vcpu, regs: Regs): HypercallResult {
-  for (const h of modelHooks.guestEntry) h(vcpu);
+  enterGuest(vcpu);
   const mode = vcpu.mode;
   const nr = mode === 64 ? BigInt.asUintN(64, regs.rax) : BigInt.asUintN(64, regs.rax) & MASK32;
   const args = hypercallArgs(mode, regs);
@@ -197,7 +197,7 @@ function buildPageImage(cpu: 'intel' | 'amd', flavor: 'xen' | 'kvm'): Uint8Array
 
 /** wrmsr by the guest on a vCPU (guest_wrmsr_xen / kvm_xen_write_hypercall_page). */
 export function wrmsr(model: XenModel, vcpu: Vcpu, index: number, value: bigint): MsrResult {
-  for (const h of modelHooks.guestEntry) h(vcpu);
+  enterGuest(vcpu);
   if (index !== XEN_HYPERCALL_MSR) return { ok: false, fault: 'GP' };
   const pageIndex = Number(value & 0xfffn);
   const gpa = Number(BigInt.asUintN(64, value) & ~0xfffn);
@@ -214,10 +214,8 @@ export function wrmsr(model: XenModel, vcpu: Vcpu, index: number, value: bigint)
     d.hypercallPageGpa = gpa;
     d.areas.set('hypercall_page', gpa);
   }
-  // The MSR write latches the shared_info format from the writer's current mode
-  // (xen/arch/x86/hvm/hvm.c hvm_latch_shinfo_size; KVM latched it above), and Xen then
-  // rewrites the wallclock in that layout.
-  d.width = vcpu.mode;
-  if (model.flavor === 'xen') latchWallclock(d);
+  // The MSR write latches the shared_info format from the writer's current mode (KVM
+  // latched it above).
+  latchSharedInfoLayout(d, vcpu.mode);
   return { ok: true };
 }

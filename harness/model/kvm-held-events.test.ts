@@ -2,10 +2,9 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { buildModel } from './evtchn-test-util.js';
 import { kvmRaisePort } from './kvm-evtchn.js';
-import { kvmXenSetAttr, KVM_XEN_INVALID } from './kvm-attr.js';
+import { kvmXenSetAttr, kvmXenSetUpcallVector, KVM_XEN_INVALID } from './kvm-attr.js';
 import { kvmVcpuAttrs } from './kvm-vcpu.js';
 import { hypercall, HYPERVISOR } from './hypercall.js';
-import { kvmXenSetUpcallVector } from './kvm-attr.js';
 import { takeUpcalls } from './upcall-take.js';
 
 const SI = 0x80000;

@@ -3,7 +3,7 @@
 // Source: linux arch/x86/kvm/xen.c (kvm_xen_shared_info_init, kvm_xen_hvm_set_attr,
 // kvm_xen_write_hypercall_page); xen/arch/x86/hvm/hvm.c (hvm_latch_shinfo_size).
 import { modelHooks, type Domain } from './domain.js';
-import { SHARED_INFO } from './memory-layout.js';
+import { SHARED_INFO, type Width } from './memory-layout.js';
 import { versionBegin, versionEnd } from './time.js';
 
 /**
@@ -50,7 +50,7 @@ modelHooks.sharedInfoPlaced.push((d, gpa) => kvmSharedInfoInit(d, gpa));
  * MSR write when the width changes, re-initialise shared_info (its wallclock) in the new
  * layout; 6.1 only latches.
  */
-export function kvmLatchWidth(d: Domain, width: 32 | 64, viaAttr: boolean): void {
+export function kvmLatchWidth(d: Domain, width: Width, viaAttr: boolean): void {
   const changed = d.width !== width;
   d.width = width;
   if (viaAttr || changed) kvmSharedInfoInit(d);

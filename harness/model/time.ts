@@ -8,7 +8,7 @@
 // spec/xen-abi.md 2.2, 2.3.
 
 import { registerArea } from './areas.js';
-import { SHARED_INFO, VCPU_TIME_INFO } from './memory-layout.js';
+import { SHARED_INFO, VCPU_TIME_INFO, type Width } from './memory-layout.js';
 import type { Domain, Vcpu, XenModel } from './domain.js';
 
 /**
@@ -106,6 +106,16 @@ const systemWallclock = new WeakMap<XenModel, { sec: bigint; nsec: number }>();
 export function latchWallclock(d: Domain): boolean {
   const w = systemWallclock.get(d.model) ?? { sec: 0n, nsec: 0 };
   return writeWallclock(d, w.sec, w.nsec);
+}
+
+/**
+ * hvm_latch_shinfo_size (xen/arch/x86/hvm/hvm.c): the writer's mode latches the
+ * shared_info layout, and Xen rewrites the wallclock in it. KVM latches its own way
+ * (kvm-shared-info.ts kvmLatchWidth).
+ */
+export function latchSharedInfoLayout(d: Domain, mode: Width): void {
+  d.width = mode;
+  if (d.model.flavor === 'xen') latchWallclock(d);
 }
 
 /**

@@ -15,7 +15,7 @@
 //   injected twice before the guest takes it, it is taken once.
 // So a take sees at most one upcall per vector, highest LAPIC vector first.
 
-import { modelHooks, type Vcpu } from './domain.js';
+import { enterGuest, type Vcpu } from './domain.js';
 import { callbackAsserted, callbackVector, hvmVcpu } from './hvm-op.js';
 
 export interface TakenUpcalls {
@@ -25,8 +25,7 @@ export interface TakenUpcalls {
 
 /** Take every upcall pending for `v` now, as the guest with interrupts enabled does. */
 export function takeUpcalls(v: Vcpu): TakenUpcalls {
-  // The guest runs: what a kernel held for the vCPU is delivered at this entry.
-  for (const h of modelHooks.guestEntry) h(v);
+  enterGuest(v); // the guest runs: what a kernel held for the vCPU comes now
   const vectors: number[] = [];
   const vi = v.vcpuInfoAddress();
   const handle = (vector: number) => {

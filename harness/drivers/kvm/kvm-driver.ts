@@ -27,6 +27,7 @@ import { takeUpcallsLive, upcallForwarding, upcallVectors } from './upcall-live.
 import { kvmRunstate, raceLive, runstateDataArg, runstateOutOf } from './runstate-live.js';
 import { KVM_XEN_INVALID_GPA } from '../../model/runstate.js';
 import { raceArgs, raceOut } from '../../model/runstate-race.js';
+import { kvmLatchWidth } from '../../model/kvm-shared-info.js';
 import { vmAssistEnabled, VMASST_TYPE } from '../../model/vm-assist.js';
 import type { KvmXenGetAttr, KvmXenSetAttr } from '../../model/kvm-attr.js';
 import { kvmGetAttr } from './attr-live.js';
@@ -442,12 +443,14 @@ class KvmSession implements Session {
         const { result, outcome } = await this.runCommands(at.vcpu, [{ op: 'wrmsr', msr: action.msr, value: action.value }]);
         if (outcome) return outcome;
         const fault = KvmSession.faultOf(result);
-        // KVM latches the writer's width on the hypercall MSR (kvm_xen_write_hypercall_page),
-        // before it looks at the page index; the VMM layer lays its areas out by it.
-        if (action.msr === 0x40000000) this.vmm.domain(this.domid)!.width = this.setup.mode;
-        if (!fault && action.msr === 0x40000000) {
-          this.areaMap.set('hypercall_page', Number(action.value & ~0xfffn));
-          for (let i = 0; i < this.guest.vcpus.length; i++) this.guest.setHypercallPage(i, Number(action.value & ~0xfffn));
+        if (action.msr === 0x40000000) {
+          // KVM latched the writer's width (kvm_xen_write_hypercall_page, whatever the page
+          // index); the VMM layer lays its areas out by it.
+          kvmLatchWidth(this.vmm.domain(this.domid)!, this.setup.mode, false);
+          if (!fault) {
+            this.areaMap.set('hypercall_page', Number(action.value & ~0xfffn));
+            for (let i = 0; i < this.guest.vcpus.length; i++) this.guest.setHypercallPage(i, Number(action.value & ~0xfffn));
+          }
         }
         return { fault, servedBy: 'kernel' };
       }
@@ -611,7 +614,7 @@ class KvmSession implements Session {
           else v.xenSetAttr({ type: attr, gpa: value });
         });
         // The VMM layer lays shared_info and vcpu_info out by the width KVM latched.
-        if (attr === 'long_mode' && r.ret === 0n) this.vmm.domain(this.domid)!.width = value !== 0n ? 64 : 32;
+        if (attr === 'long_mode' && r.ret === 0n) kvmLatchWidth(this.vmm.domain(this.domid)!, value !== 0n ? 64 : 32, true);
         return r;
       }
       case 'kvm.xen_hvm_config': {
