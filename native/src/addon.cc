@@ -470,6 +470,7 @@ class Vm : public Napi::ObjectWrap<Vm> {
                            InstanceMethod<&Vm::SetMemory>("setMemory"),
                            InstanceMethod<&Vm::RemoveMemory>("removeMemory"),
                            InstanceMethod<&Vm::Read>("read"),
+                           InstanceMethod<&Vm::ReadInto>("readInto"),
                            InstanceMethod<&Vm::Write>("write"),
                            InstanceMethod<&Vm::Hva>("hva"),
                            InstanceMethod<&Vm::XenHvmConfig>("xenHvmConfig"),
@@ -616,6 +617,20 @@ class Vm : public Napi::ObjectWrap<Vm> {
     uint8_t* p = vm.Translate(gpa, len);
     if (p == nullptr) throw ArgError(env, "guest range is not inside one memory slot", true);
     return Napi::Buffer<uint8_t>::Copy(env, p, len);
+  }
+
+  // readInto(gpa, dst): fills dst (a Uint8Array the caller owns) from guest memory.
+  // No allocation here: the hot path of the VMM layer reads small structs per exit.
+  Napi::Value ReadInto(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint64_t gpa = ArgU64(info, 0, "gpa");
+    Napi::Uint8Array dst = ArgBytes(info, 1, "dst");
+    VmCore& vm = Open(env, "readInto");
+    std::lock_guard<std::mutex> lock(vm.mu);
+    uint8_t* p = vm.Translate(gpa, dst.ByteLength());
+    if (p == nullptr) throw ArgError(env, "guest range is not inside one memory slot", true);
+    std::memcpy(dst.Data(), p, dst.ByteLength());
+    return env.Undefined();
   }
 
   Napi::Value Write(const Napi::CallbackInfo& info) {
@@ -878,40 +893,59 @@ class System : public Napi::ObjectWrap<System> {
     return WrapVm(env, fd, mmapSize);
   }
 
-  static Napi::Value WrapVm(Napi::Env env, int fd, int mmapSize) {
+  static Napi::Value WrapVm(Napi::Env env, int fd, int mmapSize, std::vector<Slot> slots = {}) {
     auto core = std::make_shared<VmCore>();
     core->fd = fd;
     core->vcpuMmapSize = mmapSize;
+    core->slots = std::move(slots);
     Napi::External<std::shared_ptr<VmCore>> ext = Napi::External<std::shared_ptr<VmCore>>::New(
         env, new std::shared_ptr<VmCore>(core), [](Napi::Env, std::shared_ptr<VmCore>* p) { delete p; });
     return g_vmCtor->New({ext});
   }
 
-  // KVM_CREATE_VM on a libuv pool thread, on a duplicate of the /dev/kvm descriptor (so
-  // closing the System meanwhile cannot hand the ioctl someone else's descriptor).
+  // What createVmAsync does to the new VM before handing it over, all on the pool thread.
+  struct VmSetup {
+    uint32_t tssAddr = 0;    // KVM_SET_TSS_ADDR when non-zero
+    bool irqchip = false;    // KVM_CREATE_IRQCHIP
+    uint64_t memSize = 0;    // slot 0 at gpa 0 of this many bytes when non-zero
+    uint64_t prefault = 0;   // bytes from gpa 0 touched now, so the caller's first writes fault nothing
+  };
+
+  // KVM_CREATE_VM (and the setup above) on a libuv pool thread, on a duplicate of the
+  // /dev/kvm descriptor (so closing the System meanwhile cannot hand the ioctl someone
+  // else's descriptor).
   class CreateVmWorker : public Napi::AsyncWorker {
    public:
-    CreateVmWorker(Napi::Env env, int sys, unsigned long type)
-        : Napi::AsyncWorker(env, "xconf:kvm-create-vm"), sys_(sys), type_(type),
+    CreateVmWorker(Napi::Env env, int sys, unsigned long type, VmSetup setup)
+        : Napi::AsyncWorker(env, "xconf:kvm-create-vm"), sys_(sys), type_(type), setup_(setup),
           deferred_(Napi::Promise::Deferred::New(env)) {}
     ~CreateVmWorker() override {
       if (sys_ >= 0) close(sys_);
       if (fd_ >= 0) close(fd_);  // created, but never handed to JavaScript
+      if (hva_ != nullptr) munmap(hva_, setup_.memSize);
     }
     Napi::Promise Promise() { return deferred_.Promise(); }
     void Execute() override {
       mmapSize_ = ioctl(sys_, KVM_GET_VCPU_MMAP_SIZE, 0);
-      if (mmapSize_ < 0) {
-        err_ = errno;
-        syscall_ = "ioctl(KVM_GET_VCPU_MMAP_SIZE)";
-        return;
-      }
+      if (mmapSize_ < 0) return Fail("ioctl(KVM_GET_VCPU_MMAP_SIZE)");
       do {
         fd_ = ioctl(sys_, KVM_CREATE_VM, type_);
       } while (fd_ < 0 && errno == EINTR);
-      if (fd_ < 0) {
-        err_ = errno;
-        syscall_ = "ioctl(KVM_CREATE_VM)";
+      if (fd_ < 0) return Fail("ioctl(KVM_CREATE_VM)");
+      if (setup_.tssAddr != 0 && ioctl(fd_, KVM_SET_TSS_ADDR, static_cast<unsigned long>(setup_.tssAddr)) < 0)
+        return Fail("ioctl(KVM_SET_TSS_ADDR)");
+      if (setup_.irqchip && ioctl(fd_, KVM_CREATE_IRQCHIP, 0) < 0) return Fail("ioctl(KVM_CREATE_IRQCHIP)");
+      if (setup_.memSize != 0) {
+        void* hva = mmap(nullptr, setup_.memSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (hva == MAP_FAILED) return Fail("mmap");
+        hva_ = hva;
+        kvm_userspace_memory_region r{};
+        r.slot = 0;
+        r.guest_phys_addr = 0;
+        r.memory_size = setup_.memSize;
+        r.userspace_addr = reinterpret_cast<uint64_t>(hva);
+        if (ioctl(fd_, KVM_SET_USER_MEMORY_REGION, &r) < 0) return Fail("ioctl(KVM_SET_USER_MEMORY_REGION)");
+        std::memset(hva, 0, std::min(setup_.prefault, setup_.memSize));
       }
     }
     void OnOK() override {
@@ -920,30 +954,50 @@ class System : public Napi::ObjectWrap<System> {
         deferred_.Reject(SysError(env, err_, syscall_).Value());
         return;
       }
+      std::vector<Slot> slots;
+      if (hva_ != nullptr) slots.push_back(Slot{0, 0, 0, setup_.memSize, hva_});
       int fd = fd_;
       fd_ = -1;
-      deferred_.Resolve(WrapVm(env, fd, mmapSize_));
+      hva_ = nullptr;
+      deferred_.Resolve(WrapVm(env, fd, mmapSize_, std::move(slots)));
     }
     void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
 
    private:
+    void Fail(const char* syscall) {
+      err_ = errno;
+      syscall_ = syscall;
+    }
     int sys_;
     unsigned long type_;
+    VmSetup setup_;
     int fd_ = -1;
+    void* hva_ = nullptr;
     int mmapSize_ = 0;
     int err_ = 0;
     std::string syscall_;
     Napi::Promise::Deferred deferred_;
   };
 
-  // createVmAsync(type) -> Promise<Vm>: createVm() off the JavaScript thread, so a VMM
-  // can have the next VM made while it runs the current one.
+  // createVmAsync(type, tssAddr, irqchip, memSize, prefault) -> Promise<Vm>: createVm()
+  // and the VM's first setup off the JavaScript thread, so a VMM can have the next VM
+  // made while it runs the current one. tssAddr 0, irqchip false, memSize 0: not done.
   Napi::Value CreateVmAsync(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     uint32_t type = ArgU32(info, 0, "type", 255);
+    VmSetup setup;
+    if (info.Length() > 1) {
+      setup.tssAddr = ArgU32(info, 1, "tssAddr");
+      if (!info[2].IsBoolean()) throw ArgError(env, "irqchip must be a boolean");
+      setup.irqchip = info[2].As<Napi::Boolean>().Value();
+      setup.memSize = ArgU64(info, 3, "memSize", 1ull << 40);
+      setup.prefault = ArgU64(info, 4, "prefault", 1ull << 40);
+      long page = sysconf(_SC_PAGESIZE);
+      if (setup.memSize % page != 0) throw ArgError(env, "memSize must be page aligned", true);
+    }
     int sys = fcntl(Fd(env, "ioctl(KVM_CREATE_VM)"), F_DUPFD_CLOEXEC, 0);
     if (sys < 0) throw SysError(env, errno, "fcntl(F_DUPFD_CLOEXEC)");
-    auto* w = new CreateVmWorker(env, sys, type);
+    auto* w = new CreateVmWorker(env, sys, type, setup);
     Napi::Promise p = w->Promise();
     w->Queue();
     return p;

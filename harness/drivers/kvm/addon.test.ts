@@ -7,6 +7,7 @@ import { runInNewContext } from 'node:vm';
 import { DriverError } from '../../errors.js';
 import {
   GuestVm,
+  PREPARED_MEMORY_BYTES,
   KVM_CAP,
   KVM_EXIT,
   KVM_HC_ERR,
@@ -215,7 +216,8 @@ describe('arguments are checked before the native call', () => {
     expect(() => vm.removeMemory(3)).toThrow(/no slot 3/);
     expect(calls).toEqual(['setMemory']);
     vm.read(0xff00, 0x100);
-    expect(calls).toEqual(['setMemory', 'read']);
+    vm.bytes(0xff00, 0x100);
+    expect(calls).toEqual(['setMemory', 'readInto', 'readInto']);
   });
 
   it('KvmVcpu checks run options, results and attributes', () => {
@@ -295,6 +297,15 @@ describe('live KVM', () => {
     expect(vm.read(0x1000, 5).toString()).toBe('hello');
     vm.writeU64(0x2000, 0x1122334455667788n);
     expect(vm.readU64(0x2000)).toBe(0x1122334455667788n);
+    // readInto and the addon's allocating read see the same bytes
+    expect((vm as unknown as { native: NativeVm }).native.read(0x2000, 8).readBigUInt64LE(0)).toBe(0x1122334455667788n);
+    const copy = vm.bytes(0x1000, 5);
+    copy[0] = 0;
+    expect(vm.read(0x1000, 5).toString()).toBe('hello');
+    vm.addMemory(1, 0x200000, 0x1000);
+    vm.writeU32(0x200000, 7);
+    vm.removeMemory(1);
+    expect(() => vm.read(0x200000, 4)).toThrow(/not inside one memory slot/);
     expect(typeof vm.hva(0x1000)).toBe('bigint');
     const v = vm.createVcpu(0);
     const regs = v.getRegs();
@@ -633,6 +644,27 @@ describe('live KVM', () => {
       g.close();
     }
     expect(fdCount()).toBe(before);
+    // Prepared with its RAM: a guest of that size keeps the slot; another size gets its own.
+    for (const memoryBytes of [PREPARED_MEMORY_BYTES, 8 << 20]) {
+      const prepared = await GuestVm.prepare();
+      const g = GuestVm.create({ prepared, memoryBytes });
+      expect(g.vm).toBe(prepared.vm);
+      const r = await g.run(0, [{ op: 'write', addr: memoryBytes - 8, size: 8, value: 42n }, { op: 'read', addr: memoryBytes - 8, size: 8 }]);
+      expect(r.results[1].ret).toBe(42n);
+      expect(g.vm.readU64(memoryBytes - 8)).toBe(42n);
+      if (memoryBytes < PREPARED_MEMORY_BYTES) expect(() => g.vm.read(memoryBytes, 8)).toThrow(/not inside one memory slot/);
+      g.close();
+    }
+    // The in-kernel irqchip cannot be taken back: a guest without one gets a fresh VM and the prepared one is closed.
+    {
+      const prepared = await GuestVm.prepare();
+      const g = GuestVm.create({ prepared, irqchip: false });
+      expect(g.vm).not.toBe(prepared.vm);
+      expect(prepared.vm.closed).toBe(true);
+      expect((await g.run(0, [{ op: 'read', addr: 0x300000, size: 8 }])).status).toBe('done');
+      g.close();
+    }
+    expect(fdCount()).toBe(before);
     // create() refuses bad options before it takes the VM: it stays the caller's to close.
     const p = await GuestVm.prepare();
     expect(() => GuestVm.create({ vcpus: 0, prepared: p })).toThrow(/vcpus must be at least 1/);
@@ -643,6 +675,7 @@ describe('live KVM', () => {
     const o = openKvm();
     if (!o.ok) throw new Error(o.reason);
     await expect(o.kvm.createVmAsync(0xfe)).rejects.toMatchObject({ syscall: 'ioctl(KVM_CREATE_VM)' });
+    await expect(o.kvm.createVmAsync(0, { memoryBytes: 4097 })).rejects.toThrow(/multiple of 4096/);
     o.kvm.close();
     expect(fdCount()).toBe(before);
   });

@@ -91,6 +91,25 @@ export interface GuestVmOptions {
 export interface PreparedVm {
   system: KvmSystem;
   vm: KvmVm;
+  /** Done already: KVM_SET_TSS_ADDR, the in-kernel irqchip, and RAM of this size in slot 0. */
+  setup?: { irqchip: boolean; memoryBytes: number };
+}
+
+/** Guest RAM a prepared VM gets unless told otherwise (a case's default memory size). */
+export const PREPARED_MEMORY_BYTES = 16 << 20;
+/** Guest memory the test guest writes as it is set up (IDT, page tables, image, vCPU blocks 0-1): faulted in while the VM is prepared. */
+const PREFAULT_BYTES = blockAddress(2);
+
+/** The guest image of a mode, its IDT and the page tables: read and built once per process. */
+const constants = new Map<GuestMode, ReturnType<typeof loadConstants>>();
+function loadConstants(mode: GuestMode) {
+  const img = loadGuestImage(mode);
+  return img.ok ? { ok: true as const, image: img.image, idt: buildIdt(img.image), pageTables: buildPageTables() } : img;
+}
+function guestConstants(mode: GuestMode): ReturnType<typeof loadConstants> {
+  let c = constants.get(mode);
+  if (c === undefined || !c.ok) constants.set(mode, (c = loadConstants(mode)));
+  return c;
 }
 
 /** KVM_GET_SUPPORTED_CPUID of the default device: the same for every VM of a process. */
@@ -156,11 +175,12 @@ export class GuestVm implements Disposable {
    * An empty VM made off the JavaScript thread, for a later create({ prepared }): a VMM
    * that runs one guest after another has the next VM made while the current one runs.
    */
-  static async prepare(path?: string): Promise<PreparedVm> {
+  static async prepare(path?: string, memoryBytes = PREPARED_MEMORY_BYTES): Promise<PreparedVm> {
     const opened = openKvm(path);
     if (!opened.ok) throw new DriverError(opened.reason, { code: opened.code, errno: opened.errno, syscall: 'open' });
     try {
-      return { system: opened.kvm, vm: await opened.kvm.createVmAsync() };
+      const vm = await opened.kvm.createVmAsync(0, { tssAddr: GUEST_LAYOUT.kvmTssAddr, irqchip: true, memoryBytes, prefault: PREFAULT_BYTES });
+      return { system: opened.kvm, vm, setup: { irqchip: true, memoryBytes } };
     } catch (e) {
       opened.kvm.close();
       throw e;
@@ -180,21 +200,29 @@ export class GuestVm implements Disposable {
     }
     const irqchip = opts.irqchip ?? true;
     const timeoutMs = checkU32(opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, 'timeoutMs', 86_400_000);
-    const img = loadGuestImage(mode);
+    const img = guestConstants(mode);
     if (!img.ok) throw new DriverError(img.reason, { code: 'ENOGUEST' });
     let system: KvmSystem;
     let vm: KvmVm | undefined;
-    if (opts.prepared) {
-      ({ system, vm } = opts.prepared);
+    let done: PreparedVm['setup'];
+    if (opts.prepared && (opts.prepared.setup === undefined || opts.prepared.setup.irqchip === irqchip)) {
+      ({ system, vm, setup: done } = opts.prepared);
     } else {
+      // A prepared VM set up for another irqchip choice is of no use: made afresh.
+      if (opts.prepared) {
+        opts.prepared.vm.close();
+        opts.prepared.system.close();
+      }
       const opened = openKvm(opts.path);
       if (!opened.ok) throw new DriverError(opened.reason, { code: opened.code, errno: opened.errno, syscall: 'open' });
       system = opened.kvm;
     }
     try {
       vm ??= system.createVm();
-      vm.setTssAddr(GUEST_LAYOUT.kvmTssAddr);
-      if (irqchip) vm.createIrqchip();
+      if (!done) {
+        vm.setTssAddr(GUEST_LAYOUT.kvmTssAddr);
+        if (irqchip) vm.createIrqchip();
+      }
       const xen = opts.xen;
       if (xen && system.xenHvmCaps() === 0) {
         throw new DriverError('KVM_CAP_XEN_HVM is 0: this kernel has no Xen HVM emulation (CONFIG_KVM_XEN), so a Xen guest cannot be set up', {
@@ -205,9 +233,12 @@ export class GuestVm implements Disposable {
       if (xen) {
         vm.xenHvmConfig({ flags: xen.flags ?? XEN_HVM_FLAG.INTERCEPT_HCALL, msr: xen.msr ?? XEN_HYPERCALL_MSR });
       }
-      vm.addMemory(0, 0, memoryBytes);
-      if (mode === 64) vm.write(GUEST_LAYOUT.pml4, buildPageTables());
-      vm.write(GUEST_LAYOUT.idt, buildIdt(img.image));
+      if (done?.memoryBytes !== memoryBytes) {
+        if (done) vm.removeMemory(0);
+        vm.addMemory(0, 0, memoryBytes);
+      }
+      if (mode === 64) vm.write(GUEST_LAYOUT.pml4, img.pageTables);
+      vm.write(GUEST_LAYOUT.idt, img.idt);
       vm.write(GUEST_LAYOUT.imageBase, img.image.bytes);
       // Until a hypercall page is written, calling it hits int3 (#BP), as in
       // Xen's page before its stubs are filled in.
@@ -331,8 +362,9 @@ export class GuestVm implements Disposable {
       if (r.kind === 'xen') {
         const command = this.vm.readU32(base + HDR.cur);
         vmmServed.add(command);
-        const answer = opts.onXen ? await opts.onXen(r.xen, { vcpu, command, guest: this }) : XEN_ENOSYS;
-        const result = checkU64OrNeg(answer, 'onXen result');
+        const answer = opts.onXen ? opts.onXen(r.xen, { vcpu, command, guest: this }) : XEN_ENOSYS;
+        // A synchronous answer goes straight back in: no microtask turn per exit.
+        const result = checkU64OrNeg(answer instanceof Promise ? await answer : answer, 'onXen result');
         xenExits.push({ ...r.xen, command, result });
         v.setXenResult(result);
         continue;

@@ -199,11 +199,11 @@ class VmMemory extends GuestMemory {
   }
   override read(gpa: number, len: number): Uint8Array {
     if (!this.contains(gpa, len)) return super.read(gpa, len); // throws GuestFault
-    return new Uint8Array(this.guest.vm.read(gpa, len));
+    return this.guest.vm.bytes(gpa, len);
   }
   override write(gpa: number, bytes: Uint8Array): void {
     if (!this.contains(gpa, bytes.length)) return super.write(gpa, bytes);
-    this.guest.vm.write(gpa, Buffer.from(bytes));
+    this.guest.vm.write(gpa, bytes);
   }
 }
 
@@ -675,7 +675,7 @@ class KvmSession implements Session {
 
   async read(dom: number, gpa: number, len: number): Promise<Uint8Array> {
     if (dom !== this.domid) throw new DriverError(`no domain ${dom} on the kvm target`, { code: 'EINVAL' });
-    return new Uint8Array(this.guest.vm.read(gpa, len));
+    return this.guest.vm.bytes(gpa, len);
   }
 
   areas(dom: number): AreaView {

@@ -193,6 +193,8 @@ export interface NativeVm {
   removeMemory(slot: number): void;
   read(gpa: number, len: number): Buffer;
   write(gpa: number, data: Uint8Array): void;
+  /** Fills dst from guest memory (no allocation in the addon). */
+  readInto(gpa: number, dst: Uint8Array): void;
   hva(gpa: number): bigint;
   xenHvmConfig(b: Uint8Array): void;
   xenGetAttr(b: Uint8Array): Buffer;
@@ -214,7 +216,8 @@ export interface NativeSystem {
   vcpuMmapSize(): number;
   supportedCpuid(): Buffer;
   createVm(type: number): NativeVm;
-  createVmAsync(type: number): Promise<NativeVm>;
+  /** With a setup: KVM_SET_TSS_ADDR (tssAddr > 0), KVM_CREATE_IRQCHIP, slot 0 at gpa 0 (memSize > 0) with its first `prefault` bytes touched. */
+  createVmAsync(type: number, tssAddr?: number, irqchip?: boolean, memSize?: number, prefault?: number): Promise<NativeVm>;
   close(): void;
 }
 

@@ -37,10 +37,21 @@ export class KvmSystem implements Disposable {
     checkU32(type, 'vm type', 0xff);
     return new KvmVm(sys(() => this.native.createVm(type)));
   }
-  /** createVm() on a libuv pool thread: KVM_CREATE_VM is slow under emulation, and can overlap other work. */
-  async createVmAsync(type = 0): Promise<KvmVm> {
+  /**
+   * createVm() on a libuv pool thread: KVM_CREATE_VM is slow under emulation, and can
+   * overlap other work. With a setup, the VM's first ioctls and its RAM (slot 0 at gpa 0,
+   * the first `prefault` bytes already faulted in) are done there too.
+   */
+  async createVmAsync(type = 0, setup?: VmSetup): Promise<KvmVm> {
     checkU32(type, 'vm type', 0xff);
-    return new KvmVm(await sysAsync(() => this.native.createVmAsync(type)));
+    if (setup === undefined) return new KvmVm(await sysAsync(() => this.native.createVmAsync(type)));
+    const { tssAddr = 0, irqchip = false, memoryBytes = 0, prefault = 0 } = setup;
+    checkU32(tssAddr, 'tssAddr');
+    if (!Number.isSafeInteger(memoryBytes) || memoryBytes < 0 || memoryBytes > 2 ** 40 || memoryBytes % PAGE !== 0) argErr(`createVmAsync: memoryBytes must be a multiple of 4096 up to 2^40, got ${memoryBytes}`);
+    if (!Number.isSafeInteger(prefault) || prefault < 0) argErr(`createVmAsync: prefault must be a non-negative byte count, got ${prefault}`);
+    const native = await sysAsync(() => this.native.createVmAsync(type, tssAddr, irqchip, memoryBytes, prefault));
+    const slots = memoryBytes > 0 ? [{ slot: 0, gpa: 0, size: memoryBytes, hva: sys(() => native.hva(0)) }] : [];
+    return new KvmVm(native, slots);
   }
   createEventfd(initval = 0): KvmEventfd {
     checkU32(initval, 'initval');
@@ -54,6 +65,16 @@ export class KvmSystem implements Disposable {
   }
 }
 
+/** What createVmAsync does to a new VM off the JavaScript thread. */
+export interface VmSetup {
+  tssAddr?: number;
+  irqchip?: boolean;
+  /** Slot 0 at gpa 0 of this many bytes. */
+  memoryBytes?: number;
+  /** Bytes from gpa 0 to fault in before the VM is handed over. */
+  prefault?: number;
+}
+
 export interface MemorySlot {
   slot: number;
   gpa: number;
@@ -65,7 +86,9 @@ export class KvmVm implements Disposable {
   private readonly slots = new Map<number, MemorySlot>();
   private readonly vcpuList: KvmVcpu[] = [];
 
-  constructor(private readonly native: NativeVm) {}
+  constructor(private readonly native: NativeVm, slots: readonly MemorySlot[] = []) {
+    for (const m of slots) this.slots.set(m.slot, m);
+  }
 
   get closed(): boolean {
     return this.native.closed;
@@ -131,7 +154,16 @@ export class KvmVm implements Disposable {
   /** A copy of guest memory. */
   read(gpa: number, len: number): Buffer {
     this.checkRange(gpa, len, 'read');
-    return sys(() => this.native.read(gpa, len));
+    const b = Buffer.allocUnsafe(len);
+    sys(() => this.native.readInto(gpa, b));
+    return b;
+  }
+  /** The same copy as a plain Uint8Array (slice() copies, unlike a Buffer's). */
+  bytes(gpa: number, len: number): Uint8Array {
+    this.checkRange(gpa, len, 'read');
+    const b = new Uint8Array(len);
+    sys(() => this.native.readInto(gpa, b));
+    return b;
   }
   write(gpa: number, data: Uint8Array): void {
     checkBytes(data, 'data');
