@@ -25,6 +25,8 @@ export interface Guard {
   read(image: Uint8Array): bigint;
   /** Whether a reader that saw this guard value may use the copy. */
   stable(value: bigint): boolean;
+  /** The bytes [lo, hi) read() depends on, if it depends on no others. */
+  span?: readonly [number, number];
 }
 
 export interface TornReport {
@@ -46,28 +48,42 @@ function atomicStore(s: StoreRecord): boolean {
   return Math.floor(s.gpa / CACHE_LINE) === Math.floor((s.gpa + n - 1) / CACHE_LINE);
 }
 
-/** Every image of [base, base+size) a reader can observe, in order, for one ordering of non-atomic stores. */
-function replay(before: Uint8Array, base: number, stores: StoreRecord[], descending: boolean): Uint8Array[] {
+/**
+ * The images of [base, base+size) a reader can observe, in order, for one ordering of
+ * non-atomic stores: the first image, then per step the bytes that step changed (offset,
+ * new value; a store of the same value changes nothing).
+ */
+interface Replay {
+  first: Uint8Array;
+  steps: Array<Array<[number, number]>>;
+}
+
+function replay(before: Uint8Array, base: number, stores: StoreRecord[], descending: boolean): Replay {
   const img = before.slice();
-  const out: Uint8Array[] = [img.slice()];
-  const put = (gpa: number, b: number) => {
+  const steps: Replay['steps'] = [];
+  const put = (gpa: number, b: number, into: Array<[number, number]>) => {
     const o = gpa - base;
-    if (o >= 0 && o < img.length) img[o] = b;
+    if (o >= 0 && o < img.length && img[o] !== b) {
+      img[o] = b;
+      into.push([o, b]);
+    }
   };
   for (const s of stores) {
     if (atomicStore(s)) {
-      s.bytes.forEach((b, j) => put(s.gpa + j, b));
-      out.push(img.slice());
+      const step: Array<[number, number]> = [];
+      s.bytes.forEach((b, j) => put(s.gpa + j, b, step));
+      steps.push(step);
       continue;
     }
-    const idx = [...s.bytes.keys()];
-    if (descending) idx.reverse();
-    for (const j of idx) {
-      put(s.gpa + j, s.bytes[j]);
-      out.push(img.slice());
+    const n = s.bytes.length;
+    for (let t = 0; t < n; t++) {
+      const j = descending ? n - 1 - t : t;
+      const step: Array<[number, number]> = [];
+      put(s.gpa + j, s.bytes[j], step);
+      steps.push(step);
     }
   }
-  return out;
+  return { first: before.slice(), steps };
 }
 
 /** Two memory images are byte for byte the same. */
@@ -77,42 +93,55 @@ export function same(a: Uint8Array, b: Uint8Array): boolean {
   return true;
 }
 
-function analyse(states: Uint8Array[], committed: Uint8Array[], guard: Guard, report: TornReport): void {
+function analyse(r: Replay, committed: Uint8Array[], guard: Guard, report: TornReport): void {
   const isCommitted = (img: Uint8Array) => committed.some((c) => same(c, img));
-  for (const s of states) if (!isCommitted(s)) report.visibleTorn++;
-  const n = states.length;
-  const size = states[0].length;
-  // Each state's guard value, read once (the windows below compare them n^2 times).
-  const guards = states.map((st) => guard.read(st));
-  // The bytes each state changed from the one before: a byte's value set over
-  // a window [i, k] only grows at the states that wrote it.
-  const changed: number[][] = [[]];
-  for (let k = 1; k < n; k++) {
-    const a = states[k - 1], c = states[k], d: number[] = [];
-    for (let b = 0; b < size; b++) if (a[b] !== c[b]) d.push(b);
-    changed.push(d);
+  const n = r.steps.length + 1;
+  const size = r.first.length;
+  const changed = [[] as Array<[number, number]>, ...r.steps];
+  // One walk over the states: each state's guard value (re-read only when a step
+  // touched the guard's bytes) and whether it is a committed image (bytes that differ
+  // from each committed image, kept up to date per step).
+  const guards = new Array<bigint>(n);
+  const cur = r.first.slice();
+  const differ = committed.map((c) => { let d = 0; for (let b = 0; b < size; b++) if (c[b] !== cur[b]) d++; return d; });
+  const [gLo, gHi] = guard.span ?? [0, size];
+  for (let k = 0; k < n; k++) {
+    let touched = k === 0;
+    for (const [b, v] of changed[k]) {
+      committed.forEach((c, j) => { differ[j] += (c[b] !== v ? 1 : 0) - (c[b] !== cur[b] ? 1 : 0); });
+      cur[b] = v;
+      if (b >= gLo && b < gHi) touched = true;
+    }
+    guards[k] = touched ? guard.read(cur) : guards[k - 1];
+    if (!differ.includes(0)) report.visibleTorn++;
   }
+  // A window [i, k] is accepted only if the guard reads the same at both ends, so
+  // no k after the last state with state i's guard value matters.
+  const lastWith = new Map<bigint, number>();
+  guards.forEach((g, k) => lastWith.set(g, k));
   // Per-byte value sets over the window [i, k]: a 256-entry membership table
   // per byte (one buffer, cleared after each i) plus the values in order, and
   // the bytes that have more than one value (only they multiply the count).
   const seen = new Uint8Array(size * 256);
+  const at = r.first.slice(); // state i, walked forward with i
   for (let i = 0; i < n; i++) {
+    if (i > 0) for (const [b, v] of changed[i]) at[b] = v;
     const g = guards[i];
     if (!guard.stable(g)) continue;
+    const last = lastWith.get(g)!;
     const sets: number[][] = [];
     const multi: number[] = [];
     for (let b = 0; b < size; b++) {
-      seen[b * 256 + states[i][b]] = 1;
-      sets.push([states[i][b]]);
+      seen[b * 256 + at[b]] = 1;
+      sets.push([at[b]]);
     }
-    for (let k = i; k < n; k++) {
+    for (let k = i; k <= last; k++) {
       if (k > i) {
-        const st = states[k];
-        for (const b of changed[k]) {
-          const at = b * 256 + st[b];
-          if (!seen[at]) {
-            seen[at] = 1;
-            sets[b].push(st[b]);
+        for (const [b, v] of changed[k]) {
+          const idx = b * 256 + v;
+          if (!seen[idx]) {
+            seen[idx] = 1;
+            sets[b].push(v);
             if (sets[b].length === 2) multi.push(b);
           }
         }
@@ -184,7 +213,7 @@ export function checkUpdate(mem: GuestMemory, base: number, size: number, guard:
   const relevant = stores.filter((s) => s.gpa < base + size && s.gpa + s.bytes.length > base);
   const asc = replay(before, base, relevant, false);
   const desc = replay(before, base, relevant, true);
-  report.states = asc.length + desc.length;
+  report.states = asc.steps.length + 1 + desc.steps.length + 1;
   const committed = same(before, after) ? [before] : [before, after];
   const r1: TornReport = { states: 0, acceptedTorn: 0, visibleTorn: 0 };
   const r2: TornReport = { states: 0, acceptedTorn: 0, visibleTorn: 0 };
@@ -197,9 +226,9 @@ export function checkUpdate(mem: GuestMemory, base: number, size: number, guard:
 }
 
 function u64At(img: Uint8Array, off: number): bigint {
-  let v = 0n;
-  for (let i = 7; i >= 0; i--) v = (v << 8n) | BigInt(img[off + i]);
-  return v;
+  const lo = img[off] | (img[off + 1] << 8) | (img[off + 2] << 16) | (img[off + 3] << 24);
+  const hi = img[off + 4] | (img[off + 5] << 8) | (img[off + 6] << 16) | (img[off + 7] << 24);
+  return (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
 }
 
 /** Linux xen_get_runstate_snapshot_cpu_delta: state_entry_time unchanged and XEN_RUNSTATE_UPDATE clear. */
@@ -207,6 +236,7 @@ export function runstateGuard(entryOffset: number): Guard {
   return {
     read: (img) => u64At(img, entryOffset),
     stable: (v) => (v & (1n << 63n)) === 0n,
+    span: [entryOffset, entryOffset + 8],
   };
 }
 
@@ -215,5 +245,6 @@ export function versionGuard(versionOffset: number): Guard {
   return {
     read: (img) => BigInt(img[versionOffset] | (img[versionOffset + 1] << 8) | (img[versionOffset + 2] << 16)) | (BigInt(img[versionOffset + 3]) << 24n),
     stable: (v) => (v & 1n) === 0n,
+    span: [versionOffset, versionOffset + 4],
   };
 }
