@@ -53,6 +53,11 @@ stale), 2 usage or suite error, 3 driver/environment error, 4 everything skipped
                     process
   --diff-report=PATH the differential's own JUnit file (default: the --junit path
                     with .differential.xml)
+  --save-results=PATH write a model target's run whole (every step), for --reference-results
+  --reference-results=PATH
+                    with --diff-against=MODEL: compare with results saved by
+                    'xconf run --target=MODEL --save-results=PATH' instead of running
+                    MODEL here; refused unless made by this build from these case files
   --kcidb=PATH      also write KCIDB I/O JSON (v5.3); with --origin=NAME --build-id=ID
   -v, --verbose     print every case, not only failures`,
   validate: `Usage: xconf validate PATHS...

@@ -15,6 +15,7 @@ import { skipReason } from '../runner/run-case.js';
 import { runParallel } from '../runner/parallel.js';
 import { counts, type CaseResult, type RunSummary } from '../runner/results.js';
 import { compareRuns, diffCounts, runDifferential } from '../runner/differential.js';
+import { openReference, referenceFor, saveResults } from '../runner/saved-results.js';
 import type { ExpectationFile } from '../expect/expectations.js';
 import { differentialJunitXml, junitXml } from '../report/junit.js';
 import { ktap } from '../report/ktap.js';
@@ -92,6 +93,7 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
     'diff-report': { type: 'string' }, expect: { type: 'string', multiple: true }, 'rerun-failed': { type: 'boolean' },
     jobs: { type: 'string', short: 'j' }, bail: { type: 'boolean' },
     kcidb: { type: 'string' }, origin: { type: 'string' }, 'build-id': { type: 'string' },
+    'save-results': { type: 'string' }, 'reference-results': { type: 'string' },
   });
   if (v.help) { process.stdout.write(HELP.run + '\n'); return EXIT.ok; }
   const target = String(v.target);
@@ -101,6 +103,10 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
     throw new UsageError(`--diff-against: unknown target '${against}' (targets: ${TARGETS.join(', ')})`);
   }
   if (v['diff-report'] !== undefined && against === undefined) throw new UsageError('--diff-report needs --diff-against=TARGET');
+  const referenceFile = v['reference-results'] as string | undefined;
+  if (referenceFile !== undefined && against === undefined) throw new UsageError('--reference-results needs --diff-against=TARGET (the target the results were saved from)');
+  if (referenceFile !== undefined && !MODEL_TARGETS.has(against!)) throw new UsageError(`--reference-results stands for a model reference; --diff-against=${against} runs for real`);
+  if (v['save-results'] !== undefined && !MODEL_TARGETS.has(target)) throw new UsageError(`--save-results saves a model target's run for --reference-results; --target=${target} is not one`);
   const timeout = v.timeout === undefined ? undefined : Number(v.timeout);
   if (timeout !== undefined && !(timeout > 0)) throw new UsageError(`--timeout takes a positive number of seconds (got '${v.timeout}')`);
   const seed = intOption('seed', v.seed as string | undefined, 0, 2 ** 32 - 1);
@@ -145,6 +151,10 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
   if (expectations && expectArgs.includes('auto')) {
     expectFiles.push(...expectations.autoExpectationFiles(EXPECTATIONS_DIR, target, version).map(expectations.loadExpectations));
   }
+
+  // Saved reference results are checked before anything runs (the cases they cover, after).
+  const savedFor = reference && { target: reference.name, seed: String(seed ?? 0), xenVersion: caps.fixedXenVersion };
+  const saved = referenceFile !== undefined && savedFor ? openReference(referenceFile, savedFor) : undefined;
 
   const order = new Map(planned.map((pc, i) => [pc.name, i]));
   const inPlanOrder = (rs: CaseResult[]) => [...rs].sort((a, b) => order.get(a.name)! - order.get(b.name)!);
@@ -199,9 +209,9 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
   // waits on its hypervisor or its case processes, so with a second CPU the comparison
   // costs no wall time; and the model's state is never touched by what the target's
   // session left in this process. A model target compares after its run, in-process.
-  const beside = reference && MODEL_TARGETS.has(reference.name) && (!MODEL_TARGETS.has(target) || isolate)
+  const beside = reference && referenceFile === undefined && MODEL_TARGETS.has(reference.name) && (!MODEL_TARGETS.has(target) || isolate)
     ? runParallel(runOrder.filter((pc) => skipReason(pc, caps) === undefined), paths, reference.name, 1, {
-      timeoutSeconds: timeout, seed: String(seed ?? 0), xenVersion: caps.fixedXenVersion, signal: ac.signal,
+      timeoutSeconds: timeout, seed: String(seed ?? 0), xenVersion: caps.fixedXenVersion, signal: ac.signal, background: true,
     })
     : undefined;
   beside?.catch(() => undefined); // awaited below unless the run stops first
@@ -228,7 +238,9 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
   persist(run);
   if (reference && !run.interrupted) {
     const ranHere = new Set(run.results.map((r) => r.name));
-    if (beside) run.differential = compareRuns(driver.name, reference.name, run.results, await beside);
+    if (saved !== undefined) {
+      run.differential = compareRuns(driver.name, reference.name, run.results, referenceFor(saved, referenceFile!, savedFor!, run.results));
+    } else if (beside) run.differential = compareRuns(driver.name, reference.name, run.results, await beside);
     else run.differential = await runDifferential(planned.filter((pc) => ranHere.has(pc.name)), run.results, driver.name, reference, {
       timeoutSeconds: timeout, seed: String(seed ?? 0), xenVersion: caps.fixedXenVersion,
       // Model references run in this process (fast); a kvm reference is isolated like a kvm target.
@@ -238,6 +250,7 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
     if (stop.why()) run.interrupted = stop.why();
     persist(run);
   }
+  if (v['save-results'] !== undefined && !run.interrupted) saveResults(String(v['save-results']), run, caps.fixedXenVersion);
   stop.dispose();
   progress.clearStatus();
   process.stdout.write(consoleSummary(run, { verbose: !!v.verbose, style }));

@@ -3,6 +3,7 @@
 // given (round-robin, so slow subsystems spread out) and streams each result
 // back. Results come back in completion order; the caller restores plan order.
 import { fork } from 'node:child_process';
+import { setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { PlannedCase } from './plan.js';
 import type { CaseResult } from './results.js';
@@ -23,13 +24,24 @@ const WORKER = fileURLToPath(new URL('./shard-worker.js', import.meta.url));
 
 export async function runParallel(
   planned: PlannedCase[], paths: string[], target: string, jobs: number,
-  opts: { timeoutSeconds?: number; seed?: string; xenVersion?: string; signal?: AbortSignal; onResult?: (r: CaseResult) => void },
+  opts: {
+    timeoutSeconds?: number; seed?: string; xenVersion?: string; signal?: AbortSignal; onResult?: (r: CaseResult) => void;
+    /** Run the workers at the lowest CPU priority (a reference beside a live target must not slow it). */
+    background?: boolean;
+  },
 ): Promise<CaseResult[]> {
   const results: CaseResult[] = [];
   const lists: string[][] = Array.from({ length: Math.min(jobs, planned.length) }, () => []);
   planned.forEach((pc, i) => lists[i % lists.length].push(pc.name));
   await Promise.all(lists.map((names) => new Promise<void>((resolve, reject) => {
     const child = fork(WORKER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' });
+    if (opts.background && child.pid !== undefined) {
+      try {
+        setPriority(child.pid, 19);
+      } catch {
+        // not permitted here: the worker runs at normal priority
+      }
+    }
     const stop = () => child.kill('SIGKILL');
     opts.signal?.addEventListener('abort', stop, { once: true });
     let fatal: string | undefined;
