@@ -20,6 +20,7 @@ import {
   type GuestImage, type GuestMode,
 } from '../kvm/guest.js';
 import { xenAddon, type XenMapping } from './native.js';
+import { guestRead, guestWrite, type GuestBatch, type TestGuest } from '../test-guest.js';
 
 const PAGE = 4096;
 /** The guest's own pages (page tables, image, blocks): mapped once, never remapped by a case. */
@@ -55,11 +56,7 @@ export const XL_LIMITS: Record<string, string> = {
   max_evtchn_port: 'max_event_channels',
 };
 
-export interface XenBatch {
-  status: 'done' | 'timeout' | 'guest-fault';
-  results: CommandResult[];
-  fault?: BlockHeader['lastFault'];
-}
+export type XenBatch = GuestBatch;
 
 
 /**
@@ -131,7 +128,7 @@ function xl(args: string[], what: string): string {
   return r.stdout;
 }
 
-export class XenGuest {
+export class XenGuest implements TestGuest {
   private generation: number[];
   private closed = false;
 
@@ -273,7 +270,7 @@ export class XenGuest {
   read(gpa: number, len: number): Buffer {
     if (len === 0) return Buffer.alloc(0);
     const m = this.mapFor(gpa, len);
-    if (!m) return this.guestRead(gpa, len);
+    if (!m) return guestRead(this, gpa, len);
     try {
       return m.read(gpa % PAGE, len);
     } finally {
@@ -284,7 +281,7 @@ export class XenGuest {
   write(gpa: number, bytes: Buffer): void {
     if (bytes.length === 0) return;
     const m = this.mapFor(gpa, bytes.length);
-    if (!m) return this.guestWrite(gpa, bytes);
+    if (!m) return guestWrite(this, gpa, bytes);
     try {
       m.write(gpa % PAGE, bytes);
     } finally {
@@ -300,51 +297,6 @@ export class XenGuest {
       if ((e as { errno?: unknown }).errno === undefined) throw e;
       return undefined;
     }
-  }
-
-  /** The access split into the widest loads or stores the guest's mode has, one command each. */
-  private chunks(gpa: number, len: number): Array<{ addr: number; size: 1 | 2 | 4 | 8 }> {
-    const word = this.mode === 64 ? 8 : 4;
-    const out: Array<{ addr: number; size: 1 | 2 | 4 | 8 }> = [];
-    for (let at = gpa; at < gpa + len;) {
-      const size = ([word, 4, 2, 1] as const).find((n) => at + n <= gpa + len)!;
-      out.push({ addr: at, size });
-      at += size;
-    }
-    return out;
-  }
-
-  private runOrThrow(cmds: GuestCommand[], what: string): CommandResult[] {
-    const results: CommandResult[] = [];
-    for (let i = 0; i < cmds.length; i += GUEST_LAYOUT.maxCmds) {
-      const r = this.run(0, cmds.slice(i, i + GUEST_LAYOUT.maxCmds));
-      const bad = r.results.find((x) => x.status !== 'ok');
-      if (r.status !== 'done' || bad) {
-        throw new DriverError(`${what}: the guest's own access ${r.status !== 'done' ? `ended with ${r.status}` : `faulted (vector ${bad!.fault?.vector})`}`, { code: 'EFAULT' });
-      }
-      results.push(...r.results);
-    }
-    return results;
-  }
-
-  private guestRead(gpa: number, len: number): Buffer {
-    const parts = this.chunks(gpa, len);
-    const res = this.runOrThrow(parts.map((p) => ({ op: 'read', addr: p.addr, size: p.size })), `reading 0x${gpa.toString(16)}+${len}`);
-    const out = Buffer.alloc(len);
-    parts.forEach((p, i) => {
-      const v = res[i].ret;
-      for (let k = 0; k < p.size; k++) out[p.addr - gpa + k] = Number((v >> BigInt(8 * k)) & 0xffn);
-    });
-    return out;
-  }
-
-  private guestWrite(gpa: number, bytes: Buffer): void {
-    const parts = this.chunks(gpa, bytes.length);
-    this.runOrThrow(parts.map((p) => {
-      let v = 0n;
-      for (let k = p.size - 1; k >= 0; k--) v = (v << 8n) | BigInt(bytes[p.addr - gpa + k]);
-      return { op: 'write', addr: p.addr, size: p.size, value: v };
-    }), `writing 0x${gpa.toString(16)}+${bytes.length}`);
   }
 
   setHypercallPage(vcpu: number, gpa: number): void {
