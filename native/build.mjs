@@ -6,7 +6,7 @@
 // Steps: (1) node-gyp rebuild of the addon (binding.gyp), (2) the test guest
 // from native/guest/*.S with GNU as/ld/objcopy into native/build/guest/.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -93,6 +93,19 @@ function buildGuest() {
   let l = run('ld', ['--no-warn-rwx-segments', ...ldArgs]);
   if (l.status !== 0 && /no-warn-rwx-segments/.test(l.stderr ?? '')) l = run('ld', ldArgs);
   if (l.status !== 0) fail(`linking the PVH stub failed (exit ${l.status}): ${tail(l)}`);
+  // The qemu target's -bios ROM: rom.S's reset path, then the same stub (rom.ld).
+  const romObj = join(dst, 'rom.o');
+  const ra = run('as', ['--64', '-I', src, '-o', romObj, join(src, 'rom.S')]);
+  if (ra.status !== 0) fail(`assembling native/guest/rom.S failed (exit ${ra.status}): ${tail(ra)}`);
+  const romElf = join(dst, 'rom.elf');
+  const romArgs = ['-m', 'elf_x86_64', '-nostdlib', '-T', join(src, 'rom.ld'), '-o', romElf, romObj, obj];
+  let rl = run('ld', ['--no-warn-rwx-segments', ...romArgs]);
+  if (rl.status !== 0 && /no-warn-rwx-segments/.test(rl.stderr ?? '')) rl = run('ld', romArgs);
+  if (rl.status !== 0) fail(`linking the ROM stub failed (exit ${rl.status}): ${tail(rl)}`);
+  const rc = run('objcopy', ['-O', 'binary', '-j', '.rom', '-j', '.reset', '--gap-fill=0xff', romElf, join(dst, 'guest.rom')]);
+  if (rc.status !== 0) fail(`objcopy of the ROM stub failed (exit ${rc.status}): ${tail(rc)}`);
+  const size = statSync(join(dst, 'guest.rom')).size;
+  if (size !== 0x10000) fail(`native/build/guest/guest.rom is ${size} bytes; QEMU's -bios image must be 65536`);
 }
 
 try {

@@ -26,6 +26,10 @@ report=${XCONF_LIVE_REPORT:-$repo/reports/live-kvm.xml}
 # a list of series, 1 (every selected kernel) or 0 (none). Default 6.12: instrumenting
 # xen.o alone does not slow the run measurably, so the cached 6.12 is the covered one.
 coverage_sel=${XCONF_LIVE_COVERAGE-6.12}
+# 1: the initramfs also carries QEMU 10 from bookworm-backports (the qemu target's VMM;
+# fetched with apt-get download through a private apt configuration, never installed),
+# at /opt/qemu10, with XCONF_QEMU and XCONF_QEMU_DATA set for the inner command.
+with_qemu=${XCONF_LIVE_QEMU:-0}
 # Per-kernel files (serial log, JUnit, coverage) go beside the report, in a folder named
 # after it: reports/live-kvm/ for the default report, so a second live run with its own
 # XCONF_LIVE_REPORT (the CI's kvm fuzz) leaves the first one's files alone.
@@ -247,6 +251,32 @@ fi
 # ---------------------------------------------------------------- initramfs
 
 # Copy file $1 (following symlinks) to the same path under directory $2.
+# QEMU 10 (qemu-system-x86 and qemu-system-data from bookworm-backports), extracted
+# under the cache: the host keeps its own QEMU (7.2), which boots the outer VM.
+fetch_qemu10() {
+	local t=$SECONDS dir=$cache/qemu10 apt=$cache/qemu10/apt
+	if [[ -x $dir/root/usr/bin/qemu-system-x86_64 ]]; then
+		qemu10=$dir/root
+		return
+	fi
+	mkdir -p "$apt/lists/partial" "$apt/archives/partial"
+	echo 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-backports main' >"$apt/sources.list"
+	local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/nonexistent
+		-o "Dir::State::Lists=$apt/lists" -o "Dir::Cache::Archives=$apt/archives" -o Debug::NoLocking=1)
+	apt-get "${opts[@]}" update >"$apt/log" 2>&1 || die "apt-get update of bookworm-backports failed: $(tail -n1 "$apt/log")"
+	(cd "$apt" && apt-get "${opts[@]}" download qemu-system-x86 qemu-system-data >>"$apt/log" 2>&1) ||
+		die "apt-get download of QEMU 10 from bookworm-backports failed: $(tail -n1 "$apt/log")"
+	rm -rf "$dir/root.tmp"
+	local deb
+	for deb in "$apt"/qemu-system-*.deb; do dpkg-deb -x "$deb" "$dir/root.tmp" || die "dpkg-deb -x $deb failed"; done
+	"$dir/root.tmp/usr/bin/qemu-system-x86_64" --version >/dev/null 2>&1 ||
+		die "the QEMU from bookworm-backports does not run here (ldd $dir/root.tmp/usr/bin/qemu-system-x86_64)"
+	rm -f "$apt"/*.deb
+	mv "$dir/root.tmp" "$dir/root"
+	qemu10=$dir/root
+	took qemu10 "$t"
+}
+
 copy_to() {
 	mkdir -p "$2$(dirname "$1")"
 	cp -L "$1" "$2$1"
@@ -286,6 +316,17 @@ build_initramfs() {
 		done < <(ldd "$f" 2>/dev/null | grep -oE '/[^[:space:]]+' || true)
 	done
 
+	# QEMU 10 for the qemu target, with its libraries and data files
+	if [[ $with_qemu == 1 ]]; then
+		mkdir -p "$s/opt/qemu10/bin" "$s/opt/qemu10/share"
+		cp "$qemu10/usr/bin/qemu-system-x86_64" "$s/opt/qemu10/bin/"
+		cp -r "$qemu10/usr/share/qemu/." "$s/opt/qemu10/share/"
+		while IFS= read -r lib; do
+			[[ -n $lib && ! -e $s$lib ]] || continue
+			copy_to "$lib" "$s"
+		done < <(ldd "$qemu10/usr/bin/qemu-system-x86_64" 2>/dev/null | grep -oE '/[^[:space:]]+' || true)
+	fi
+
 	# the probe, /init and its configuration
 	gcc -static -O2 -Wall -Werror -o "$s/usr/libexec/xconf-kvm-probe" "$here/probe.c" ||
 		die "cannot compile the static probe $here/probe.c (libc6-dev from build-essential is needed)"
@@ -294,6 +335,7 @@ build_initramfs() {
 	{
 		echo "XCONF_NONCE=$nonce"
 		echo "XCONF_LIVE_JUNIT=$(sq "$guest_junit")"
+		if [[ $with_qemu == 1 ]]; then echo 'export XCONF_QEMU=/opt/qemu10/bin/qemu-system-x86_64 XCONF_QEMU_DATA=/opt/qemu10/share'; fi
 	} >"$s/xconf-live/config"
 	printf '%s\n' "$inner_cmd" >"$s/xconf-live/cmd.sh"
 	echo 'root:x:0:0:root:/tmp:/bin/sh' >"$s/etc/passwd"
@@ -332,6 +374,8 @@ build_initramfs() {
 	say "initramfs: $((gz / 1048576)) MiB gzipped, $((raw / 1048576)) MiB cpio, in ${timing[initramfs]} s ($initrd)"
 }
 
+qemu10=''
+if [[ $with_qemu == 1 ]]; then fetch_qemu10; fi
 build_initramfs
 
 # ---------------------------------------------------------------- boot

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { packagePath } from '../paths.js';
 
 export const VERSION = (JSON.parse(readFileSync(packagePath('package.json'), 'utf8')) as { version: string }).version;
-const TARGET_LIST = 'model | model-kvm | kvm';
+const TARGET_LIST = 'model | model-kvm | kvm | xen | qemu';
 
 export const HELP: Record<string, string> = {
   main: `xconf ${VERSION}: conformance and fuzz harness for Xen-on-KVM

@@ -4,7 +4,7 @@ import { UsageError } from '../errors.js';
 import type { Driver } from './driver.js';
 import { ModelDriver } from './model/model-driver.js';
 
-export const TARGETS = ['model', 'model-kvm', 'kvm', 'xen'] as const;
+export const TARGETS = ['model', 'model-kvm', 'kvm', 'xen', 'qemu'] as const;
 export type TargetName = (typeof TARGETS)[number];
 
 export async function createDriver(name: string): Promise<Driver> {
@@ -20,6 +20,10 @@ export async function createDriver(name: string): Promise<Driver> {
     case 'xen': {
       const { XenDriver } = await import('./xen/xen-driver.js');
       return new XenDriver();
+    }
+    case 'qemu': {
+      const { QemuDriver } = await import('./qemu/qemu-driver.js');
+      return new QemuDriver();
     }
   }
   throw new UsageError(`unknown target '${name}' (targets: ${TARGETS.join(', ')})`);

@@ -59,6 +59,7 @@ pvh_ap_entry:
     cli
     cld
     jmp common
+    .globl bsp                      # also the qemu target's ROM stub (rom.S) enters here
 bsp:
     cli
     cld
@@ -100,7 +101,7 @@ to_long_mode:
     .code64
 start64:
     load_segments
-    lidt idtr64
+    lidt idtr64(%rip)               # RIP-relative: the stub also runs from the ROM at 0xffff0000 (rom.S)
     mov %edi, %edi                  # the block, zero-extended into %rdi
     lea KSTACK_TOP(%rdi), %rsp
     movl IMG_ENTRY, %eax
@@ -111,7 +112,7 @@ stuck:
     hlt
     jmp stuck
 
-    .data
+    .section .rodata
     .balign 8
 idtr64:
     .word 256 * 16 - 1

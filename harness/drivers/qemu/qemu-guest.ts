@@ -1,0 +1,239 @@
+// One QEMU process running the xconf test guest with QEMU's Xen HVM emulation
+// (-accel kvm,xen-version=...). The guest is the image the kvm and xen targets run,
+// entered from a -bios ROM (native/guest/rom.S) instead of a VMM's registers or Xen's
+// PVH entry. Guest RAM is a file QEMU maps shared (memory-backend-file, share=on):
+// the harness lays the guest out in it before QEMU starts, then writes command queues
+// and reads results through it, as dom0 does through a foreign mapping on Xen; the
+// guest waits in memory for each batch (host flag WAIT_GEN). QEMU's Xen overlay pages
+// (shared_info, grant frames, the xenstore page) are not in that file, so memory
+// outside the guest's own low pages is read and written by the guest itself.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, ftruncateSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DriverError } from '../../errors.js';
+import { packagePath } from '../../paths.js';
+import {
+  blockAddress, buildGdt, buildIdt, buildPageTables, buildTss, decodeBlockHeader, decodeResults, encodeBlockHeader,
+  encodeCommands, GUEST_LAYOUT, GUEST_STATE, HDR, loadGuestImage, type BlockHeader, type GuestCommand, type GuestMode,
+} from '../kvm/guest.js';
+import { guestRead, guestWrite, type GuestBatch, type TestGuest } from '../test-guest.js';
+
+const PAGE = 4096;
+const BOOT_TIMEOUT_MS = 30_000;
+/**
+ * What the harness reaches through the RAM file: the guest's own pages (IDT, page tables,
+ * image, hypercall page, vCPU 0's block). A case may place QEMU's overlay pages anywhere
+ * above (shared_info's default is 0x80000), where the file holds the RAM they hide.
+ */
+const FILE_LIMIT = blockAddress(1);
+
+export interface QemuGuestOptions {
+  /** The domain id cases name the guest by (QEMU's Xen emulation has one domain). */
+  domid: number;
+  mode: GuestMode;
+  memoryBytes: number;
+  /** The QEMU binary (10.x with Xen emulation for the qemu target). */
+  qemu: string;
+  /** -L: QEMU's data files (kvmvapic.bin); none when QEMU finds its own. */
+  dataDir?: string;
+  /** 'xen': KVM with QEMU's Xen emulation (the target); 'tcg': no Xen at all, for testing the guest and its queue on any host. */
+  accel: 'xen' | 'tcg';
+  /** XENVER_version QEMU reports, (major << 16) | minor. */
+  xenVersion?: number;
+  timeoutMs?: number;
+}
+
+/** The command line QEMU gets: no firmware but the ROM stub, no devices beyond the machine's own (and its Xen devices). */
+export function qemuArgs(o: QemuGuestOptions, ramFile: string, dir: string): string[] {
+  const mib = Math.max(64, Math.ceil(o.memoryBytes / (1 << 20)));
+  const accel = o.accel === 'xen'
+    ? ['-accel', `kvm,xen-version=0x${(o.xenVersion ?? 0x40011).toString(16)},kernel-irqchip=split`]
+    : ['-accel', 'tcg'];
+  return [
+    '-machine', 'pc', '-m', `${mib}`, '-smp', '1', '-nodefaults', '-display', 'none', '-no-reboot',
+    ...accel, '-bios', packagePath('native', 'build', 'guest', 'guest.rom'),
+    '-object', `memory-backend-file,id=ram,size=${mib}M,mem-path=${ramFile},share=on`, '-machine', 'memory-backend=ram',
+    '-debugcon', `file:${join(dir, 'debugcon.log')}`,
+    ...(o.accel === 'xen' ? ['-trace', `kvm_xen_hypercall,file=${join(dir, 'trace.log')}`] : []),
+    ...(o.dataDir ? ['-L', o.dataDir] : []),
+  ];
+}
+
+/** Sleep without returning to the event loop: a batch is a synchronous call, as on the other targets. */
+const pause = (() => {
+  const cell = new Int32Array(new SharedArrayBuffer(4));
+  return (ms: number) => Atomics.wait(cell, 0, 0, ms);
+})();
+
+export class QemuGuest implements TestGuest {
+  readonly vcpus = 1;
+  private generation = 0;
+  private closed = false;
+  private traced = 0;
+
+  private constructor(
+    readonly domid: number,
+    readonly mode: GuestMode,
+    private readonly child: ChildProcess,
+    private readonly fd: number,
+    private readonly dir: string,
+    private readonly timeoutMs: number,
+  ) {}
+
+  /** Lay the guest out in a fresh RAM file, start QEMU on it, and wait until the guest is ready. */
+  static create(o: QemuGuestOptions): QemuGuest {
+    const img = loadGuestImage(o.mode);
+    if (!img.ok) throw new DriverError(img.reason, { code: 'ENOGUEST' });
+    const rom = packagePath('native', 'build', 'guest', 'guest.rom');
+    if (!existsSync(rom)) throw new DriverError(`the qemu target's ROM ${rom} is missing: the install step did not build it (see native/build/status.json)`, { code: 'ENOGUEST' });
+    const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'xconf-qemu-'));
+    const ramFile = join(dir, 'ram');
+    const mib = Math.max(64, Math.ceil(o.memoryBytes / (1 << 20)));
+    const fd = openSync(ramFile, 'w+');
+    let child: ChildProcess | undefined;
+    try {
+      ftruncateSync(fd, mib << 20);
+      const put = (gpa: number, b: Buffer) => writeSync(fd, b, 0, b.length, gpa);
+      if (o.mode === 64) put(GUEST_LAYOUT.pml4, buildPageTables());
+      put(GUEST_LAYOUT.idt, buildIdt(img.image));
+      put(GUEST_LAYOUT.hypercallPage, Buffer.alloc(PAGE, 0xcc));
+      const block = blockAddress(0);
+      put(block, encodeBlockHeader({ vcpu: 0, mode: o.mode, lapic: true, waitGen: true }));
+      put(block + GUEST_LAYOUT.gdt, buildGdt(block));
+      put(block + GUEST_LAYOUT.tss, buildTss(block, o.mode));
+      put(GUEST_LAYOUT.imageBase, img.image.bytes);
+      const log = openSync(join(dir, 'qemu.log'), 'w');
+      try {
+        child = spawn(o.qemu, qemuArgs(o, ramFile, dir), { stdio: ['ignore', log, log], env: { ...process.env, QEMU_MODULE_DIR: dir } });
+      } finally {
+        closeSync(log);
+      }
+      child.on('error', () => undefined); // a failed start leaves no pid: reported here
+      if (child.pid === undefined) throw new DriverError(`cannot start QEMU: ${o.qemu} is not there or not executable (set XCONF_QEMU)`, { code: 'ENOQEMU' });
+      const g = new QemuGuest(o.domid, o.mode, child, fd, dir, o.timeoutMs ?? 10_000);
+      g.waitReady();
+      return g;
+    } catch (e) {
+      child?.kill('SIGKILL');
+      closeSync(fd);
+      rmSync(dir, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  private readFile(gpa: number, len: number): Buffer {
+    const b = Buffer.alloc(len);
+    readSync(this.fd, b, 0, len, gpa);
+    return b;
+  }
+
+  /** QEMU's own words when it is gone (its log), else undefined. */
+  private died(): string | undefined {
+    const pid = this.child.pid;
+    let gone = pid === undefined || this.child.exitCode !== null || this.child.signalCode !== null;
+    if (!gone) {
+      try {
+        gone = /^\d+ \(.*\) [ZX]/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+      } catch {
+        gone = true;
+      }
+    }
+    if (!gone) return undefined;
+    let log = '';
+    try {
+      log = readFileSync(join(this.dir, 'qemu.log'), 'utf8').trim().split('\n').slice(-2).join('; ');
+    } catch {
+      // no log
+    }
+    return `QEMU exited${log ? `: ${log}` : ''}`;
+  }
+
+  /** Wait until the u32 at gpa reads `value`; false on timeout. Throws if QEMU is gone. */
+  private waitU32(gpa: number, value: number, timeoutMs: number): boolean {
+    const end = performance.now() + timeoutMs;
+    for (let i = 0; ; i++) {
+      if (this.readFile(gpa, 4).readUInt32LE(0) === value) return true;
+      if (performance.now() > end) return false;
+      if (i % 64 === 63) {
+        const why = this.died();
+        if (why) throw new DriverError(why, { code: 'EIO' });
+      }
+      pause(i < 100 ? 0 : 1);
+    }
+  }
+
+  /** The guest runs its empty first batch (generation 0) and publishes it: then it is ready. */
+  private waitReady(): void {
+    if (!this.waitU32(blockAddress(0) + HDR.state, GUEST_STATE.done, BOOT_TIMEOUT_MS)) {
+      const h = this.header(0);
+      throw new DriverError(`QEMU's guest did not start within ${BOOT_TIMEOUT_MS / 1000} s (block state ${h.state}${h.state === GUEST_STATE.fatal ? `, fault vector ${h.lastFault.vector}` : ''})`, { code: 'ETIMEDOUT' });
+    }
+  }
+
+  header(vcpu: number): BlockHeader {
+    return decodeBlockHeader(this.readFile(blockAddress(vcpu), HDR.size));
+  }
+
+  run(vcpu: number, commands: readonly GuestCommand[], timeoutMs = this.timeoutMs): GuestBatch {
+    if (vcpu !== 0) throw new DriverError(`the qemu test guest runs one vCPU, not vCPU ${vcpu}`, { code: 'EINVAL' });
+    const records = encodeCommands(commands, this.mode);
+    const base = blockAddress(0);
+    const gen = (this.generation = (this.generation + 1) & 0xffffff || 1);
+    writeSync(this.fd, records, 0, records.length, base + GUEST_LAYOUT.cmds);
+    const zero = Buffer.alloc(commands.length * GUEST_LAYOUT.resultSize);
+    writeSync(this.fd, zero, 0, zero.length, base + GUEST_LAYOUT.results);
+    const w = Buffer.alloc(4);
+    w.writeUInt32LE(commands.length, 0);
+    writeSync(this.fd, w, 0, 4, base + HDR.count);
+    w.writeUInt32LE(gen, 0);
+    writeSync(this.fd, w, 0, 4, base + HDR.gen); // the guest starts on this write
+    const finished = this.waitU32(base + HDR.doneGen, gen, timeoutMs);
+    const h = this.header(0);
+    const results = decodeResults(this.readFile(base + GUEST_LAYOUT.results, commands.length * GUEST_LAYOUT.resultSize), commands, this.mode, gen);
+    if (!finished) return { status: 'timeout', results };
+    if (h.state === GUEST_STATE.fatal) return { status: 'guest-fault', results, fault: h.lastFault };
+    return { status: 'done', results };
+  }
+
+  read(gpa: number, len: number): Buffer {
+    if (len === 0) return Buffer.alloc(0);
+    return gpa + len <= FILE_LIMIT ? this.readFile(gpa, len) : guestRead(this, gpa, len);
+  }
+
+  write(gpa: number, bytes: Buffer): void {
+    if (bytes.length === 0) return;
+    if (gpa + bytes.length <= FILE_LIMIT) writeSync(this.fd, bytes, 0, bytes.length, gpa);
+    else guestWrite(this, gpa, bytes);
+  }
+
+  setHypercallPage(vcpu: number, gpa: number): void {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(gpa), 0);
+    writeSync(this.fd, b, 0, 8, blockAddress(vcpu) + HDR.hcallPage);
+  }
+
+  /**
+   * The hypercalls QEMU served since the last call: the kvm_xen_hypercall trace lines
+   * it appended (QEMU traces each call KVM handed it; a call KVM served leaves none).
+   */
+  takeServed(): string[] {
+    let text = '';
+    try {
+      const all = readFileSync(join(this.dir, 'trace.log'));
+      text = all.subarray(this.traced).toString('latin1');
+      this.traced = all.length;
+    } catch {
+      return [];
+    }
+    return text.split('\n').filter((l) => l.includes('kvm_xen_hypercall'));
+  }
+
+  destroy(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.child.kill('SIGKILL');
+    closeSync(this.fd);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
