@@ -84,9 +84,9 @@ describe('xconf CLI', () => {
     expect(r.stdout).toMatch(/^differential: model vs model: (\d+) compared, \1 agree, 0 disagree, 0 known divergences, 0 not compared$/m);
     expect(existsSync(`${dir}/j.differential.xml`)).toBe(true);
     expect(r.stdout).not.toMatch(/DISAGREE/);
-    const bad = cli('run', 'suites/hypercall', '--diff-against=qemu');
+    const bad = cli('run', 'suites/hypercall', '--diff-against=bochs');
     expect(bad.status).toBe(2);
-    expect(bad.stderr).toBe("xconf: --diff-against: unknown target 'qemu' (targets: model, model-kvm, kvm, xen)\n");
+    expect(bad.stderr).toBe("xconf: --diff-against: unknown target 'bochs' (targets: model, model-kvm, kvm, xen, qemu)\n");
     expect(cli('run', 'suites/hypercall', '--diff-report=x.xml').stderr).toBe('xconf: --diff-report needs --diff-against=TARGET\n');
   });
   it('--version and --help load no command module (each command loads its own, when it runs)', () => {

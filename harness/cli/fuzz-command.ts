@@ -106,7 +106,7 @@ export async function runFuzz(argv: string[]): Promise<ExitCode> {
   const { runFuzzSession } = await import('../fuzz/run.js');
   const { fuzzJunit } = await import('../fuzz/junit.js');
   const target = String(v.target);
-  if (target === 'qemu') throw new UsageError(`target '${target}' does not exist in this build yet (fuzz targets: model, model-kvm, kvm, xen)`);
+  if (target === 'qemu') throw new UsageError('xconf fuzz does not drive the qemu target yet (`xconf run --target=qemu` does); fuzz targets: model, model-kvm, kvm, xen');
   const reference = v.against === undefined ? DEFAULT_REFERENCE[target] : String(v.against);
   const timeMs = parseDuration(String(v.time));
   const seed = parseSeed(v.seed as string | undefined);
