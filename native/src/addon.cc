@@ -621,27 +621,21 @@ class Vm : public Napi::ObjectWrap<Vm> {
 
   // readInto(gpa, dst): fills dst (a Uint8Array the caller owns) from guest memory.
   // No allocation here: the hot path of the VMM layer reads small structs per exit.
-  Napi::Value ReadInto(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    uint64_t gpa = ArgU64(info, 0, "gpa");
-    Napi::Uint8Array dst = ArgBytes(info, 1, "dst");
-    VmCore& vm = Open(env, "readInto");
-    std::lock_guard<std::mutex> lock(vm.mu);
-    uint8_t* p = vm.Translate(gpa, dst.ByteLength());
-    if (p == nullptr) throw ArgError(env, "guest range is not inside one memory slot", true);
-    std::memcpy(dst.Data(), p, dst.ByteLength());
-    return env.Undefined();
-  }
+  Napi::Value ReadInto(const Napi::CallbackInfo& info) { return Copy(info, "readInto", "dst", false); }
 
-  Napi::Value Write(const Napi::CallbackInfo& info) {
+  Napi::Value Write(const Napi::CallbackInfo& info) { return Copy(info, "write", "data", true); }
+
+  // Between guest memory at gpa (arg 0) and the caller's bytes (arg 1), either way.
+  Napi::Value Copy(const Napi::CallbackInfo& info, const char* what, const char* bytesName, bool toGuest) {
     Napi::Env env = info.Env();
     uint64_t gpa = ArgU64(info, 0, "gpa");
-    Napi::Uint8Array data = ArgBytes(info, 1, "data");
-    VmCore& vm = Open(env, "write");
+    Napi::Uint8Array bytes = ArgBytes(info, 1, bytesName);
+    VmCore& vm = Open(env, what);
     std::lock_guard<std::mutex> lock(vm.mu);
-    uint8_t* p = vm.Translate(gpa, data.ByteLength());
+    uint8_t* p = vm.Translate(gpa, bytes.ByteLength());
     if (p == nullptr) throw ArgError(env, "guest range is not inside one memory slot", true);
-    std::memcpy(p, data.Data(), data.ByteLength());
+    if (toGuest) std::memcpy(p, bytes.Data(), bytes.ByteLength());
+    else std::memcpy(bytes.Data(), p, bytes.ByteLength());
     return env.Undefined();
   }
 

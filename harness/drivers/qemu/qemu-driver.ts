@@ -7,9 +7,8 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { DriverError } from '../../errors.js';
-import { ops } from '../../ops/index.js';
-import { hostOpCapability, hostOpOutCapability, type Action, type Outcome, type StepPlacement } from '../../ops/types.js';
-import { CAPABILITIES } from '../../suite/vocabulary.js';
+import type { Action, Outcome, StepPlacement } from '../../ops/types.js';
+import { completeCapabilities } from '../caps.js';
 import type { AreaView } from '../../model/areas.js';
 import type { Capabilities, Driver, Session, SessionSetup } from '../driver.js';
 import { ModelDriver } from '../model/model-driver.js';
@@ -52,18 +51,10 @@ export function qemuCapabilities(info: QemuInfo): Capabilities {
     'shared_info', 'vcpu_info', 'runstate', 'evtchn.2l', 'evtchn.send', 'evtchn.upcall_vector', 'evtchn.callback_vector', 'sched.poll',
     'timer', 'gnttab.v1', 'xenstore']);
   const missing = new Map<string, string>(Object.entries(NOT_PROVIDED));
-  for (const v of ['intel', 'amd'] as const) {
-    if (info.vendor === v) has.add(`cpu.${v}`);
-    else missing.set(`cpu.${v}`, `the CPU is ${info.vendor ?? 'unknown'}; KVM writes its hypercall instruction`);
-  }
-  for (const op of ops.values()) {
-    if (!op.model) continue;
-    if (QEMU_HOST_OPS.includes(op.name)) {
-      has.add(hostOpCapability(op.name));
-      for (const k of op.out ?? []) has.add(hostOpOutCapability(op.name, k));
-    } else missing.set(hostOpCapability(op.name), `${op.name} is a host action the qemu driver does not perform`);
-  }
-  for (const c of Object.keys(CAPABILITIES)) if (!has.has(c) && !missing.has(c)) missing.set(c, 'not provided by the qemu driver');
+  completeCapabilities(has, missing, {
+    vendor: info.vendor, pageWriter: 'KVM', hostOps: QEMU_HOST_OPS, driver: 'qemu',
+    hostOpMissing: (op) => `${op} is a host action the qemu driver does not perform`,
+  });
   return { has, missing, properties: { target: 'qemu', qemu_version: info.version, kvm_xen_hvm: `0x${info.xenHvm.toString(16)}` } };
 }
 

@@ -18,7 +18,8 @@ describe('qemu test guest', () => {
     const xen = qemuArgs({ ...base, accel: 'xen', xenVersion: 0x40011 }, '/dev/shm/r', '/tmp/d').join(' ');
     expect(xen).toContain('-accel kvm,xen-version=0x40011,kernel-irqchip=split');
     expect(xen).toMatch(/-bios \S+native\/build\/guest\/guest\.rom/);
-    expect(xen).toContain('memory-backend-file,id=ram,size=64M,mem-path=/dev/shm/r,share=on');
+    expect(xen).toContain('-m 16 ');
+    expect(xen).toContain('memory-backend-file,id=ram,size=16M,mem-path=/dev/shm/r,share=on');
     expect(xen).toContain('-trace kvm_xen_hypercall,file=/tmp/d/trace.log');
     const tcg = qemuArgs({ ...base, accel: 'tcg', memoryBytes: 200 << 20 }, '/dev/shm/r', '/tmp/d').join(' ');
     expect(tcg).toContain('-accel tcg');

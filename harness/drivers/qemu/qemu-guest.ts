@@ -45,8 +45,11 @@ export interface QemuGuestOptions {
 }
 
 /** The command line QEMU gets: no firmware but the ROM stub, no devices beyond the machine's own (and its Xen devices). */
+/** Guest RAM in MiB: the case's own size, so its end is where the case expects it. */
+const ramMiB = (bytes: number) => Math.max(8, Math.ceil(bytes / (1 << 20)));
+
 export function qemuArgs(o: QemuGuestOptions, ramFile: string, dir: string): string[] {
-  const mib = Math.max(64, Math.ceil(o.memoryBytes / (1 << 20)));
+  const mib = ramMiB(o.memoryBytes);
   const accel = o.accel === 'xen'
     ? ['-accel', `kvm,xen-version=0x${(o.xenVersion ?? 0x40011).toString(16)},kernel-irqchip=split`]
     : ['-accel', 'tcg'];
@@ -89,7 +92,7 @@ export class QemuGuest implements TestGuest {
     if (!existsSync(rom)) throw new DriverError(`the qemu target's ROM ${rom} is missing: the install step did not build it (see native/build/status.json)`, { code: 'ENOGUEST' });
     const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'xconf-qemu-'));
     const ramFile = join(dir, 'ram');
-    const mib = Math.max(64, Math.ceil(o.memoryBytes / (1 << 20)));
+    const mib = ramMiB(o.memoryBytes);
     const fd = openSync(ramFile, 'w+');
     let child: ChildProcess | undefined;
     try {

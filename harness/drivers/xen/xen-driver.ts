@@ -5,9 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { DriverError } from '../../errors.js';
-import { ops } from '../../ops/index.js';
-import { hostOpCapability, hostOpOutCapability } from '../../ops/types.js';
-import { CAPABILITIES } from '../../suite/vocabulary.js';
+import { completeCapabilities } from '../caps.js';
 import type { Capabilities, Driver, Session, SessionSetup } from '../driver.js';
 import { destroyAll, GuestSession, ShadowMemory, type SessionPlatform } from '../guest-session.js';
 import { ModelDriver } from '../model/model-driver.js';
@@ -71,18 +69,10 @@ export function xenCapabilities(info: XenInfo): Capabilities {
     if (info.virtCaps.includes(v.replace('.', '-'))) has.add(v);
     else missing.set(v, `xl info virt_caps (${info.virtCaps.join(' ')}) lacks ${v.replace('.', '-')}`);
   }
-  for (const v of ['intel', 'amd'] as const) {
-    if (info.vendor === v) has.add(`cpu.${v}`);
-    else missing.set(`cpu.${v}`, `the CPU is ${info.vendor ?? 'unknown'}; Xen writes its hypercall instruction`);
-  }
-  for (const op of ops.values()) {
-    if (!op.model) continue;
-    if (XEN_HOST_OPS.includes(op.name)) {
-      has.add(hostOpCapability(op.name));
-      for (const k of op.out ?? []) has.add(hostOpOutCapability(op.name, k));
-    } else missing.set(hostOpCapability(op.name), MODEL_ONLY_OPS[op.name] ?? `${op.name} is a host action the xen driver does not perform from dom0 yet`);
-  }
-  for (const c of Object.keys(CAPABILITIES)) if (!has.has(c) && !missing.has(c)) missing.set(c, 'not provided by the xen driver');
+  completeCapabilities(has, missing, {
+    vendor: info.vendor, pageWriter: 'Xen', hostOps: XEN_HOST_OPS, driver: 'xen',
+    hostOpMissing: (op) => MODEL_ONLY_OPS[op] ?? `${op} is a host action the xen driver does not perform from dom0 yet`,
+  });
   const v = info.version;
   return {
     has,
