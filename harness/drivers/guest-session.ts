@@ -33,7 +33,7 @@ const EVENT_WAIT_MS = 300;
  * on the real guest's memory: Linux's upcall scan, a mask bit set with an atomic op,
  * grant entries written and revoked in the grant frames the guest placed.
  */
-export const GUEST_MEMORY_OPS = ['evtchn.run_upcall', 'evtchn.set_mask', 'gnttab.grant', 'gnttab.grant_range', 'gnttab.end_access'];
+const GUEST_MEMORY_OPS = ['evtchn.run_upcall', 'evtchn.set_mask', 'gnttab.grant', 'gnttab.grant_range', 'gnttab.end_access'];
 
 /** The page of a domain's xenstore ring, as the harness reaches it. */
 export interface StorePage {
@@ -54,7 +54,7 @@ const FAULT_NAMES: Record<number, string> = { 0: 'DE', 3: 'BP', 6: 'UD', 13: 'GP
  * The shadow model's memory: its own, except while a guest-side memory operation
  * (Linux's upcall scan, a mask bit set with an atomic op) runs, when it is the real
  * guest's (as the kvm target's VMM layer uses the VM's). The shadow's hypercalls
- * never write into the real guest: Xen answered those.
+ * never write into the real guest: the hypervisor answered those.
  */
 export class ShadowMemory extends GuestMemory {
   real?: TestGuest;

@@ -3,7 +3,10 @@
 // emulation (qemu/qemu-guest.ts). Both run the same image (native/guest/) with the
 // command queue in guest memory; they differ in how the harness reaches that memory.
 import { DriverError } from '../errors.js';
-import { GUEST_LAYOUT, type BlockHeader, type CommandResult, type GuestCommand, type GuestMode } from './kvm/guest.js';
+import {
+  blockAddress, buildGdt, buildIdt, buildPageTables, buildTss, decodeBlockHeader, decodeResults, encodeBlockHeader, encodeCommands,
+  GUEST_LAYOUT, GUEST_STATE, HDR, type BlockHeader, type CommandResult, type GuestCommand, type GuestImage, type GuestMode,
+} from './kvm/guest.js';
 
 export interface GuestBatch {
   status: 'done' | 'timeout' | 'guest-fault';
@@ -24,6 +27,58 @@ export interface TestGuest {
   /** Where the guest calls the hypercall page from now on. */
   setHypercallPage(vcpu: number, gpa: number): void;
   destroy(): void;
+}
+
+/** The guest's low memory as the harness reaches it (a foreign mapping, a shared RAM file), by guest-physical address. */
+export interface LowMemory {
+  read(gpa: number, len: number): Buffer;
+  write(gpa: number, bytes: Buffer): void;
+  /** Until the u32 at gpa reads `value`: false on timeout. */
+  waitU32(gpa: number, value: number, timeoutMs: number): boolean;
+}
+
+/**
+ * What the KVM VMM writes into a new VM (kvm/guest-vm.ts GuestVm.create), for a guest
+ * that waits in memory for its batches (host flag WAIT_GEN). The image last: the entry
+ * stub refuses to start until its magic is there.
+ */
+export function layOutGuest(mem: LowMemory, image: GuestImage, mode: GuestMode, vcpus: number): void {
+  if (mode === 64) mem.write(GUEST_LAYOUT.pml4, buildPageTables());
+  mem.write(GUEST_LAYOUT.idt, buildIdt(image));
+  mem.write(GUEST_LAYOUT.hypercallPage, Buffer.alloc(4096, 0xcc));
+  for (let i = 0; i < vcpus; i++) {
+    const block = blockAddress(i);
+    mem.write(block, encodeBlockHeader({ vcpu: i, mode, lapic: true, waitGen: true }));
+    mem.write(block + GUEST_LAYOUT.gdt, buildGdt(block));
+    mem.write(block + GUEST_LAYOUT.tss, buildTss(block, mode));
+  }
+  mem.write(GUEST_LAYOUT.imageBase, image.bytes);
+}
+
+export function readHeader(mem: LowMemory, vcpu: number): BlockHeader {
+  return decodeBlockHeader(mem.read(blockAddress(vcpu), HDR.size));
+}
+
+/**
+ * One batch of generation `gen` on vCPU `vcpu`: the commands and the count written, then
+ * the generation (the guest starts on that write); its results once the guest publishes it.
+ */
+export function runBatch(mem: LowMemory, mode: GuestMode, vcpu: number, gen: number, commands: readonly GuestCommand[], timeoutMs: number): GuestBatch {
+  const base = blockAddress(vcpu);
+  mem.write(base + GUEST_LAYOUT.cmds, encodeCommands(commands, mode));
+  mem.write(base + GUEST_LAYOUT.results, Buffer.alloc(commands.length * GUEST_LAYOUT.resultSize));
+  const w = Buffer.alloc(4);
+  w.writeUInt32LE(commands.length, 0);
+  mem.write(base + HDR.count, w);
+  const g = Buffer.alloc(4);
+  g.writeUInt32LE(gen, 0);
+  mem.write(base + HDR.gen, g);
+  const finished = mem.waitU32(base + HDR.doneGen, gen, timeoutMs);
+  const h = readHeader(mem, vcpu);
+  const results = decodeResults(mem.read(base + GUEST_LAYOUT.results, commands.length * GUEST_LAYOUT.resultSize), commands, mode, gen);
+  if (!finished) return { status: 'timeout', results };
+  if (h.state === GUEST_STATE.fatal) return { status: 'guest-fault', results, fault: h.lastFault };
+  return { status: 'done', results };
 }
 
 /** The access split into the widest loads or stores the guest's mode has, one command each. */

@@ -4,6 +4,8 @@
 // VM (ci/live-kvm, XCONF_LIVE_QEMU=1).
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
+import { appendFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { DriverError } from '../../errors.js';
 import { GUEST_LAYOUT, blockAddress } from '../kvm/guest.js';
 import { QemuGuest, qemuArgs } from './qemu-guest.js';
@@ -52,6 +54,13 @@ describe('qemu test guest', () => {
         g.read(blockAddress(0), 8);
         expect(g.header(0).doneGen).toBe(gen + 1);
         expect(g.takeServed()).toEqual([]); // TCG: no Xen emulation, no trace
+        // With a trace, each call gives the hypercall lines QEMU appended since the last one.
+        const trace = join((g as unknown as { dir: string }).dir, 'trace.log');
+        appendFileSync(trace, 'kvm_xen_hypercall xen_hypercall: cpu 0 cpl 0 input 17\nother_event x\n');
+        expect(g.takeServed()).toHaveLength(1);
+        expect(g.takeServed()).toEqual([]);
+        appendFileSync(trace, 'kvm_xen_hypercall a\nkvm_xen_hypercall b\n');
+        expect(g.takeServed()).toEqual(['kvm_xen_hypercall a', 'kvm_xen_hypercall b']);
       } finally {
         g.destroy();
       }

@@ -8,18 +8,14 @@
 // (shared_info, grant frames, the xenstore page) are not in that file, so memory
 // outside the guest's own low pages is read and written by the guest itself.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, ftruncateSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, ftruncateSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DriverError } from '../../errors.js';
 import { packagePath } from '../../paths.js';
-import {
-  blockAddress, buildGdt, buildIdt, buildPageTables, buildTss, decodeBlockHeader, decodeResults, encodeBlockHeader,
-  encodeCommands, GUEST_LAYOUT, GUEST_STATE, HDR, loadGuestImage, type BlockHeader, type GuestCommand, type GuestMode,
-} from '../kvm/guest.js';
-import { guestRead, guestWrite, type GuestBatch, type TestGuest } from '../test-guest.js';
+import { blockAddress, GUEST_STATE, HDR, loadGuestImage, type BlockHeader, type GuestCommand, type GuestMode } from '../kvm/guest.js';
+import { guestRead, guestWrite, layOutGuest, readHeader, runBatch, type GuestBatch, type LowMemory, type TestGuest } from '../test-guest.js';
 
-const PAGE = 4096;
 const BOOT_TIMEOUT_MS = 30_000;
 /**
  * What the harness reaches through the RAM file: the guest's own pages (IDT, page tables,
@@ -69,11 +65,37 @@ const pause = (() => {
   return (ms: number) => Atomics.wait(cell, 0, 0, ms);
 })();
 
+/**
+ * The RAM file as the guest's low memory. A wait polls it (no event loop: a batch is a
+ * synchronous call, as on the other targets), asking `gone` now and then whether to stop.
+ */
+function fileMemory(fd: number, gone: () => boolean): LowMemory {
+  const read = (gpa: number, len: number) => {
+    const b = Buffer.alloc(len);
+    readSync(fd, b, 0, len, gpa);
+    return b;
+  };
+  return {
+    read,
+    write: (gpa, bytes) => { writeSync(fd, bytes, 0, bytes.length, gpa); },
+    waitU32: (gpa, value, timeoutMs) => {
+      const end = performance.now() + timeoutMs;
+      for (let i = 0; ; i++) {
+        if (read(gpa, 4).readUInt32LE(0) === value) return true;
+        if (performance.now() > end || (i % 64 === 63 && gone())) return false;
+        pause(i < 100 ? 0 : 1);
+      }
+    },
+  };
+}
+
 export class QemuGuest implements TestGuest {
   readonly vcpus = 1;
   private generation = 0;
   private closed = false;
   private traced = 0;
+  /** The RAM file; its waits give up when QEMU is gone. */
+  private readonly low: LowMemory;
 
   private constructor(
     readonly domid: number,
@@ -82,7 +104,13 @@ export class QemuGuest implements TestGuest {
     private readonly fd: number,
     private readonly dir: string,
     private readonly timeoutMs: number,
-  ) {}
+  ) {
+    this.low = fileMemory(fd, () => {
+      const why = this.died();
+      if (why) throw new DriverError(why, { code: 'EIO' });
+      return false;
+    });
+  }
 
   /** Lay the guest out in a fresh RAM file, start QEMU on it, and wait until the guest is ready. */
   static create(o: QemuGuestOptions): QemuGuest {
@@ -97,15 +125,7 @@ export class QemuGuest implements TestGuest {
     let child: ChildProcess | undefined;
     try {
       ftruncateSync(fd, mib << 20);
-      const put = (gpa: number, b: Buffer) => writeSync(fd, b, 0, b.length, gpa);
-      if (o.mode === 64) put(GUEST_LAYOUT.pml4, buildPageTables());
-      put(GUEST_LAYOUT.idt, buildIdt(img.image));
-      put(GUEST_LAYOUT.hypercallPage, Buffer.alloc(PAGE, 0xcc));
-      const block = blockAddress(0);
-      put(block, encodeBlockHeader({ vcpu: 0, mode: o.mode, lapic: true, waitGen: true }));
-      put(block + GUEST_LAYOUT.gdt, buildGdt(block));
-      put(block + GUEST_LAYOUT.tss, buildTss(block, o.mode));
-      put(GUEST_LAYOUT.imageBase, img.image.bytes);
+      layOutGuest(fileMemory(fd, () => false), img.image, o.mode, 1);
       const log = openSync(join(dir, 'qemu.log'), 'w');
       try {
         child = spawn(o.qemu, qemuArgs(o, ramFile, dir), { stdio: ['ignore', log, log], env: { ...process.env, QEMU_MODULE_DIR: dir } });
@@ -123,12 +143,6 @@ export class QemuGuest implements TestGuest {
       rmSync(dir, { recursive: true, force: true });
       throw e;
     }
-  }
-
-  private readFile(gpa: number, len: number): Buffer {
-    const b = Buffer.alloc(len);
-    readSync(this.fd, b, 0, len, gpa);
-    return b;
   }
 
   /** QEMU's own words when it is gone (its log), else undefined. */
@@ -152,68 +166,40 @@ export class QemuGuest implements TestGuest {
     return `QEMU exited${log ? `: ${log}` : ''}`;
   }
 
-  /** Wait until the u32 at gpa reads `value`; false on timeout. Throws if QEMU is gone. */
-  private waitU32(gpa: number, value: number, timeoutMs: number): boolean {
-    const end = performance.now() + timeoutMs;
-    for (let i = 0; ; i++) {
-      if (this.readFile(gpa, 4).readUInt32LE(0) === value) return true;
-      if (performance.now() > end) return false;
-      if (i % 64 === 63) {
-        const why = this.died();
-        if (why) throw new DriverError(why, { code: 'EIO' });
-      }
-      pause(i < 100 ? 0 : 1);
-    }
-  }
 
   /** The guest runs its empty first batch (generation 0) and publishes it: then it is ready. */
   private waitReady(): void {
-    if (!this.waitU32(blockAddress(0) + HDR.state, GUEST_STATE.done, BOOT_TIMEOUT_MS)) {
+    if (!this.low.waitU32(blockAddress(0) + HDR.state, GUEST_STATE.done, BOOT_TIMEOUT_MS)) {
       const h = this.header(0);
       throw new DriverError(`QEMU's guest did not start within ${BOOT_TIMEOUT_MS / 1000} s (block state ${h.state}${h.state === GUEST_STATE.fatal ? `, fault vector ${h.lastFault.vector}` : ''})`, { code: 'ETIMEDOUT' });
     }
   }
 
   header(vcpu: number): BlockHeader {
-    return decodeBlockHeader(this.readFile(blockAddress(vcpu), HDR.size));
+    return readHeader(this.low, vcpu);
   }
 
   run(vcpu: number, commands: readonly GuestCommand[], timeoutMs = this.timeoutMs): GuestBatch {
     if (vcpu !== 0) throw new DriverError(`the qemu test guest runs one vCPU, not vCPU ${vcpu}`, { code: 'EINVAL' });
-    const records = encodeCommands(commands, this.mode);
-    const base = blockAddress(0);
-    const gen = (this.generation = (this.generation + 1) & 0xffffff || 1);
-    writeSync(this.fd, records, 0, records.length, base + GUEST_LAYOUT.cmds);
-    const zero = Buffer.alloc(commands.length * GUEST_LAYOUT.resultSize);
-    writeSync(this.fd, zero, 0, zero.length, base + GUEST_LAYOUT.results);
-    const w = Buffer.alloc(4);
-    w.writeUInt32LE(commands.length, 0);
-    writeSync(this.fd, w, 0, 4, base + HDR.count);
-    w.writeUInt32LE(gen, 0);
-    writeSync(this.fd, w, 0, 4, base + HDR.gen); // the guest starts on this write
-    const finished = this.waitU32(base + HDR.doneGen, gen, timeoutMs);
-    const h = this.header(0);
-    const results = decodeResults(this.readFile(base + GUEST_LAYOUT.results, commands.length * GUEST_LAYOUT.resultSize), commands, this.mode, gen);
-    if (!finished) return { status: 'timeout', results };
-    if (h.state === GUEST_STATE.fatal) return { status: 'guest-fault', results, fault: h.lastFault };
-    return { status: 'done', results };
+    this.generation = (this.generation + 1) & 0xffffff || 1;
+    return runBatch(this.low, this.mode, 0, this.generation, commands, timeoutMs);
   }
 
   read(gpa: number, len: number): Buffer {
     if (len === 0) return Buffer.alloc(0);
-    return gpa + len <= FILE_LIMIT ? this.readFile(gpa, len) : guestRead(this, gpa, len);
+    return gpa + len <= FILE_LIMIT ? this.low.read(gpa, len) : guestRead(this, gpa, len);
   }
 
   write(gpa: number, bytes: Buffer): void {
     if (bytes.length === 0) return;
-    if (gpa + bytes.length <= FILE_LIMIT) writeSync(this.fd, bytes, 0, bytes.length, gpa);
+    if (gpa + bytes.length <= FILE_LIMIT) this.low.write(gpa, bytes);
     else guestWrite(this, gpa, bytes);
   }
 
   setHypercallPage(vcpu: number, gpa: number): void {
     const b = Buffer.alloc(8);
     b.writeBigUInt64LE(BigInt(gpa), 0);
-    writeSync(this.fd, b, 0, 8, blockAddress(vcpu) + HDR.hcallPage);
+    this.low.write(blockAddress(vcpu) + HDR.hcallPage, b);
   }
 
   /**
@@ -221,15 +207,19 @@ export class QemuGuest implements TestGuest {
    * it appended (QEMU traces each call KVM handed it; a call KVM served leaves none).
    */
   takeServed(): string[] {
-    let text = '';
+    let fd: number;
     try {
-      const all = readFileSync(join(this.dir, 'trace.log'));
-      text = all.subarray(this.traced).toString('latin1');
-      this.traced = all.length;
+      fd = openSync(join(this.dir, 'trace.log'), 'r');
     } catch {
       return [];
     }
-    return text.split('\n').filter((l) => l.includes('kvm_xen_hypercall'));
+    try {
+      const added = Buffer.alloc(Math.max(0, fstatSync(fd).size - this.traced));
+      this.traced += readSync(fd, added, 0, added.length, this.traced);
+      return added.toString('latin1').split('\n').filter((l) => l.includes('kvm_xen_hypercall'));
+    } finally {
+      closeSync(fd);
+    }
   }
 
   destroy(): void {

@@ -14,13 +14,9 @@ import { DriverError } from '../../errors.js';
 import { packagePath } from '../../paths.js';
 import { HYPERVISOR } from '../../model/hypercall.js';
 import { VCPUOP } from '../../model/vcpu-op.js';
-import {
-  blockAddress, buildGdt, buildIdt, buildPageTables, buildTss, decodeBlockHeader, decodeResults, encodeBlockHeader,
-  encodeCommands, GUEST_LAYOUT, GUEST_STATE, HDR, loadGuestImage, type BlockHeader, type CommandResult, type GuestCommand,
-  type GuestImage, type GuestMode,
-} from '../kvm/guest.js';
+import { blockAddress, GUEST_LAYOUT, GUEST_STATE, HDR, loadGuestImage, type BlockHeader, type GuestCommand, type GuestMode } from '../kvm/guest.js';
 import { xenAddon, type XenMapping } from './native.js';
-import { guestRead, guestWrite, type GuestBatch, type TestGuest } from '../test-guest.js';
+import { guestRead, guestWrite, layOutGuest, readHeader, runBatch, type GuestBatch, type TestGuest } from '../test-guest.js';
 
 const PAGE = 4096;
 /** The guest's own pages (page tables, image, blocks): mapped once, never remapped by a case. */
@@ -159,7 +155,7 @@ export class XenGuest implements TestGuest {
     try {
       low = new addon.Mapping(domid, 0, LOW_PAGES);
       const g = new XenGuest(domid, name, o.mode, o.vcpus, low, o.timeoutMs ?? 10_000);
-      g.layOut(img.image);
+      layOutGuest(g.low, img.image, o.mode, o.vcpus);
       addon.pause(domid, false);
       g.waitReady(0);
       for (let i = 1; i < o.vcpus; i++) g.startVcpu(i, o.vendor);
@@ -176,21 +172,6 @@ export class XenGuest implements TestGuest {
       }
       throw e;
     }
-  }
-
-  /** What the KVM VMM writes into a new VM (guest-vm.ts GuestVm.create), written through dom0's mapping. */
-  private layOut(image: GuestImage): void {
-    if (this.mode === 64) this.low.write(GUEST_LAYOUT.pml4, buildPageTables());
-    this.low.write(GUEST_LAYOUT.idt, buildIdt(image));
-    this.low.write(GUEST_LAYOUT.hypercallPage, Buffer.alloc(PAGE, 0xcc));
-    for (let i = 0; i < this.vcpus; i++) {
-      const block = blockAddress(i);
-      this.low.write(block, encodeBlockHeader({ vcpu: i, mode: this.mode, lapic: true, waitGen: true }));
-      this.low.write(block + GUEST_LAYOUT.gdt, buildGdt(block));
-      this.low.write(block + GUEST_LAYOUT.tss, buildTss(block, this.mode));
-    }
-    // The image last: the stub refuses to start until its magic is there.
-    this.low.write(GUEST_LAYOUT.imageBase, image.bytes);
   }
 
   /** The guest runs its empty first batch (generation 0) and publishes it: then it is ready. */
@@ -237,29 +218,14 @@ export class XenGuest implements TestGuest {
   }
 
   header(vcpu: number): BlockHeader {
-    return decodeBlockHeader(this.low.read(blockAddress(vcpu), HDR.size));
+    return readHeader(this.low, vcpu);
   }
 
   /** Run one batch on one vCPU and decode its results. */
   run(vcpu: number, commands: readonly GuestCommand[], timeoutMs = this.timeoutMs): XenBatch {
     if (!Number.isInteger(vcpu) || vcpu < 0 || vcpu >= this.vcpus) throw new DriverError(`the guest has no vCPU ${vcpu} (it has ${this.vcpus})`, { code: 'EINVAL' });
-    const records = encodeCommands(commands, this.mode);
-    const base = blockAddress(vcpu);
     const gen = (this.generation[vcpu] = (this.generation[vcpu] + 1) & 0xffffff || 1);
-    this.low.write(base + GUEST_LAYOUT.cmds, records);
-    this.low.write(base + GUEST_LAYOUT.results, Buffer.alloc(commands.length * GUEST_LAYOUT.resultSize));
-    const count = Buffer.alloc(4);
-    count.writeUInt32LE(commands.length, 0);
-    this.low.write(base + HDR.count, count);
-    const g = Buffer.alloc(4);
-    g.writeUInt32LE(gen, 0);
-    this.low.write(base + HDR.gen, g); // the guest starts on this write
-    const finished = this.low.waitU32(base + HDR.doneGen, gen, timeoutMs);
-    const h = this.header(vcpu);
-    const results = decodeResults(this.low.read(base + GUEST_LAYOUT.results, commands.length * GUEST_LAYOUT.resultSize), commands, this.mode, gen);
-    if (!finished) return { status: 'timeout', results };
-    if (h.state === GUEST_STATE.fatal) return { status: 'guest-fault', results, fault: h.lastFault };
-    return { status: 'done', results };
+    return runBatch(this.low, this.mode, vcpu, gen, commands, timeoutMs);
   }
 
   /**
