@@ -147,9 +147,9 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
   const reference = against === undefined ? undefined : await createDriver(against);
   await reference?.probe();
   const caps = await driver.probe();
-  const version = expectations?.targetVersion(caps.properties);
+  const layers = expectations?.targetLayers(target, caps.properties) ?? [];
   if (expectations && expectArgs.includes('auto')) {
-    expectFiles.push(...expectations.autoExpectationFiles(EXPECTATIONS_DIR, target, version).map(expectations.loadExpectations));
+    expectFiles.push(...expectations.autoExpectationFiles(EXPECTATIONS_DIR, layers).map(expectations.loadExpectations));
   }
 
   // Saved reference results are checked before anything runs (the cases they cover, after).
@@ -228,7 +228,7 @@ export async function cmdRun(argv: string[]): Promise<ExitCode> {
   if (expectations) {
     // An entry that matches no case is stale only when the whole suite tree was loaded.
     const known = positionals.length ? undefined : { names: plan(loaded.cases, {}).map((pc: PlannedCase) => pc.name), ids: loaded.cases.map((c) => c.id) };
-    const applied = expectations.applyExpectations(expectFiles, driver.name, version, run.results, known);
+    const applied = expectations.applyExpectations(expectFiles, layers, run.results, known);
     run.results = applied.results;
     if (applied.problems.length) run.expectationProblems = applied.problems;
   }

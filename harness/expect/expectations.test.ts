@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { applyExpectations, autoExpectationFiles, compareVersions, compileGlob, fileApplies, loadExpectations } from './expectations.js';
+import { applyExpectations, autoExpectationFiles, compareVersions, compileGlob, fileApplies, loadExpectations, targetLayers } from './expectations.js';
 import { UsageError } from '../errors.js';
 import type { CaseResult } from '../runner/results.js';
 
@@ -22,6 +22,7 @@ divergences:
     reason: r
     where: w
 `);
+const kvm61 = [{ target: 'kvm', version: '6.1.192' }];
 const mk = (name: string, status: CaseResult['status']): CaseResult => ({
   id: name.replace(/\[.*$/, ''), variant: /\[(.*)\]$/.exec(name)?.[1] ?? '', name, file: 'f.yaml', description: '', spec: [], status, durationMs: 0, steps: [], message: `${status} msg`,
 });
@@ -80,12 +81,12 @@ divergences:
     expect(fileApplies(f, 'model', '6.1.192')).toBe(false);
     expect(compareVersions('6.12.117', '6.2')).toBeGreaterThan(0);
     expect(compareVersions('6.1.192', '6.2')).toBeLessThan(0);
-    const r = applyExpectations([{ ...f, version: undefined }], 'kvm', '6.13.0', [mk('sched/poll-a[mode=32]', 'fail')]);
+    const r = applyExpectations([{ ...f, version: undefined }], [{ target: 'kvm', version: '6.13.0' }], [mk('sched/poll-a[mode=32]', 'fail')]);
     expect(r.results[0].status).toBe('fail'); // fixed in 6.2: a failure on 6.13 is a real failure
   });
   it('a matching failure becomes a known divergence; a mismatched status stays a failure', () => {
     const f = loadExpectations(good);
-    const r = applyExpectations([f], 'kvm', '6.1.192', [mk('sched/poll-a[mode=32]', 'fail'), mk('sched/poll-a[mode=64]', 'fail'), mk('evtchn/close-free', 'fail')]);
+    const r = applyExpectations([f], kvm61, [mk('sched/poll-a[mode=32]', 'fail'), mk('sched/poll-a[mode=64]', 'fail'), mk('evtchn/close-free', 'fail')]);
     expect(r.results.map((x) => x.status)).toEqual(['xfail', 'fail', 'fail']);
     expect(r.results[0].divergence).toMatchObject({ expected: 'fail', where: 'arch/x86/kvm/xen.c kvm_xen_schedop_poll', until: '6.2', source: `${good}:4` });
     expect(r.results[0].message).toBe('fail msg');
@@ -93,21 +94,38 @@ divergences:
   });
   it('an entry whose case now passes, or that matches no case, is a problem naming the entry', () => {
     const f = loadExpectations(good);
-    const r = applyExpectations([f], 'kvm', '6.1.192', [mk('sched/poll-a[mode=32]', 'pass')], { names: ['sched/poll-a[mode=32]'], ids: ['sched/poll-a'] });
+    const r = applyExpectations([f], kvm61, [mk('sched/poll-a[mode=32]', 'pass')], { names: ['sched/poll-a[mode=32]'], ids: ['sched/poll-a'] });
     expect(r.problems).toEqual([
       `${good}:4: known divergence 'sched/poll-*[mode=32]' now passes as sched/poll-a[mode=32] on kvm 6.1.192: remove the entry (fixed upstream?)`,
       `${good}:9: known divergence 'evtchn/close-free' matches no case: remove the entry or fix its id`,
     ]);
     // Without the whole tree, entries that match nothing are not judged.
-    expect(applyExpectations([f], 'kvm', '6.1.192', []).problems).toEqual([]);
+    expect(applyExpectations([f], kvm61, []).problems).toEqual([]);
   });
   it('--expect=auto picks <target>.yaml and <target>-<series>.yaml when present', () => {
     const d = mkdtempSync(join(tmpdir(), 'xconf-auto-'));
     writeFileSync(join(d, 'kvm-6.1.yaml'), '');
     writeFileSync(join(d, 'kvm.yaml'), '');
-    expect(autoExpectationFiles(d, 'kvm', '6.1.192')).toEqual([join(d, 'kvm.yaml'), join(d, 'kvm-6.1.yaml')]);
-    expect(autoExpectationFiles(d, 'kvm', '6.12.1')).toEqual([join(d, 'kvm.yaml')]);
-    expect(autoExpectationFiles(d, 'model', undefined)).toEqual([]);
+    expect(autoExpectationFiles(d, kvm61)).toEqual([join(d, 'kvm.yaml'), join(d, 'kvm-6.1.yaml')]);
+    expect(autoExpectationFiles(d, [{ target: 'kvm', version: '6.12.1' }])).toEqual([join(d, 'kvm.yaml')]);
+    expect(autoExpectationFiles(d, [{ target: 'model' }])).toEqual([]);
+    // The qemu target runs on a KVM kernel: its own files first, then the kernel's.
+    writeFileSync(join(d, 'qemu.yaml'), '');
+    expect(autoExpectationFiles(d, targetLayers('qemu', { qemu_version: '10.0.2', kernel: '6.1.192' })))
+      .toEqual([join(d, 'qemu.yaml'), join(d, 'kvm.yaml'), join(d, 'kvm-6.1.yaml')]);
+  });
+  it("on qemu the kernel's entries mark failures known but are never stale; qemu's own entries are", () => {
+    const kernel = loadExpectations(good);
+    const own = loadExpectations(file('qemu.yaml', 'target: qemu\ndivergences:\n  - id: "evtchn/close-free"\n    status: fail\n    reason: r\n    where: w\n  - id: "x/nothing"\n    status: fail\n    reason: r\n    where: w\n'));
+    const layers = targetLayers('qemu', { qemu_version: '10.0.2', kernel: '6.1.192' });
+    const known = { names: ['sched/poll-a[mode=32]', 'evtchn/close-free'], ids: ['sched/poll-a', 'evtchn/close-free'] };
+    const failing = applyExpectations([kernel, own], layers, [mk('sched/poll-a[mode=32]', 'fail'), mk('evtchn/close-free', 'fail')], known);
+    expect(failing.results.map((x) => x.status)).toEqual(['xfail', 'xfail']);
+    expect(failing.problems).toEqual([expect.stringMatching(/qemu\.yaml:7: known divergence 'x\/nothing' matches no case/)]);
+    const passing = applyExpectations([kernel, own], layers, [mk('sched/poll-a[mode=32]', 'pass'), mk('evtchn/close-free', 'pass')]);
+    expect(passing.problems).toEqual([expect.stringMatching(/qemu\.yaml:3: known divergence 'evtchn\/close-free' now passes as evtchn\/close-free on qemu 10\.0\.2/)]);
+    // A kernel file is not about qemu itself: without the layer, it does not apply.
+    expect(applyExpectations([kernel], [{ target: 'qemu', version: '10.0.2' }], [mk('sched/poll-a[mode=32]', 'fail')]).results[0].status).toBe('fail');
   });
 });
 

@@ -134,6 +134,28 @@ export function targetVersion(properties: Readonly<Record<string, string>>): str
   return properties.kernel ?? properties.xen_version ?? properties.version;
 }
 
+/**
+ * One implementation a run puts under test, with its version. A target can
+ * stack several: the qemu target is QEMU's Xen emulation on a KVM kernel, so
+ * the kernel's known divergences (expectations/kvm*.yaml) apply to its runs
+ * too. An inherited layer's entries mark matching failures as known but are
+ * not checked for staleness there: a kernel bug QEMU never reaches (or hides)
+ * passes on qemu, and its own target's runs keep its entries honest.
+ */
+export interface Layer {
+  target: string;
+  version?: string;
+  inherited?: boolean;
+}
+
+/** The layers a target's run tests, from the properties its probe reported. */
+export function targetLayers(target: string, properties: Readonly<Record<string, string>>): Layer[] {
+  if (target === 'qemu') {
+    return [{ target, version: properties.qemu_version }, { target: 'kvm', version: properties.kernel, inherited: true }];
+  }
+  return [{ target, version: targetVersion(properties) }];
+}
+
 /** Whether a file speaks about this target at this version (same series: 6.1 covers 6.1.192, not 6.12). */
 export function fileApplies(f: ExpectationFile, target: string, version: string | undefined): boolean {
   if (f.target !== target) return false;
@@ -143,14 +165,17 @@ export function fileApplies(f: ExpectationFile, target: string, version: string 
 }
 
 /**
- * The expectations files `--expect=auto` picks: expectations/<target>.yaml and
- * expectations/<target>-<major.minor>.yaml under `dir`, when they exist.
+ * The expectations files `--expect=auto` picks for each layer:
+ * expectations/<target>.yaml and expectations/<target>-<major.minor>.yaml under
+ * `dir`, when they exist.
  */
-export function autoExpectationFiles(dir: string, target: string, version: string | undefined): string[] {
-  const names = [`${target}.yaml`];
-  const series = version && /^(\d+\.\d+)/.exec(version)?.[1];
-  if (series) names.push(`${target}-${series}.yaml`);
-  return names.map((n) => join(dir, n)).filter((p) => existsSync(p));
+export function autoExpectationFiles(dir: string, layers: Layer[]): string[] {
+  return layers.flatMap(({ target, version }) => {
+    const names = [`${target}.yaml`];
+    const series = version && /^(\d+\.\d+)/.exec(version)?.[1];
+    if (series) names.push(`${target}-${series}.yaml`);
+    return names.map((n) => join(dir, n)).filter((p) => existsSync(p));
+  });
 }
 
 export interface Applied {
@@ -160,34 +185,38 @@ export interface Applied {
 }
 
 /**
- * Applies the files that concern this target and version to a run's results.
- * `known` is every case name and id the suites hold (before filtering), so an
- * entry for a case outside this run's filter is not called stale; without it
- * (a run of part of the tree) entries that match nothing are not checked.
+ * Applies the files that concern these layers to a run's results; the first
+ * layer's entries are tried first. `known` is every case name and id the
+ * suites hold (before filtering), so an entry for a case outside this run's
+ * filter is not called stale; without it (a run of part of the tree) entries
+ * that match nothing are not checked. Inherited layers are never stale here.
  */
 export function applyExpectations(
-  files: ExpectationFile[], target: string, version: string | undefined,
+  files: ExpectationFile[], layers: Layer[],
   results: CaseResult[], known?: { names: Iterable<string>; ids: Iterable<string> },
 ): Applied {
-  const entries = files.filter((f) => fileApplies(f, target, version)).flatMap((f) => f.entries)
-    .filter((e) => !(e.until && version && compareVersions(version, e.until) >= 0));
+  const entries = layers.flatMap((l) => files.filter((f) => fileApplies(f, l.target, l.version)).flatMap((f) => f.entries)
+    .filter((e) => !(e.until && l.version && compareVersions(l.version, e.until) >= 0))
+    .map((e) => ({ e, layer: l })));
   const problems: string[] = [];
   const out = results.map((r) => {
-    const e = entries.find((x) => x.match(r.name, r.id));
-    if (!e) return r;
+    const hit = entries.find((x) => x.e.match(r.name, r.id));
+    if (!hit) return r;
+    const { e, layer } = hit;
     if (r.status === e.expected) {
       const divergence: Divergence = { expected: e.expected, reason: e.reason, where: e.where, until: e.until, source: e.source };
       return { ...r, status: 'xfail' as const, divergence };
     }
-    if (r.status === 'pass') {
-      problems.push(`${e.source}: known divergence '${e.pattern}' now passes as ${r.name} on ${target}${version ? ` ${version}` : ''}: remove the entry (fixed upstream?)`);
+    if (r.status === 'pass' && !layer.inherited) {
+      problems.push(`${e.source}: known divergence '${e.pattern}' now passes as ${r.name} on ${layer.target}${layer.version ? ` ${layer.version}` : ''}: remove the entry (fixed upstream?)`);
     }
     return r;
   });
   if (!known) return { results: out, problems };
   const names = [...known.names];
   const ids = [...known.ids];
-  for (const e of entries) {
+  for (const { e, layer } of entries) {
+    if (layer.inherited) continue;
     if (!names.some((n) => e.match(n, '')) && !ids.some((i) => e.match('', i))) {
       problems.push(`${e.source}: known divergence '${e.pattern}' matches no case: remove the entry or fix its id`);
     }
