@@ -159,6 +159,12 @@ export interface OpDef<S extends z.ZodType = z.ZodType> {
   requires: readonly string[];
   /** OUT field names the op can produce (for `expect.out` and `save`). */
   out?: readonly string[];
+  /**
+   * Whether the step does nothing with these arguments (its result is ret 0), and so
+   * needs nothing of the target and is not sent to it (`evtchn.use_fifo` with
+   * `enable: 0`, the 2-level variant of a matrix).
+   */
+  inert?(args: Record<string, unknown>): boolean;
   encode(args: Resolved<z.output<S>>, ctx: OpContext): Action;
   /** For `host` actions: what the op does on the model. */
   model?: ModelImpl<Resolved<z.output<S>>>;

@@ -103,10 +103,20 @@ export function resolveSetup(c: LoadedCase, vars: Vars, xenVersion?: string): Se
   };
 }
 
+/** Whether a step's arguments make it a no-op; a value known only at run time does not. */
+function isInert(inert: (args: Record<string, unknown>) => boolean, args: unknown, vars: Vars): boolean {
+  try {
+    return inert(resolveArgs(args, vars) as Record<string, unknown>);
+  } catch {
+    return false;
+  }
+}
+
 /** Capabilities a variant needs: the case's, its ops', and what its setup implies. */
 export function requirements(c: LoadedCase, setup: SessionSetup, vars?: Vars): string[] {
   const req = new Set(c.requires);
   for (const s of c.steps) {
+    if (s.op.inert && vars && isInert(s.op.inert, s.args, vars)) continue;
     for (const r of s.op.requires) req.add(r);
     // A host- or guest-side action is a capability of its own: a target runs only those it implements.
     if (s.op.model) {
@@ -298,7 +308,8 @@ async function execute(
         const action = s.op.encode(args as never, {
           width: setup.mode, scratch: setup.scratch + place.vcpu * 4096, dom: place.dom, vcpu: place.vcpu,
         });
-        outcome = await session.apply(action, place);
+        // A step its arguments make a no-op needs nothing of the target (requirements()): it is not sent.
+        outcome = s.op.inert?.(args as Record<string, unknown>) ? { ret: 0n } : await session.apply(action, place);
         rec.servedBy = outcome.servedBy;
         if (outcome.kernelDeliveries) rec.kernelDeliveries = outcome.kernelDeliveries;
         rec.kind = action.kind;

@@ -40,6 +40,34 @@ describe('runner', () => {
     expect(run.results.map((r) => [r.name, r.status])).toEqual([['m[mode=64]', 'pass'], ['m[mode=32]', 'pass']]);
   });
 
+  it('a step its arguments make a no-op needs nothing: the 2-level variant of a fifo matrix runs where FIFO is missing', async () => {
+    const cases = suite({
+      'f.yaml': 'description: f\nmatrix:\n  fifo: [0, 1]\nsteps:\n  - { op: evtchn.use_fifo, args: { enable: $fifo }, expect: { ret: 0 } }\n  - { op: evtchn.bind_ipi, expect: { ret: 0 } }\n',
+    });
+    const model = new ModelDriver();
+    const noFifo: Driver = {
+      name: 'model',
+      async probe() {
+        const c = await model.probe();
+        const has = new Set([...c.has].filter((x) => x !== 'evtchn.fifo' && x !== 'host-op:evtchn.use_fifo'));
+        return { ...c, has, missing: new Map([...c.missing, ['evtchn.fifo', 'no FIFO here'], ['host-op:evtchn.use_fifo', 'no FIFO here']]) };
+      },
+      // Like the kvm driver, it has no FIFO switch at all: the no-op step must not reach it.
+      async open(setup) {
+        const inner = await model.open(setup);
+        return Object.assign(Object.create(inner) as Session, {
+          apply: (a: Parameters<Session['apply']>[0], at: Parameters<Session['apply']>[1]) => {
+            if (a.kind === 'host' && a.op === 'evtchn.use_fifo') throw new Error('use_fifo reached a driver without FIFO');
+            return inner.apply(a, at);
+          },
+        });
+      },
+    };
+    const run = await runPlan(plan(cases, {}), noFifo);
+    expect(run.results.map((r) => [r.name, r.status])).toEqual([['f[fifo=0]', 'pass'], ['f[fifo=1]', 'skip']]);
+    expect(run.results[1].message).toMatch(/evtchn\.fifo \(no FIFO here\)/);
+  });
+
   it('turns a case that never finishes into a timeout error and goes on', async () => {
     const cases = suite({ 'a.yaml': 'description: slow\ntimeout: 0.2\nsteps:\n  - op: memory.check\n', 'b.yaml': 'description: fast\nsteps:\n  - op: memory.check\n' });
     const model = new ModelDriver();
