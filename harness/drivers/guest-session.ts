@@ -46,6 +46,8 @@ export interface StorePage {
 export interface SessionPlatform {
   /** The ring page at `pfn` of the guest's domain. */
   storePage(guest: TestGuest, pfn: number): StorePage;
+  /** A host-side op the platform performs itself (QEMU's QMP), or undefined when it does not. */
+  hostOp?(guest: TestGuest, op: string, args: Record<string, unknown>, at: StepPlacement): Promise<Outcome> | undefined;
 }
 
 const FAULT_NAMES: Record<number, string> = { 0: 'DE', 3: 'BP', 6: 'UD', 13: 'GP', 14: 'PF' };
@@ -216,6 +218,8 @@ export class GuestSession implements Session {
   }
 
   private async host(op: string, args: Record<string, unknown>, at: StepPlacement): Promise<Outcome> {
+    const own = this.platform.hostOp?.(this.guest(at.dom), op, args, at);
+    if (own) return own;
     switch (op) {
       case 'evtchn.use_fifo':
         return (args.enable ?? 1n) === 0n ? { ret: 0n } : this.useFifo(at.dom, Number(args.scratch as bigint), Number((args.pages as bigint | undefined) ?? 1n), (args.mask_all ?? 0n) !== 0n);

@@ -422,6 +422,21 @@ export function sendPort(d: Domain, port: number): number {
   }
 }
 
+/**
+ * A VMM raising one of the guest's ports from outside: QEMU's xen-event-inject
+ * (hw/i386/kvm/xen_evtchn.c set_port_pending); on Xen, what the remote end's
+ * EVTCHNOP_send does to this end (xen/common/event_channel.c evtchn_send ->
+ * evtchn_port_set_pending on the port's notify vCPU). Any allocated port goes
+ * pending, whatever it is bound to; a free port, port 0 or a port past the
+ * table is -EINVAL.
+ */
+export function vmmInject(d: Domain, port: number): number {
+  const ch = channel(d, port);
+  if (!ch || !usable(ch)) return err('EINVAL');
+  portSetPending(d, ch.notifyVcpu, ch);
+  return 0;
+}
+
 interface StatusOut { status: number; vcpu: number; u: Array<[number, number, 2 | 4]> }
 
 function status(ctx: HypercallContext, dom: number, port: number): StatusOut | number {

@@ -11,7 +11,7 @@ import { HYPERVISOR, hypercall, type Regs } from '../model/hypercall.js';
 import type { Domain, Vcpu, XenModel } from '../model/domain.js';
 import { PAGE_SIZE } from '../model/guest-memory.js';
 import {
-  channel, EVTCHNOP, EVTCHNSTAT, evtchnState, newChannel, testAndClearBit, testBit, vcpuEvtchn, VIRQ,
+  channel, EVTCHNOP, EVTCHNSTAT, evtchnState, newChannel, testAndClearBit, testBit, vcpuEvtchn, VIRQ, vmmInject,
 } from '../model/evtchn.js';
 import { maskBase, pendingBase, pendingSelAddress } from '../model/evtchn-2l.js';
 import { controlBlockAddress, EVTCHN_FIFO, wordAddress } from '../model/evtchn-fifo.js';
@@ -220,6 +220,7 @@ export const useFifoOp = defineOp({
   summary: 'Guest switches to FIFO as Linux does: init_control for every vCPU (control block of vCPU n at FIFO_CONTROL_BASE + n*4096), then `pages` event array pages at FIFO_ARRAY_BASE; `enable: 0` does nothing (2-level variant of a matrix)',
   args: z.strictObject({ enable: int().optional(), pages: int().optional(), mask_all: int().optional() }),
   requires: ['evtchn.fifo'],
+  inert: (a) => a.enable === 0n,
   encode: (a, ctx): Action => ({ kind: 'host', op: 'evtchn.use_fifo', args: { ...a, scratch: BigInt(ctx.scratch) } }),
   model(m, a, at) {
     const args = a as typeof a & { scratch: bigint };
@@ -392,6 +393,15 @@ export const hostSendOp = defineOp({
   requires: ['evtchn.host_send'],
   encode: (a, ctx): Action => ({ kind: 'host', op: 'evtchn.host_send', args: { ...a, vcpu: a.vcpu ?? BigInt(ctx.vcpu) } }),
   model: (m, a, at) => ({ ret: hostSend(m, at.dom, Number(a.port), Number(a.vcpu), Number(a.priority ?? 0n)) }),
+});
+
+export const vmmInjectOp = defineOp({
+  name: 'evtchn.vmm_inject',
+  summary: "The VMM raises an allocated port of the guest on the port's own vCPU (QEMU: QMP xen-event-inject); -EINVAL for a free port, port 0 or one past the table",
+  args: z.strictObject({ port: int() }),
+  requires: ['evtchn.2l'],
+  encode: (a): Action => ({ kind: 'host', op: 'evtchn.vmm_inject', args: { ...a } }),
+  model: (m, a, at) => ({ ret: BigInt(vmmInject(at.dom, Number(a.port))) }),
 });
 
 export const allocMany = defineOp({
