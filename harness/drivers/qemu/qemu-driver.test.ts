@@ -4,7 +4,7 @@ import { hostOpCapability } from '../../ops/types.js';
 import { CAPABILITIES } from '../../suite/vocabulary.js';
 import { QEMU_HOST_OPS, QemuDriver, qemuCapabilities } from './qemu-driver.js';
 
-const info = { qemu: 'qemu-system-x86_64', version: '10.0.2', xenHvm: 0x1ff, vendor: 'amd' as const };
+const info = { qemu: 'qemu-system-x86_64', version: '10.0.2', xenHvm: 0x1ff, kernel: '6.12.118', vendor: 'amd' as const };
 
 describe('qemu target capabilities', () => {
   it('has what QEMU 10 emulates and says why for the rest', () => {
@@ -18,7 +18,7 @@ describe('qemu target capabilities', () => {
     for (const c of Object.keys(CAPABILITIES)) expect(caps.has.has(c) !== caps.missing.has(c), c).toBe(true);
     for (const op of QEMU_HOST_OPS) expect(caps.has.has(hostOpCapability(op)), op).toBe(true);
     expect(caps.missing.get(hostOpCapability('kvm.xen_set_attr'))).toMatch(/does not perform/);
-    expect(caps.properties).toMatchObject({ target: 'qemu', qemu_version: '10.0.2', kvm_xen_hvm: '0x1ff' });
+    expect(caps.properties).toMatchObject({ target: 'qemu', qemu_version: '10.0.2', kernel: '6.12.118', kvm_xen_hvm: '0x1ff' });
   });
 });
 

@@ -6,6 +6,7 @@
 // QEMU traced was served by the VMM, one it did not by the kernel.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { release } from 'node:os';
 import { DriverError } from '../../errors.js';
 import type { Action, Outcome, StepPlacement } from '../../ops/types.js';
 import { completeCapabilities } from '../caps.js';
@@ -35,13 +36,22 @@ const NOT_PROVIDED: Record<string, string> = {
 };
 
 /** Host-side ops this driver performs: the guest's own hypercalls and memory operations. */
-export const QEMU_HOST_OPS = ['evtchn.alloc_many', 'evtchn.run_upcall', 'evtchn.set_mask', 'gnttab.grant', 'gnttab.grant_range', 'gnttab.end_access',
+export const QEMU_HOST_OPS = ['evtchn.vmm_inject', 'evtchn.alloc_many', 'evtchn.run_upcall', 'evtchn.set_mask', 'gnttab.grant', 'gnttab.grant_range', 'gnttab.end_access',
   'xenstore.request', 'xenstore.raw', 'xenstore.event', 'xenstore.params'];
+
+/**
+ * The limit QEMU 10's Xen emulation is fixed at, so a case asking for exactly it runs:
+ * grant table v1 only (hw/i386/kvm/xen_gnttab.c). max_grant_frames is a setting
+ * (-accel kvm,xen-gnttab-max-frames=N).
+ */
+const QEMU_FIXED_LIMITS: Record<string, number | undefined> = { max_grant_version: 1 };
 
 export interface QemuInfo {
   qemu: string;
   version: string;
   xenHvm: number;
+  /** The KVM host's kernel release: its known divergences apply to qemu runs too. */
+  kernel: string;
   vendor: 'intel' | 'amd' | undefined;
   dataDir?: string;
 }
@@ -55,7 +65,7 @@ export function qemuCapabilities(info: QemuInfo): Capabilities {
     vendor: info.vendor, pageWriter: 'KVM', hostOps: QEMU_HOST_OPS, driver: 'qemu',
     hostOpMissing: (op) => `${op} is a host action the qemu driver does not perform`,
   });
-  return { has, missing, properties: { target: 'qemu', qemu_version: info.version, kvm_xen_hvm: `0x${info.xenHvm.toString(16)}` } };
+  return { has, missing, properties: { target: 'qemu', qemu_version: info.version, kernel: info.kernel, kvm_xen_hvm: `0x${info.xenHvm.toString(16)}` } };
 }
 
 /** QEMU's ring page is one of its Xen overlay pages, not guest RAM the harness maps: the guest reads and writes it. */
@@ -65,7 +75,19 @@ const QEMU_PLATFORM: SessionPlatform = {
     write: (o, b) => guestWrite(guest, pfn * 4096 + o, b),
     close: () => undefined,
   }),
+  hostOp: (guest, op, args) => (op === 'evtchn.vmm_inject' ? inject(guest as QemuGuest, Number(args.port as bigint)) : undefined),
 };
+
+/**
+ * QMP xen-event-inject: QEMU raises the port on the vCPU it is bound to
+ * (hw/i386/kvm/xen_evtchn.c qmp_xen_event_inject -> set_port_pending). QMP gives
+ * no errno; its one refusal, "Failed to set port", is set_port_pending's -EINVAL
+ * for a closed port (or KVM's refusal of the send), so an error is -EINVAL.
+ */
+async function inject(guest: QemuGuest, port: number): Promise<Outcome> {
+  const a = await guest.qmp('xen-event-inject', { port });
+  return { ret: a.ok ? 0n : -22n, servedBy: 'vmm' };
+}
 
 /** The session, recording per step whether QEMU served a hypercall of it. */
 class QemuSession implements Session {
@@ -124,7 +146,7 @@ export class QemuDriver implements Driver {
     const vendor = /^vendor_id\s*:\s*(\S+)/m.exec(cpuinfo)?.[1];
     const dataDir = process.env.XCONF_QEMU_DATA;
     const info: QemuInfo = {
-      qemu, version: `${m[1]}.${m[2]}.${m[3]}`, xenHvm: p.xenHvm,
+      qemu, version: `${m[1]}.${m[2]}.${m[3]}`, xenHvm: p.xenHvm, kernel: release(),
       vendor: vendor === 'AuthenticAMD' || vendor === 'HygonGenuine' ? 'amd' : vendor === 'GenuineIntel' ? 'intel' : undefined,
       dataDir: dataDir && existsSync(dataDir) ? dataDir : undefined,
     };
@@ -139,12 +161,16 @@ export class QemuDriver implements Driver {
     const d = setup.domains[0];
     if (d.vcpus !== 1) throw new DriverError(`the qemu test guest runs one vCPU; the case asks for ${d.vcpus}`, { code: 'EUNSUPPORTED' });
     if (d.privileged) throw new DriverError('the domain QEMU emulates is not privileged', { code: 'EUNSUPPORTED' });
-    if (Object.keys(d.limits).length) throw new DriverError(`QEMU's Xen emulation has no setting for the case's limit ${Object.keys(d.limits).join(', ')}`, { code: 'EUNSUPPORTED' });
+    if (d.id === 0 || d.id >= 0x7ff0) throw new DriverError(`QEMU's emulated domain cannot be domain ${d.id} (0 is QEMU itself, DOMID_QEMU; ids from 0x7ff0 are reserved)`, { code: 'EUNSUPPORTED' });
+    const unmet = Object.entries(d.limits).filter(([k, v]) => k !== 'max_grant_frames' && QEMU_FIXED_LIMITS[k] !== v);
+    if (unmet.length) {
+      throw new DriverError(`QEMU's Xen emulation has no setting for the case's ${unmet.map(([k, v]) => `${k} ${v}${k in QEMU_FIXED_LIMITS ? ` (QEMU's is ${QEMU_FIXED_LIMITS[k]})` : ''}`).join(', ')}`, { code: 'EUNSUPPORTED' });
+    }
     const shadowMemory = new Map([[d.id, new ShadowMemory(d.memoryBytes)]]);
     const shadow = new ModelDriver('kvm').openNow(setup, (id) => shadowMemory.get(id));
     const guest = QemuGuest.create({
       domid: d.id, mode: setup.mode, memoryBytes: d.memoryBytes, qemu: info.qemu, dataDir: info.dataDir, accel: 'xen',
-      xenVersion: (setup.xenVersion.major << 16) | setup.xenVersion.minor,
+      xenVersion: (setup.xenVersion.major << 16) | setup.xenVersion.minor, gnttabMaxFrames: d.limits.max_grant_frames,
     });
     try {
       const s = new GuestSession(new Map([[d.id, guest]]), setup, shadow, shadowMemory, info.vendor ?? 'amd', QEMU_PLATFORM);

@@ -18,11 +18,13 @@ describe('qemu test guest', () => {
   it('runs QEMU with the ROM, the shared RAM file, and for Xen the emulation and its trace', () => {
     const base = { domid: 1, mode: 64 as const, memoryBytes: 16 << 20, qemu };
     const xen = qemuArgs({ ...base, accel: 'xen', xenVersion: 0x40011 }, '/dev/shm/r', '/tmp/d').join(' ');
-    expect(xen).toContain('-accel kvm,xen-version=0x40011,kernel-irqchip=split');
+    expect(xen).toContain('-accel kvm,xen-version=0x40011,kernel-irqchip=split -xen-domid 1 ');
     expect(xen).toMatch(/-bios \S+native\/build\/guest\/guest\.rom/);
     expect(xen).toContain('-m 16 ');
     expect(xen).toContain('memory-backend-file,id=ram,size=16M,mem-path=/dev/shm/r,share=on');
     expect(xen).toContain('-trace kvm_xen_hypercall,file=/tmp/d/trace.log');
+    expect(xen).toContain('-chardev socket,id=qmp,path=/tmp/d/qmp.sock,server=on,wait=off -mon chardev=qmp,mode=control');
+    expect(qemuArgs({ ...base, accel: 'xen', gnttabMaxFrames: 8 }, '/dev/shm/r', '/tmp/d').join(' ')).toContain('kernel-irqchip=split,xen-gnttab-max-frames=8 ');
     const tcg = qemuArgs({ ...base, accel: 'tcg', memoryBytes: 200 << 20 }, '/dev/shm/r', '/tmp/d').join(' ');
     expect(tcg).toContain('-accel tcg');
     expect(tcg).toContain('size=200M');
@@ -66,6 +68,19 @@ describe('qemu test guest', () => {
       }
     }, 30_000);
   }
+
+  it.skipIf(!haveQemu)(`answers QMP, and says QEMU exited when it dies under QMP${why}`, async () => {
+    const g = QemuGuest.create({ domid: 1, mode: 64, memoryBytes: 16 << 20, qemu, accel: 'tcg' });
+    try {
+      expect(await g.qmp('query-status')).toMatchObject({ ok: true, value: { status: 'running' } });
+      // No Xen emulation under TCG: QEMU refuses the inject (as QEMU 10 does a closed port).
+      expect(await g.qmp('xen-event-inject', { port: 1 })).toMatchObject({ ok: false });
+      (g as unknown as { child: { kill(s: string): void } }).child.kill('SIGKILL');
+      await expect(g.qmp('query-status')).rejects.toMatchObject({ code: 'EIO', message: expect.stringMatching(/^QMP query-status: QEMU exited on SIGKILL/) });
+    } finally {
+      g.destroy();
+    }
+  }, 30_000);
 
   it.skipIf(!haveQemu)(`says QEMU exited when it dies under a batch${why}`, () => {
     const g = QemuGuest.create({ domid: 1, mode: 64, memoryBytes: 16 << 20, qemu, accel: 'tcg' });

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { DriverError } from '../../errors.js';
 import { packagePath } from '../../paths.js';
 import { blockAddress, GUEST_STATE, HDR, loadGuestImage, type BlockHeader, type GuestCommand, type GuestMode } from '../kvm/guest.js';
+import { Qmp, QmpClosed } from './qmp.js';
 import { guestRead, guestWrite, layOutGuest, readHeader, runBatch, type GuestBatch, type LowMemory, type TestGuest } from '../test-guest.js';
 
 const BOOT_TIMEOUT_MS = 30_000;
@@ -37,6 +38,8 @@ export interface QemuGuestOptions {
   accel: 'xen' | 'tcg';
   /** XENVER_version QEMU reports, (major << 16) | minor. */
   xenVersion?: number;
+  /** Grant frames the domain may have (xen-gnttab-max-frames; QEMU's default is 64). */
+  gnttabMaxFrames?: number;
   timeoutMs?: number;
 }
 
@@ -47,13 +50,16 @@ const ramMiB = (bytes: number) => Math.max(8, Math.ceil(bytes / (1 << 20)));
 export function qemuArgs(o: QemuGuestOptions, ramFile: string, dir: string): string[] {
   const mib = ramMiB(o.memoryBytes);
   const accel = o.accel === 'xen'
-    ? ['-accel', `kvm,xen-version=0x${(o.xenVersion ?? 0x40011).toString(16)},kernel-irqchip=split`]
+    ? ['-accel', `kvm,xen-version=0x${(o.xenVersion ?? 0x40011).toString(16)},kernel-irqchip=split${o.gnttabMaxFrames === undefined ? '' : `,xen-gnttab-max-frames=${o.gnttabMaxFrames}`}`,
+      // The guest's own domain id (QEMU's default is 1), which it names itself by and xenstore paths carry.
+      '-xen-domid', `${o.domid}`]
     : ['-accel', 'tcg'];
   return [
     '-machine', 'pc', '-m', `${mib}`, '-smp', '1', '-nodefaults', '-display', 'none', '-no-reboot',
     ...accel, '-bios', packagePath('native', 'build', 'guest', 'guest.rom'),
     '-object', `memory-backend-file,id=ram,size=${mib}M,mem-path=${ramFile},share=on`, '-machine', 'memory-backend=ram',
     '-debugcon', `file:${join(dir, 'debugcon.log')}`,
+    '-chardev', `socket,id=qmp,path=${join(dir, 'qmp.sock')},server=on,wait=off`, '-mon', 'chardev=qmp,mode=control',
     ...(o.accel === 'xen' ? ['-trace', `kvm_xen_hypercall,file=${join(dir, 'trace.log')}`] : []),
     ...(o.dataDir ? ['-L', o.dataDir] : []),
   ];
@@ -94,6 +100,7 @@ export class QemuGuest implements TestGuest {
   private generation = 0;
   private closed = false;
   private traced = 0;
+  private monitor: Promise<Qmp> | undefined;
   /** The RAM file; its waits give up when QEMU is gone. */
   private readonly low: LowMemory;
 
@@ -163,7 +170,8 @@ export class QemuGuest implements TestGuest {
     } catch {
       // no log
     }
-    return `QEMU exited${log ? `: ${log}` : ''}`;
+    const how = this.child.signalCode ? ` on ${this.child.signalCode}` : this.child.exitCode !== null ? ` with status ${this.child.exitCode}` : '';
+    return `QEMU exited${how}${log ? `: ${log}` : ''}`;
   }
 
 
@@ -222,9 +230,31 @@ export class QemuGuest implements TestGuest {
     }
   }
 
+  /**
+   * One QMP command (the monitor is opened on first use). A QEMU that dies on it, or
+   * a monitor that stops answering, is a DriverError carrying QEMU's last words.
+   */
+  async qmp(command: string, args?: Record<string, unknown>): Promise<{ ok: true; value: unknown } | { ok: false; error: { class: string; desc: string } }> {
+    try {
+      this.monitor ??= Qmp.open(join(this.dir, 'qmp.sock'));
+      return await (await this.monitor).execute(command, args);
+    } catch (e) {
+      if (!(e instanceof QmpClosed)) throw e;
+      // QEMU may still be on its way out: give it a moment to be reaped, so its exit status is known.
+      if (this.child.exitCode === null && this.child.signalCode === null) {
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, 1000);
+          this.child.once('exit', () => { clearTimeout(t); resolve(); });
+        });
+      }
+      throw new DriverError(`QMP ${command}${args ? ` ${JSON.stringify(args)}` : ''}: ${this.died() ?? e.message}`, { code: 'EIO' });
+    }
+  }
+
   destroy(): void {
     if (this.closed) return;
     this.closed = true;
+    void this.monitor?.then((m) => m.close(), () => undefined);
     this.child.kill('SIGKILL');
     closeSync(this.fd);
     rmSync(this.dir, { recursive: true, force: true });
