@@ -77,11 +77,13 @@ export function skipGroups(results: CaseResult[], missing: Readonly<Record<strin
  * VMM layer answered but whose events the kernel delivered (KVM_XEN_HVM_EVTCHN_SEND, as QEMU
  * hands them over), and those the VMM layer alone answered.
  */
-export function servedCounts(results: CaseResult[]): { kernel: number; hostOnly: number; kernelDelivery: number; vmmOnly: number } | undefined {
+export function servedCounts(results: CaseResult[]): { kernel: number; hostOnly: number; kernelDelivery: number; vmmOnly: number; withVmm: number; ran: number } | undefined {
   const ran = results.filter((r) => r.status !== 'skip');
   if (!ran.some((r) => r.steps.some((s) => s.servedBy === 'kernel' || s.servedBy === 'vmm'))) return undefined;
-  const c = { kernel: 0, hostOnly: 0, kernelDelivery: 0, vmmOnly: 0 };
+  const c = { kernel: 0, hostOnly: 0, kernelDelivery: 0, vmmOnly: 0, withVmm: 0, ran: ran.length };
   for (const r of ran) {
+    // On the qemu target the VMM is QEMU: how many cases it answered at least one step of.
+    if (r.steps.some((s) => s.servedBy === 'vmm')) c.withVmm++;
     if (r.steps.some((s) => s.servedBy === 'kernel' && s.kind !== 'host')) c.kernel++;
     else if (r.steps.some((s) => s.servedBy === 'kernel')) c.hostOnly++;
     else if (r.steps.some((s) => s.kernelDeliveries)) c.kernelDelivery++;
@@ -114,7 +116,10 @@ export function consoleSummary(run: RunSummary, opts: { verbose?: boolean; style
   const c = counts(run.results);
   out.push(`xconf: target=${run.target} cases=${c.total} (${(run.durationMs / 1000).toFixed(2)}s)`);
   const served = servedCounts(run.results);
-  if (served) out.push(`kernel served: ${served.kernel} cases, host ops only: ${served.hostOnly}, VMM with kernel delivery: ${served.kernelDelivery}, VMM only: ${served.vmmOnly}`);
+  if (served) {
+    out.push(`kernel served: ${served.kernel} cases, host ops only: ${served.hostOnly}, VMM with kernel delivery: ${served.kernelDelivery}, VMM only: ${served.vmmOnly}; ` +
+      `a step served by the VMM${run.target === 'qemu' ? ' (QEMU)' : ''}: ${served.withVmm} of ${served.ran}`);
+  }
   out.push(countsLine(run.results, style));
   return out.join('\n') + '\n';
 }

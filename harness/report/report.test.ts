@@ -103,7 +103,8 @@ describe('console', () => {
     expect(out).toContain('  FAIL x/b (suites/x/a.yaml:3): step 1 (op, line 3): ret: expected 0, got -22 (-EINVAL)');
     expect(out).toContain('KNOWN y/d (arch/x86/kvm/xen.c kvm_xen_schedop_poll): poll answered as yield');
     expect(out).toContain('SKIP 1: why');
-    expect(out).toContain('kernel served: 1 cases, host ops only: 0, VMM with kernel delivery: 0, VMM only: 3');
+    expect(out).toContain('kernel served: 1 cases, host ops only: 0, VMM with kernel delivery: 0, VMM only: 3; a step served by the VMM: 0 of 4');
+    expect(consoleSummary({ ...run, target: 'qemu' })).toContain('a step served by the VMM (QEMU): 0 of 4');
     expect(out.at(-1)).toBe('1 passed, 2 failed, 1 skipped, 1 known divergences');
   });
   it('skips are grouped by the cause most of them share, each case once', () => {
@@ -116,16 +117,16 @@ describe('console', () => {
   it('served counts only on targets that say who served; host ops alone are their own class', () => {
     const s = (servedBy: string, kind: string) => ({ index: 0, label: 'o', line: 1, status: 'pass' as const, servedBy, kind });
     const mk = (...steps: ReturnType<typeof s>[]): CaseResult => ({ ...base, id: 'z', variant: '', name: 'z', status: 'pass', steps });
-    expect(servedCounts([mk(s('kernel', 'wrmsr'), s('vmm', 'hypercall'))])).toEqual({ kernel: 1, hostOnly: 0, kernelDelivery: 0, vmmOnly: 0 });
+    expect(servedCounts([mk(s('kernel', 'wrmsr'), s('vmm', 'hypercall'))])).toEqual({ kernel: 1, hostOnly: 0, kernelDelivery: 0, vmmOnly: 0, withVmm: 1, ran: 1 });
     expect(servedCounts([mk(s('model', 'hypercall'))])).toBeUndefined();
     expect(servedCounts([mk(s('kernel', 'hypercall'), s('vmm', 'hypercall')), mk(s('vmm', 'hypercall')), mk(s('kernel', 'host'), s('vmm', 'hypercall'))]))
-      .toEqual({ kernel: 1, hostOnly: 1, kernelDelivery: 0, vmmOnly: 1 });
+      .toEqual({ kernel: 1, hostOnly: 1, kernelDelivery: 0, vmmOnly: 1, withVmm: 3, ran: 3 });
   });
   it('a VMM-served case whose events the kernel delivered is its own class, and says so in served_by', () => {
     const step = (servedBy: string, kernelDeliveries?: number) => ({ index: 0, label: 'o', line: 1, status: 'pass' as const, servedBy, kind: 'hypercall', kernelDeliveries });
     const delivered: CaseResult = { ...base, id: 'z', variant: '', name: 'z', status: 'pass', steps: [step('vmm'), step('vmm', 2)] };
     const alone: CaseResult = { ...delivered, steps: [step('vmm')] };
-    expect(servedCounts([delivered, alone])).toEqual({ kernel: 0, hostOnly: 0, kernelDelivery: 1, vmmOnly: 1 });
+    expect(servedCounts([delivered, alone])).toEqual({ kernel: 0, hostOnly: 0, kernelDelivery: 1, vmmOnly: 1, withVmm: 2, ran: 2 });
     expect(servedBy(delivered)).toEqual(['kernel-delivery', 'vmm']);
     expect(servedBy(alone)).toEqual(['vmm']);
   });
