@@ -110,6 +110,36 @@ describe('xconf report --merge', () => {
 });
 
 describe('the live environment\'s merged report', () => {
+  it('a kernel\'s qemu target run (<kernel>/qemu) is merged beside it: its own column, its numbers on the kernel\'s line, its failure fails the kernel', () => {
+    const kvm = cli('run', 'suites/sched', `--junit=${dir}/k.xml`);
+    expect(kvm.status).toBe(0);
+    const q = cli('run', 'suites/xenstore', `--junit=${dir}/q.xml`);
+    expect(q.status).toBe(0);
+    const qc = counts(readFileSync(`${dir}/q.xml`, 'utf8'));
+    const k = `${dir}/liveq/linux-6.12`;
+    mkdirSync(`${k}/qemu`, { recursive: true });
+    copyFileSync(`${dir}/k.xml`, `${k}/junit.xml`);
+    writeFileSync(`${k}/meta`, 'label=linux-6.12\nseries=6.12\nrelease=6.12.118\ncap=0x1ff\nexit=0\nstatus=ok\nboot_seconds=40\ntaint=0\n');
+    // The qemu run's JUnit says target=qemu itself; the model's stands in for it here.
+    writeFileSync(`${k}/qemu/junit.xml`, readFileSync(`${dir}/q.xml`, 'utf8').replace(/name="target" value="model"/g, 'name="target" value="qemu"'));
+    const meta = (exit: string) => `label=linux-6.12/qemu\ntarget=qemu\nseries=6.12\nrelease=6.12.118\ncap=0x1ff\nexit=${exit}\nstatus=ok\nboot_seconds=0\ntaint=0\n`;
+    writeFileSync(`${k}/qemu/meta`, meta('0'));
+    const m = spawnSync(process.execPath, ['ci/live-kvm/merge-junit.mjs', '--out', `${dir}/liveq.xml`, k], { encoding: 'utf8' });
+    expect(m.status, m.stderr).toBe(0);
+    expect(m.stdout).toMatch(new RegExp(`^linux-6\\.12 .* ok \\| qemu target: exit 0   tests ${qc.tests} failures 0 skipped ${qc.skipped} known 0 ok$`, 'm'));
+    const xml = readFileSync(`${dir}/liveq.xml`, 'utf8');
+    expect(xml).toContain('name="linux-6.12/qemu/live-kvm"');
+    expect(xml).toContain('classname="linux-6.12/qemu/');
+    const rep = cli('report', `${dir}/liveq.xml`);
+    expect(rep.stdout).toMatch(/^qemu \(Linux 6\.12\.118\)/m);
+    // A qemu run that failed is the kernel's failure too.
+    writeFileSync(`${k}/qemu/meta`, meta('1'));
+    const f = spawnSync(process.execPath, ['ci/live-kvm/merge-junit.mjs', '--out', `${dir}/liveq.xml`, k], { encoding: 'utf8' });
+    expect(f.stdout).toMatch(/\| qemu target: exit 1 .* FAILED: the inner command exited 1 but its JUnit file reports no failure$/m);
+    expect(readFileSync(`${dir}/liveq.xml`, 'utf8')).toMatch(/<testsuites name="xconf live-kvm" tests="\d+" failures="0" errors="1"/);
+  });
+
+
   it('ci/live-kvm/merge-junit.mjs output reads as one column per kernel with the inner runs\' counts, and as valid KCIDB', () => {
     const r = cli('run', 'suites/sched', `--junit=${dir}/inner.xml`);
     expect(r.status).toBe(0);

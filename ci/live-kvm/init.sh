@@ -10,6 +10,8 @@
 #   diff-begin/diff-end: the same for the differential report (JUNIT with .differential.xml)
 #   wall <seconds the inner command took>
 #   gcda-begin/gcda-end, gcda-missing: the same for xen.gcda when XCONF_COVERAGE=1
+#   qemu-exit, qemu-wall, qjunit-begin/-end (or qjunit-missing), qdiff-begin/-end: the
+#     same for /xconf-live/cmd-qemu.sh (the qemu target), run after all of the above
 # and powers off. Kernel command line switches (for debugging):
 #   xconf.cmd=<base64>   run this shell command instead of /xconf-live/cmd.sh
 #   xconf.shell=1        start an interactive shell on the console before power-off
@@ -117,5 +119,30 @@ if [ -n "$gcda" ]; then
 	mark "gcda-begin $(wc -c </tmp/xen.gcda)"
 	gzip -c /tmp/xen.gcda | base64
 	mark "gcda-end $(sha256sum /tmp/xen.gcda | cut -d' ' -f1)"
+fi
+
+# The qemu target (XCONF_LIVE_QEMU=1): a second command, after the first one's results
+# and coverage are out, so xen.c's figures stay the kvm target's own.
+send() { # send <payload name> <file>
+	if [ -f "$2" ]; then
+		mark "$1-begin $(wc -c <"$2")"
+		gzip -c "$2" | base64
+		mark "$1-end $(sha256sum "$2" | cut -d' ' -f1)"
+	fi
+}
+if [ -f /xconf-live/cmd-qemu.sh ]; then
+	qjunit=${XCONF_LIVE_QEMU_JUNIT:-/tmp/qemu.xml}
+	rm -f "$qjunit" "${qjunit%.xml}.differential.xml"
+	dmesg -n 7
+	echo "xconf-live: running $(cat /xconf-live/cmd-qemu.sh)"
+	t0=$(cut -d' ' -f1 /proc/uptime)
+	(cd /xconf && XCONF_LIVE_JUNIT="$qjunit" exec sh /xconf-live/cmd-qemu.sh </dev/null)
+	rc=$?
+	t1=$(cut -d' ' -f1 /proc/uptime)
+	mark "qemu-exit $rc"
+	mark "qemu-wall $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')"
+	dmesg -n 1
+	if [ -f "$qjunit" ]; then send qjunit "$qjunit"; else mark qjunit-missing; fi
+	send qdiff "${qjunit%.xml}.differential.xml"
 fi
 finish

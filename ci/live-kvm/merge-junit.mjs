@@ -10,7 +10,10 @@
 // every top-level suite gets <property> elements naming the kernel. Each kernel
 // also gets a suite "<label>/live-kvm" with one case, "boot-and-run", that fails
 // when the guest did not deliver (timeout, crash, no JUnit, unexpected exit code).
-// Prints one summary line per kernel. The report is written atomically.
+// A RESULT_DIR/qemu folder (the qemu target's run on that kernel, same layout, label
+// "<label>/qemu") is merged the same way; its suites carry the inner run's own
+// `target` property (qemu). Prints one summary line per kernel, the qemu target's
+// numbers after a '|'. The report is written atomically.
 // --file NAME merges RESULT_DIR/NAME instead of junit.xml; --no-boot leaves out
 // the boot-and-run suites (for a part of the results, such as differential.xml,
 // whose boot verdict is in the main report).
@@ -181,7 +184,8 @@ const suites = [];
 const totals = { tests: 0, failures: 0, errors: 0, skipped: 0, time: 0 };
 const summary = [];
 
-for (const dir of dirs) {
+/** One result folder's suites, counts and verdict, added to the report; its summary words. */
+function merge(dir) {
   const meta = readMeta(dir);
   const label = meta.label;
   const props = {
@@ -236,12 +240,24 @@ for (const dir of dirs) {
   totals.errors += c.errors + (problem ? 1 : 0);
   totals.skipped += c.skipped;
   totals.time += seconds;
-  summary.push(
-    `${boot ? '' : 'differential '}${label.padEnd(11)} kernel ${String(props.kernel).padEnd(9)} KVM_CAP_XEN_HVM=${(meta.cap || '?').padEnd(5)} ` +
-      `exit ${(meta.exit ?? '-').padEnd(3)} tests ${c.tests} failures ${c.failures + c.errors} skipped ${c.skipped} known ${c.known} ` +
-      `boot ${meta.boot_seconds ?? '?'}s taint ${meta.taint || '?'}` +
-      (inner ? '' : ' (no JUnit)') +
+  return {
+    meta, props, problem,
+    counts: `exit ${(meta.exit ?? '-').padEnd(3)} tests ${c.tests} failures ${c.failures + c.errors} skipped ${c.skipped} known ${c.known}`,
+    verdict: (inner ? '' : ' (no JUnit)') +
       (problem ? ` FAILED: ${problem}` : okExit.has(meta.exit) ? ' ok' : ` FAILED: inner exit ${meta.exit}`),
+  };
+}
+
+for (const dir of dirs) {
+  const k = merge(dir);
+  // The qemu target's run on the same kernel (run.sh writes it to <dir>/qemu): its numbers
+  // go next to the kvm target's on the kernel's summary line.
+  const qdir = join(dir, 'qemu');
+  const q = existsSync(join(qdir, 'meta')) && (boot || existsSync(join(qdir, fileName))) ? merge(qdir) : null;
+  summary.push(
+    `${boot ? '' : 'differential '}${k.meta.label.padEnd(11)} kernel ${String(k.props.kernel).padEnd(9)} KVM_CAP_XEN_HVM=${(k.meta.cap || '?').padEnd(5)} ` +
+      `${k.counts} boot ${k.meta.boot_seconds ?? '?'}s taint ${k.meta.taint || '?'}${k.verdict}` +
+      (q ? ` | qemu target: ${q.counts}${q.verdict}` : ''),
   );
 }
 

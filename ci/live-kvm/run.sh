@@ -10,6 +10,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
 default_cmd='node bin/xconf.js run --target=kvm --in-process --diff-against=model-kvm --reference-results=/xconf-live/reference-model-kvm.bin --expect=auto --junit=/tmp/junit.xml --diff-report=/tmp/junit.differential.xml'
+default_qemu_cmd='node bin/xconf.js run --target=qemu --diff-against=model-kvm --reference-results=/xconf-live/reference-model-kvm.bin --expect=auto --junit=/tmp/qemu.xml --diff-report=/tmp/qemu.differential.xml'
 kernels=${XCONF_LIVE_KERNELS:-6.1 6.12}
 inner_cmd=${XCONF_LIVE_CMD:-$default_cmd}
 guest_junit=${XCONF_LIVE_JUNIT:-/tmp/junit.xml}
@@ -28,8 +29,11 @@ report=${XCONF_LIVE_REPORT:-$repo/reports/live-kvm.xml}
 coverage_sel=${XCONF_LIVE_COVERAGE-6.12}
 # 1: the initramfs also carries QEMU 10 from bookworm-backports (the qemu target's VMM;
 # fetched with apt-get download through a private apt configuration, never installed),
-# at /opt/qemu10, with XCONF_QEMU and XCONF_QEMU_DATA set for the inner command.
+# at /opt/qemu10, with XCONF_QEMU and XCONF_QEMU_DATA set for the inner command; after
+# the inner command the guest also runs XCONF_LIVE_QEMU_CMD (default: the suites on the
+# qemu target against model-kvm), whose JUnit comes back to <kernel>/qemu/.
 with_qemu=${XCONF_LIVE_QEMU:-0}
+qemu_cmd=${XCONF_LIVE_QEMU_CMD:-$default_qemu_cmd}
 # Per-kernel files (serial log, JUnit, coverage) go beside the report, in a folder named
 # after it: reports/live-kvm/ for the default report, so a second live run with its own
 # XCONF_LIVE_REPORT (the CI's kvm fuzz) leaves the first one's files alone.
@@ -338,6 +342,7 @@ build_initramfs() {
 		if [[ $with_qemu == 1 ]]; then echo 'export XCONF_QEMU=/opt/qemu10/bin/qemu-system-x86_64 XCONF_QEMU_DATA=/opt/qemu10/share'; fi
 	} >"$s/xconf-live/config"
 	printf '%s\n' "$inner_cmd" >"$s/xconf-live/cmd.sh"
+	if [[ $with_qemu == 1 && -n $qemu_cmd ]]; then printf '%s\n' "$qemu_cmd" >"$s/xconf-live/cmd-qemu.sh"; fi
 	echo 'root:x:0:0:root:/tmp:/bin/sh' >"$s/etc/passwd"
 	echo 'root:x:0:' >"$s/etc/group"
 	# Without root, /init falls back to opening the console after mounting devtmpfs.
@@ -467,6 +472,36 @@ boot_kernel() {
 	elif ! payload "$log" diff "$dir/differential.xml"; then
 		status=failed reason="the differential report was corrupted on the serial console (sha256 mismatch)"
 	fi
+	# The qemu target's run (XCONF_LIVE_QEMU=1), in a result folder of its own.
+	local qdir=$dir/qemu
+	rm -rf "$qdir"
+	if grep -a -qF "@@xconf-live:$nonce:qemu-exit" "$log"; then
+		mkdir -p "$qdir"
+		local qstatus=ok qreason='' qcode
+		qcode=$(marker "$log" qemu-exit)
+		if ! payload "$log" qjunit "$qdir/junit.xml"; then
+			qstatus=failed qreason="the qemu target's JUnit file was corrupted on the serial console (sha256 mismatch)"
+		elif ! payload "$log" qdiff "$qdir/differential.xml"; then
+			qstatus=failed qreason="the qemu target's differential report was corrupted on the serial console (sha256 mismatch)"
+		elif [[ ! -f $qdir/junit.xml ]]; then
+			qstatus=failed qreason="the qemu command (exit $qcode) left no JUnit file"
+		fi
+		{
+			echo "label=$label/qemu"
+			echo "target=qemu"
+			echo "series=$series"
+			echo "release=$(marker "$log" release)"
+			echo "cap=$(marker "$log" probe | grep -oE 'KVM_CAP_XEN_HVM=0x[0-9a-f]+' | cut -d= -f2 || true)"
+			echo "exit=$qcode"
+			echo "status=$qstatus"
+			echo "reason=$qreason"
+			echo "boot_seconds=0"
+			echo "taint=$(marker "$log" taint)"
+			echo "wall_seconds=$(marker "$log" qemu-wall)"
+		} >"$qdir/meta"
+	elif [[ $with_qemu == 1 && -n $qemu_cmd ]]; then
+		status=failed reason="the guest never ran the qemu target's command"
+	fi
 	local wall cov=''
 	wall=$(marker "$log" wall)
 	if covered "$series" && [[ $status == ok ]]; then
@@ -502,8 +537,12 @@ boot_kernel() {
 	} >"$dir/meta"
 	# One line per kernel after the merged summary: the inner command's wall time in the
 	# guest and, for a coverage kernel, gcov's figures for xen.c.
-	extra_summary+=("$(printf '%-11s in-guest wall %s s' "$label" "${wall:-?}")${cov:+; ${cov#"$label "}}")
-	if [[ $status == ok && ($code == 0 || $code == 4) ]]; then
+	extra_summary+=("$(printf '%-11s in-guest wall %s s' "$label" "${wall:-?}")${cov:+; ${cov#"$label "}}$([[ -f $qdir/meta ]] && printf '; qemu target %s s' "$(grep '^wall_seconds=' "$qdir/meta" | cut -d= -f2)")")
+	local qok=1
+	if [[ -f $qdir/meta ]]; then
+		grep -qx 'status=ok' "$qdir/meta" && grep -qxE 'exit=(0|4)' "$qdir/meta" || qok=0
+	fi
+	if [[ $status == ok && ($code == 0 || $code == 4) && $qok == 1 ]]; then
 		verdict[$series]=ok
 	else
 		verdict[$series]=failed
