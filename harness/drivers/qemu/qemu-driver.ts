@@ -33,7 +33,20 @@ const NOT_PROVIDED: Record<string, string> = {
   'hypercall.cpl12': 'the test guest runs its calls at CPL 0 or 3 only',
   'hypercall.cpl32': 'the test guest\'s 32-bit ring-3 path is not supported under QEMU TCG (its TSS switch aborts)',
   'version.build_strings': 'QEMU reports its own build strings, not the model\'s',
+  'runstate.update_flag': 'HYPERVISOR_vm_assist is -ENOSYS in QEMU 10 (target/i386/kvm/xen-emu.c), so a guest cannot turn VMASST_TYPE_runstate_update_flag on',
+  'evtchn.host_send': 'KVM_XEN_HVM_EVTCHN_SEND is an ioctl on QEMU\'s own VM, which only QEMU makes (evtchn.vmm_inject goes in through QMP instead)',
 };
+
+/** Host-side ops that are KVM ioctls on QEMU's VM, or state only the model shows. */
+function qemuHostOpMissing(op: string): string {
+  if (/^(kvm\.|runstate\.host_|runstate\.get$|runstate\.race_check$|evtchn\.host_send$|evtchn\.take_upcalls$|sched\.status$)/.test(op)) {
+    return `${op} works through KVM ioctls on QEMU's own VM and vCPUs, which only QEMU makes`;
+  }
+  if (/^(gnttab\.active|gnttab\.maptrack|runstate\.check_atomic|evtchn\.upcall_count|timer\.status)$/.test(op)) {
+    return `${op} reads the emulation's internal state, which QEMU does not show (only the model can)`;
+  }
+  return `${op} is a host action the qemu driver does not perform`;
+}
 
 /** Host-side ops this driver performs: the guest's own hypercalls and memory operations. */
 export const QEMU_HOST_OPS = ['evtchn.vmm_inject', 'evtchn.alloc_many', 'evtchn.run_upcall', 'evtchn.set_mask', 'gnttab.grant', 'gnttab.grant_range', 'gnttab.end_access',
@@ -63,7 +76,7 @@ export function qemuCapabilities(info: QemuInfo): Capabilities {
   const missing = new Map<string, string>(Object.entries(NOT_PROVIDED));
   completeCapabilities(has, missing, {
     vendor: info.vendor, pageWriter: 'KVM', hostOps: QEMU_HOST_OPS, driver: 'qemu',
-    hostOpMissing: (op) => `${op} is a host action the qemu driver does not perform`,
+    hostOpMissing: qemuHostOpMissing,
   });
   return { has, missing, properties: { target: 'qemu', qemu_version: info.version, kernel: info.kernel, kvm_xen_hvm: `0x${info.xenHvm.toString(16)}` } };
 }
