@@ -46,8 +46,11 @@ export interface StorePage {
 export interface SessionPlatform {
   /** The ring page at `pfn` of the guest's domain. */
   storePage(guest: TestGuest, pfn: number): StorePage;
-  /** A host-side op the platform performs itself (QEMU's QMP), or undefined when it does not. */
-  hostOp?(guest: TestGuest, op: string, args: Record<string, unknown>, at: StepPlacement): Promise<Outcome> | undefined;
+  /**
+   * A host-side op the platform performs itself (QEMU's QMP, Xen's debug keys), or
+   * undefined when it does not; `session` reads the guests' memory and areas.
+   */
+  hostOp?(guest: TestGuest, op: string, args: Record<string, unknown>, at: StepPlacement, session: GuestSession): Promise<Outcome> | undefined;
 }
 
 const FAULT_NAMES: Record<number, string> = { 0: 'DE', 3: 'BP', 6: 'UD', 13: 'GP', 14: 'PF' };
@@ -218,7 +221,7 @@ export class GuestSession implements Session {
   }
 
   private async host(op: string, args: Record<string, unknown>, at: StepPlacement): Promise<Outcome> {
-    const own = this.platform.hostOp?.(this.guest(at.dom), op, args, at);
+    const own = this.platform.hostOp?.(this.guest(at.dom), op, args, at, this);
     if (own) return own;
     switch (op) {
       case 'evtchn.use_fifo':

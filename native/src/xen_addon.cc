@@ -32,6 +32,9 @@ struct Fn {
   void *(*xc_open)(void *logger, void *dombuild_logger, unsigned flags) = nullptr;
   int (*xc_pause)(void *xch, uint32_t domid) = nullptr;
   int (*xc_unpause)(void *xch, uint32_t domid) = nullptr;
+  int (*xc_debug_keys)(void *xch, const char *keys) = nullptr;
+  int (*xc_readconsolering)(void *xch, char *buffer, unsigned int *pnr_chars, int clear, int incremental,
+                            uint32_t *pindex) = nullptr;
   // libxenevtchn
   void *(*ev_open)(void *logger, unsigned flags) = nullptr;
   int (*ev_bind_interdomain)(void *h, uint32_t domid, uint32_t remote_port) = nullptr;
@@ -86,6 +89,8 @@ bool load() {
             sym(l_xc, "libxenctrl", "xc_interface_open", fn.xc_open) &&
             sym(l_xc, "libxenctrl", "xc_domain_pause", fn.xc_pause) &&
             sym(l_xc, "libxenctrl", "xc_domain_unpause", fn.xc_unpause) &&
+            sym(l_xc, "libxenctrl", "xc_send_debug_keys", fn.xc_debug_keys) &&
+            sym(l_xc, "libxenctrl", "xc_readconsolering", fn.xc_readconsolering) &&
             sym(l_ev, "libxenevtchn", "xenevtchn_open", fn.ev_open) &&
             sym(l_ev, "libxenevtchn", "xenevtchn_bind_interdomain", fn.ev_bind_interdomain) &&
             sym(l_ev, "libxenevtchn", "xenevtchn_bind_unbound_port", fn.ev_bind_unbound) &&
@@ -279,7 +284,30 @@ Napi::Value GntSetMax(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
+// debugKeys(keys): what `xl debug-keys` does; the handlers print into Xen's console ring.
+Napi::Value DebugKeys(const Napi::CallbackInfo &info) {
+  need(info.Env());
+  std::string keys = info[0].As<Napi::String>();
+  if (fn.xc_debug_keys(xch, keys.c_str()) != 0) throw errnoError(info.Env(), "xc_send_debug_keys", errno);
+  return info.Env().Undefined();
+}
+
+// readConsole(clear): Xen's console ring as text (what `xl dmesg [-c]` prints).
+Napi::Value ReadConsole(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  need(env);
+  std::vector<char> buf(1 << 20);
+  unsigned int n = static_cast<unsigned int>(buf.size());
+  uint32_t index = 0;
+  if (fn.xc_readconsolering(xch, buf.data(), &n, info[0].ToBoolean() ? 1 : 0, 0, &index) != 0) {
+    throw errnoError(env, "xc_readconsolering", errno);
+  }
+  return Napi::String::New(env, buf.data(), n);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("debugKeys", Napi::Function::New(env, DebugKeys));
+  exports.Set("readConsole", Napi::Function::New(env, ReadConsole));
   exports.Set("available", Napi::Function::New(env, Available));
   exports.Set("Mapping", Mapping::Init(env));
   exports.Set("pause", Napi::Function::New(env, Pause));

@@ -26,6 +26,10 @@ export interface XenAddon {
   gntMap(domid: number, ref: number, writable: boolean): number;
   gntUnmap(handle: number): void;
   gntSetMax(count: number): void;
+  /** Send debug keys to Xen (xc_send_debug_keys): their handlers print into the console ring. */
+  debugKeys(keys: string): void;
+  /** Xen's console ring (xc_readconsolering), emptied after the read when `clear`. */
+  readConsole(clear: boolean): string;
 }
 
 let loaded: XenAddon | undefined;

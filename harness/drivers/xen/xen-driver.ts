@@ -10,6 +10,7 @@ import type { Capabilities, Driver, Session, SessionSetup } from '../driver.js';
 import { destroyAll, GuestSession, ShadowMemory, type SessionPlatform } from '../guest-session.js';
 import { ModelDriver } from '../model/model-driver.js';
 import { XEN_MAX_VCPUS, XL_LIMITS, XenGuest } from './xen-guest.js';
+import { activeFromDump, parseGrantDump } from './grant-dump.js';
 import { xenAddon } from './native.js';
 
 /** What the test guest on this target cannot do, whatever Xen can. */
@@ -31,7 +32,6 @@ const NOT_PROVIDED: Record<string, string> = {
  * read it, so only the model shows it and a case that needs it skips saying so.
  */
 const MODEL_ONLY_OPS: Record<string, string> = {
-  'gnttab.active': 'the active grant entries (pin counts, frame) are Xen\'s own (struct active_grant_entry): only the model can show them',
   'gnttab.maptrack': 'the maptrack table is Xen\'s own: only the model can show it',
   'runstate.check_atomic': 'replaying every intermediate memory state of the runstate update is something only the model can do',
   'evtchn.upcall_count': 'Xen counts no upcalls a guest or dom0 can read: only the model can show them',
@@ -39,7 +39,7 @@ const MODEL_ONLY_OPS: Record<string, string> = {
 };
 
 /** Host-side ops this driver performs (the guest's own hypercalls, or dom0 through the libraries). */
-export const XEN_HOST_OPS = ['evtchn.use_fifo', 'evtchn.alloc_many', 'evtchn.run_upcall', 'evtchn.set_mask', 'gnttab.grant', 'gnttab.grant_range', 'gnttab.end_access',
+export const XEN_HOST_OPS = ['gnttab.active', 'evtchn.use_fifo', 'evtchn.alloc_many', 'evtchn.run_upcall', 'evtchn.set_mask', 'gnttab.grant', 'gnttab.grant_range', 'gnttab.end_access',
   'xenstore.request', 'xenstore.raw', 'xenstore.event', 'xenstore.params'];
 export interface XenInfo {
   version: { major: number; minor: number; extra: string };
@@ -90,9 +90,18 @@ function dom0Kernel(): Record<string, string> {
   }
 }
 
-/** On Xen, dom0 maps a domain's store ring page itself. */
+/**
+ * On Xen, dom0 maps a domain's store ring page itself, and reads Xen's active grant
+ * entries from the grant table dump of debug key 'g' (grant-dump.ts).
+ */
 const XEN_PLATFORM: SessionPlatform = {
   storePage: (guest, pfn) => new (xenAddon().Mapping)(guest.domid, pfn, 1),
+  hostOp: (guest, op, args, at, session) => {
+    if (op !== 'gnttab.active') return undefined;
+    const x = xenAddon();
+    x.debugKeys('g');
+    return activeFromDump(parseGrantDump(x.readConsole(false)), at.dom, Number(args.ref as bigint), session);
+  },
 };
 
 export class XenDriver implements Driver {
