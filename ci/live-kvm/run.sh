@@ -537,7 +537,9 @@ boot_kernel() {
 	} >"$dir/meta"
 	# One line per kernel after the merged summary: the inner command's wall time in the
 	# guest and, for a coverage kernel, gcov's figures for xen.c.
-	extra_summary+=("$(printf '%-11s in-guest wall %s s' "$label" "${wall:-?}")${cov:+; ${cov#"$label "}}$([[ -f $qdir/meta ]] && printf '; qemu target %s s' "$(grep '^wall_seconds=' "$qdir/meta" | cut -d= -f2)")")
+	local qwall=''
+	if [[ -f $qdir/meta ]]; then qwall="; qemu target $(grep '^wall_seconds=' "$qdir/meta" | cut -d= -f2 || true) s"; fi
+	extra_summary+=("$(printf '%-11s in-guest wall %s s' "$label" "${wall:-?}")${cov:+; ${cov#"$label "}}$qwall")
 	local qok=1
 	if [[ -f $qdir/meta ]]; then
 		grep -qx 'status=ok' "$qdir/meta" && grep -qxE 'exit=(0|4)' "$qdir/meta" || qok=0
