@@ -11,7 +11,7 @@ import { DOMID_SELF, XenModel } from '../../model/domain.js';
 import { GuestMemory } from '../../model/guest-memory.js';
 import { hypercall } from '../../model/hypercall-table.js';
 import { HYPERVISOR } from '../../model/hypercall.js';
-import { EVTCHNOP } from '../../model/evtchn.js';
+import { channel, EVTCHNOP, usable } from '../../model/evtchn.js';
 import type { Regs } from '../../model/hypercall.js';
 import type { AreaView } from '../../model/areas.js';
 import type { Action, Outcome, StepPlacement } from '../../ops/types.js';
@@ -73,7 +73,7 @@ const NOT_PROVIDED: Record<string, string> = {
 
 /** Host- and guest-side actions this driver implements (see KvmSession.host). */
 export const KVM_HOST_OPS = [
-  'evtchn.host_send', 'evtchn.set_mask', 'evtchn.run_upcall', 'evtchn.take_upcalls', 'evtchn.alloc_many', 'sched.status', 'runstate.host_set_addr',
+  'evtchn.host_send', 'evtchn.vmm_inject', 'evtchn.set_mask', 'evtchn.run_upcall', 'evtchn.take_upcalls', 'evtchn.alloc_many', 'sched.status', 'runstate.host_set_addr',
   'runstate.host_set_current', 'runstate.host_set_data', 'runstate.host_adjust', 'runstate.get', 'runstate.race_check',
   'kvm.xen_get_attr', 'kvm.xen_set_upcall_vector', 'kvm.xen_set_vcpu_id', 'kvm.xen_set_timer',
   'kvm.xen_evtchn_assign', 'kvm.xen_evtchn_update', 'kvm.xen_evtchn_deassign', 'kvm.xen_evtchn_reset', 'kvm.memslot_churn', 'kvm.xen_hvm_config', 'kvm.irqfd_send', 'kvm.xen_set_attr',
@@ -87,7 +87,7 @@ export const KVM_HOST_OPS = [
  */
 export const HOST_OP_SERVER: Record<string, 'kernel' | 'vmm'> = {
   'kvm.guest_log': 'kernel', 'kvm.guest_write': 'kernel', 'kvm.guest_read': 'kernel', 'kvm.guest_cpuid': 'kernel',
-  'kvm.guest_wait_upcall': 'kernel', 'evtchn.host_send': 'kernel', 'evtchn.take_upcalls': 'kernel', 'sched.status': 'kernel',
+  'kvm.guest_wait_upcall': 'kernel', 'evtchn.host_send': 'kernel', 'evtchn.vmm_inject': 'kernel', 'evtchn.take_upcalls': 'kernel', 'sched.status': 'kernel',
   'runstate.host_set_addr': 'kernel', 'runstate.host_set_current': 'kernel', 'runstate.host_set_data': 'kernel',
   'runstate.host_adjust': 'kernel', 'runstate.get': 'kernel', 'runstate.race_check': 'kernel',
   'kvm.xen_get_attr': 'kernel', 'kvm.xen_set_upcall_vector': 'kernel', 'kvm.xen_set_vcpu_id': 'kernel', 'kvm.xen_set_timer': 'kernel',
@@ -506,6 +506,13 @@ class KvmSession implements Session {
       case 'evtchn.host_send':
         // KVM_XEN_HVM_EVTCHN_SEND: the kernel sets the 2-level bits itself.
         return this.ioctlRet(() => this.guest.vm.xenEvtchnSend(n('port'), n('vcpu'), args.priority === undefined || args.priority === 0n ? undefined : n('priority')));
+      case 'evtchn.vmm_inject': {
+        // The VMM layer knows which ports are allocated and where each is bound, as QEMU
+        // does; the kernel raises the port (KVM_XEN_HVM_EVTCHN_SEND), as under QEMU.
+        const ch = channel(this.vmm.domain(this.domid)!, n('port'));
+        if (!ch || !usable(ch)) return { ret: -22n, servedBy: 'vmm' };
+        return this.ioctlRet(() => this.guest.vm.xenEvtchnSend(ch.port, ch.notifyVcpu, undefined));
+      }
       case 'evtchn.alloc_many':
         return this.allocMany(args, at);
       case 'evtchn.take_upcalls': {
