@@ -13,6 +13,8 @@ export interface GuestTargetFacts {
   hostOps: readonly string[];
   /** Why the driver cannot perform another host-side op. */
   hostOpMissing: (op: string) => string;
+  /** OUT values (`op.field`) of ops the driver performs that it cannot show, and why. */
+  unobservableOut?: Record<string, string>;
   /** The driver, in the reason of a capability nothing else accounts for. */
   driver: string;
 }
@@ -27,7 +29,11 @@ export function completeCapabilities(has: Set<string>, missing: Map<string, stri
     if (!op.model) continue;
     if (f.hostOps.includes(op.name)) {
       has.add(hostOpCapability(op.name));
-      for (const k of op.out ?? []) has.add(hostOpOutCapability(op.name, k));
+      for (const k of op.out ?? []) {
+        const why = f.unobservableOut?.[`${op.name}.${k}`];
+        if (why) missing.set(hostOpOutCapability(op.name, k), why);
+        else has.add(hostOpOutCapability(op.name, k));
+      }
     } else missing.set(hostOpCapability(op.name), f.hostOpMissing(op.name));
   }
   for (const c of Object.keys(CAPABILITIES)) if (!has.has(c) && !missing.has(c)) missing.set(c, `not provided by the ${f.driver} driver`);

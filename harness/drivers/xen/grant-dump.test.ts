@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { AreaView } from '../../model/areas.js';
-import { activeFromDump, parseGrantDump, type GrantMemory } from './grant-dump.js';
+import { activeFromDump, maptrackFromDump, parseGrantDump, type GrantMemory } from './grant-dump.js';
 
 // A console ring as Xen 4.17 writes it for debug key 'g' (gnttab_usage_print's format),
 // after an older dump whose values must not be taken.
@@ -66,6 +66,15 @@ describe("the grant table dump of debug key 'g'", () => {
     expect((await activeFromDump(d, 1, 8, none)).out).toMatchObject({ pin: 0x201n, status_bits: 0x18n, entry_flags: 0x19n });
     await expect(activeFromDump(d, 1, 9, none)).rejects.toThrow(/grant entry 9 is in a frame the guest has not placed/);
     await expect(activeFromDump(d, 7, 9, none)).rejects.toThrow(/has no domain 7/);
+  });
+  it('answers gnttab.maptrack: the host pins of every entry the domain maps, and its maptrack frames', () => {
+    const d = parseGrantDump(ring);
+    expect(d.get(2)!.maptrackFrames).toBe(1);
+    // d1's ref 8 (pin 0x201: one write, two read mappings) is d2's.
+    expect(maptrackFromDump(d, 2).out).toEqual({ used: 3n, frames: 1n, limit: 256n });
+    // d1 maps d2's ref 10 once (pin 1).
+    expect(maptrackFromDump(d, 1).out).toEqual({ used: 1n, frames: 0n, limit: 0n });
+    expect(() => maptrackFromDump(d, 9)).toThrow(/has no domain 9/);
   });
   it('v2: the status bits come from the status frame', async () => {
     const d = parseGrantDump(ring);

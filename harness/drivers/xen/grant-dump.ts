@@ -23,6 +23,8 @@ export interface ActiveRow {
 export interface GrantDomainDump {
   version: number;
   frames: number;
+  /** Frames of this domain's maptrack table (its handles as a mapper). */
+  maptrackFrames: number;
   rows: Map<number, ActiveRow>;
 }
 
@@ -38,13 +40,14 @@ export function parseGrantDump(ring: string): Map<number, GrantDomainDump> {
   for (const line of ring.slice(start, end).split('\n')) {
     const h = /grant-table for remote d(\d+) \(v(\d)\)/.exec(line);
     if (h) {
-      cur = { version: Number(h[2]), frames: 0, rows: new Map() };
+      cur = { version: Number(h[2]), frames: 0, maptrackFrames: 0, rows: new Map() };
       out.set(Number(h[1]), cur);
       continue;
     }
-    const f = /(?:^|\s)(\d+) frames \(\d+ max\), \d+ maptrack frames/.exec(line);
+    const f = /(?:^|\s)(\d+) frames \(\d+ max\), (\d+) maptrack frames/.exec(line);
     if (f && cur) {
       cur.frames = Number(f[1]);
+      cur.maptrackFrames = Number(f[2]);
       continue;
     }
     const r = /\[0x([0-9a-f]+)\]\s+(\d+)\s+0x[0-9a-f]+\s+0x([0-9a-f]{8})\s+-?\d+\s+0x[0-9a-f]+\s+0x([0-9a-f]+)\s*$/.exec(line);
@@ -95,4 +98,26 @@ export async function activeFromDump(dump: Map<number, GrantDomainDump>, dom: nu
       mapper: BigInt(pin ? row!.mapper : 0), status_bits: BigInt(status), entry_flags: BigInt(flags),
     },
   };
+}
+
+/** Maptrack entries per frame (xen/common/grant_table.c MAPTRACK_PER_PAGE). */
+const MAPTRACK_PER_PAGE = 4096 / 16;
+
+/**
+ * `gnttab.maptrack` on real Xen, for what the dump shows: each live mapping holds
+ * one maptrack handle of its mapper and one host pin of the entry it maps (an HVM
+ * mapper maps host_map only, so no device pins), so `used` is the host pins of
+ * every active entry, in every domain's table, whose mapper is `dom`; `frames` and
+ * `limit` are its maptrack frames. `orphaned` and `p2m_grants` are not shown.
+ */
+export function maptrackFromDump(dump: Map<number, GrantDomainDump>, dom: number): Outcome {
+  const own = dump.get(dom);
+  if (!own) throw new DriverError(`Xen's grant table dump has no domain ${dom}`, { code: 'EIO' });
+  let used = 0;
+  for (const d of dump.values()) {
+    for (const r of d.rows.values()) {
+      if (r.mapper === dom) used += (r.pin & GNTPIN.hstw_mask) + ((r.pin & GNTPIN.hstr_mask) >> 8);
+    }
+  }
+  return { out: { used: BigInt(used), frames: BigInt(own.maptrackFrames), limit: BigInt(own.maptrackFrames * MAPTRACK_PER_PAGE) } };
 }

@@ -46,7 +46,9 @@ describe('xen capabilities', () => {
     expect(caps.missing.get(hostOpCapability('evtchn.host_send'))).toMatch(/does not perform from dom0 yet/);
     // State only Xen holds skips as what it is, not as work left to do.
     expect(caps.has.has(hostOpCapability('gnttab.active'))).toBe(true); // from the grant table dump of debug key 'g'
-    expect(caps.missing.get(hostOpCapability('gnttab.maptrack'))).toMatch(/only the model can show it/);
+    expect(caps.has.has(hostOpCapability('gnttab.maptrack'))).toBe(true);
+    expect(caps.has.has(hostOpOutCapability('gnttab.maptrack', 'used'))).toBe(true);
+    expect(caps.missing.get(hostOpOutCapability('gnttab.maptrack', 'orphaned'))).toMatch(/shows no orphaned maptrack entries/);
     expect(caps.missing.get(hostOpCapability('runstate.check_atomic'))).toMatch(/only the model can do/);
     const v1 = xenCapabilities(parseXlInfo(XL_INFO.replace(' gnttab-v2', ''), ''));
     expect(v1.has.has('gnttab.v2')).toBe(false);

@@ -10,7 +10,7 @@ import type { Capabilities, Driver, Session, SessionSetup } from '../driver.js';
 import { destroyAll, GuestSession, ShadowMemory, type SessionPlatform } from '../guest-session.js';
 import { ModelDriver } from '../model/model-driver.js';
 import { XEN_MAX_VCPUS, XL_LIMITS, XenGuest } from './xen-guest.js';
-import { activeFromDump, parseGrantDump } from './grant-dump.js';
+import { activeFromDump, maptrackFromDump, parseGrantDump } from './grant-dump.js';
 import { xenAddon } from './native.js';
 
 /** What the test guest on this target cannot do, whatever Xen can. */
@@ -32,14 +32,19 @@ const NOT_PROVIDED: Record<string, string> = {
  * read it, so only the model shows it and a case that needs it skips saying so.
  */
 const MODEL_ONLY_OPS: Record<string, string> = {
-  'gnttab.maptrack': 'the maptrack table is Xen\'s own: only the model can show it',
   'runstate.check_atomic': 'replaying every intermediate memory state of the runstate update is something only the model can do',
   'evtchn.upcall_count': 'Xen counts no upcalls a guest or dom0 can read: only the model can show them',
   'timer.status': 'Xen\'s timers are its own: only the model can show their state',
 };
 
+/** OUT values of host-side ops this driver performs that dom0 cannot see. */
+const XEN_UNOBSERVABLE_OUT: Record<string, string> = {
+  'gnttab.maptrack.orphaned': 'Xen\'s grant table dump (debug key g) shows no orphaned maptrack entries: only the model can count them',
+  'gnttab.maptrack.p2m_grants': 'Xen\'s grant table dump (debug key g) shows no p2m grant mappings: only the model can count them',
+};
+
 /** Host-side ops this driver performs (the guest's own hypercalls, or dom0 through the libraries). */
-export const XEN_HOST_OPS = ['gnttab.active', 'evtchn.use_fifo', 'evtchn.alloc_many', 'evtchn.run_upcall', 'evtchn.set_mask', 'gnttab.grant', 'gnttab.grant_range', 'gnttab.end_access',
+export const XEN_HOST_OPS = ['gnttab.active', 'gnttab.maptrack', 'evtchn.use_fifo', 'evtchn.alloc_many', 'evtchn.run_upcall', 'evtchn.set_mask', 'gnttab.grant', 'gnttab.grant_range', 'gnttab.end_access',
   'xenstore.request', 'xenstore.raw', 'xenstore.event', 'xenstore.params'];
 export interface XenInfo {
   version: { major: number; minor: number; extra: string };
@@ -72,6 +77,7 @@ export function xenCapabilities(info: XenInfo): Capabilities {
   completeCapabilities(has, missing, {
     vendor: info.vendor, pageWriter: 'Xen', hostOps: XEN_HOST_OPS, driver: 'xen',
     hostOpMissing: (op) => MODEL_ONLY_OPS[op] ?? `${op} is a host action the xen driver does not perform from dom0 yet`,
+    unobservableOut: XEN_UNOBSERVABLE_OUT,
   });
   const v = info.version;
   return {
@@ -97,10 +103,11 @@ function dom0Kernel(): Record<string, string> {
 const XEN_PLATFORM: SessionPlatform = {
   storePage: (guest, pfn) => new (xenAddon().Mapping)(guest.domid, pfn, 1),
   hostOp: (guest, op, args, at, session) => {
-    if (op !== 'gnttab.active') return undefined;
+    if (op !== 'gnttab.active' && op !== 'gnttab.maptrack') return undefined;
     const x = xenAddon();
     x.debugKeys('g');
-    return activeFromDump(parseGrantDump(x.readConsole(false)), at.dom, Number(args.ref as bigint), session);
+    const dump = parseGrantDump(x.readConsole(false));
+    return op === 'gnttab.active' ? activeFromDump(dump, at.dom, Number(args.ref as bigint), session) : Promise.resolve(maptrackFromDump(dump, at.dom));
   },
 };
 
