@@ -469,14 +469,17 @@ export function mapGrantRef(model: XenModel, vcpu: Vcpu, op: MapRequest): MapRes
   const pinIncr = readonly ? GNTPIN.hstr_inc : GNTPIN.hstw_inc;
   const oldPin = act.pin;
   act.pin += pinIncr;
-  const cacheFlags = Number(entryField(rd, op.ref, 0, 2)) & (GTF.PAT | GTF.PWT | GTF.PCD);
   const hostGfn = op.hostAddr >> BigInt(PAGE_SHIFT);
   const rollback = (): MapResult => {
     act.pin = oldPin;
     reduceStatus(rd, op.ref, act);
     return fail(GNTST.general_error);
   };
-  if (cacheFlags !== 0 || (op.flags & ~GNTMAP.readonly) !== GNTMAP.host_map) return rollback();
+  // create_grant_p2m_mapping refuses cache attributes, but map_grant_ref hands it the
+  // entry's GTF_PWT/PCD/PAT only for I/O memory; a frame the granter owns is mapped with
+  // cache_flags 0, so those bits do not matter here (xen/common/grant_table.c
+  // map_grant_ref; real Xen 4.17.7 mapped such a grant).
+  if ((op.flags & ~GNTMAP.readonly) !== GNTMAP.host_map) return rollback();
   let g = -1;
   if (!op.inHost) {
     // guest_physmap_add_entry: a gfn past the p2m's range, or one already holding a grant, fails.
