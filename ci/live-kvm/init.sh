@@ -10,8 +10,9 @@
 #   diff-begin/diff-end: the same for the differential report (JUNIT with .differential.xml)
 #   wall <seconds the inner command took>
 #   gcda-begin/gcda-end, gcda-missing: the same for xen.gcda when XCONF_COVERAGE=1
-#   qemu-exit, qemu-wall, qjunit-begin/-end (or qjunit-missing), qdiff-begin/-end: the
-#     same for /xconf-live/cmd-qemu.sh (the qemu target), run after all of the above
+#   qemu-exit, qemu-wall, qemu-junit-begin/-end (or qemu-junit-missing),
+#     qemu-diff-begin/-end: the same for /xconf-live/cmd-qemu.sh (the qemu target), run
+#     after all of the above
 # and powers off. Kernel command line switches (for debugging):
 #   xconf.cmd=<base64>   run this shell command instead of /xconf-live/cmd.sh
 #   xconf.shell=1        start an interactive shell on the console before power-off
@@ -90,59 +91,42 @@ if [ "${XCONF_COVERAGE:-0}" = 1 ]; then
 	echo 1 >/sys/kernel/debug/gcov/reset || fatal "cannot reset the gcov counters"
 fi
 
-echo "xconf-live: running $(cat "$cmd_file")"
-t0=$(cut -d' ' -f1 /proc/uptime)
-(cd /xconf && exec sh "$cmd_file" </dev/null)
-rc=$?
-t1=$(cut -d' ' -f1 /proc/uptime)
-mark "exit $rc"
-mark "wall $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')"
+# send <payload name> <file>: the file, gzipped and base64, between its begin and end
+# markers (begin: its size, end: its sha256).
+send() {
+	mark "$1-begin $(wc -c <"$2")"
+	gzip -c "$2" | base64
+	mark "$1-end $(sha256sum "$2" | cut -d' ' -f1)"
+}
 
-# Keep kernel messages from splitting the base64 lines below.
-dmesg -n 1
-if [ -f "$junit" ]; then
-	mark "junit-begin $(wc -c <"$junit")"
-	gzip -c "$junit" | base64
-	mark "junit-end $(sha256sum "$junit" | cut -d' ' -f1)"
-else
-	mark junit-missing
-fi
-# The differential of the run against its reference (--diff-report), when there is one.
-diff=${junit%.xml}.differential.xml
-if [ -f "$diff" ]; then
-	mark "diff-begin $(wc -c <"$diff")"
-	gzip -c "$diff" | base64
-	mark "diff-end $(sha256sum "$diff" | cut -d' ' -f1)"
-fi
+# run <command file> <junit> <prefix>: runs the command in /xconf with XCONF_LIVE_JUNIT
+# set, then reports <prefix>exit, <prefix>wall and sends the JUnit file (<prefix>junit,
+# or <prefix>junit-missing) and its differential (<prefix>diff) when there is one.
+run() {
+	rm -f "$2" "${2%.xml}.differential.xml"
+	dmesg -n 7
+	echo "xconf-live: running $(cat "$1")"
+	t0=$(cut -d' ' -f1 /proc/uptime)
+	(cd /xconf && XCONF_LIVE_JUNIT="$2" exec sh "$1" </dev/null)
+	rc=$?
+	t1=$(cut -d' ' -f1 /proc/uptime)
+	mark "${3}exit $rc"
+	mark "${3}wall $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')"
+	# Keep kernel messages from splitting the base64 lines.
+	dmesg -n 1
+	if [ -f "$2" ]; then send "${3}junit" "$2"; else mark "${3}junit-missing"; fi
+	# The differential of the run against its reference (--diff-report), when there is one.
+	if [ -f "${2%.xml}.differential.xml" ]; then send "${3}diff" "${2%.xml}.differential.xml"; fi
+}
+
+run "$cmd_file" "$junit" ''
 if [ -n "$gcda" ]; then
 	cp "$gcda" /tmp/xen.gcda
-	mark "gcda-begin $(wc -c </tmp/xen.gcda)"
-	gzip -c /tmp/xen.gcda | base64
-	mark "gcda-end $(sha256sum /tmp/xen.gcda | cut -d' ' -f1)"
+	send gcda /tmp/xen.gcda
 fi
 
 # The qemu target (XCONF_LIVE_QEMU=1): a second command, after the first one's results
-# and coverage are out, so xen.c's figures stay the kvm target's own.
-send() { # send <payload name> <file>
-	if [ -f "$2" ]; then
-		mark "$1-begin $(wc -c <"$2")"
-		gzip -c "$2" | base64
-		mark "$1-end $(sha256sum "$2" | cut -d' ' -f1)"
-	fi
-}
-if [ -f /xconf-live/cmd-qemu.sh ]; then
-	qjunit=${XCONF_LIVE_QEMU_JUNIT:-/tmp/qemu.xml}
-	rm -f "$qjunit" "${qjunit%.xml}.differential.xml"
-	dmesg -n 7
-	echo "xconf-live: running $(cat /xconf-live/cmd-qemu.sh)"
-	t0=$(cut -d' ' -f1 /proc/uptime)
-	(cd /xconf && XCONF_LIVE_JUNIT="$qjunit" exec sh /xconf-live/cmd-qemu.sh </dev/null)
-	rc=$?
-	t1=$(cut -d' ' -f1 /proc/uptime)
-	mark "qemu-exit $rc"
-	mark "qemu-wall $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')"
-	dmesg -n 1
-	if [ -f "$qjunit" ]; then send qjunit "$qjunit"; else mark qjunit-missing; fi
-	send qdiff "${qjunit%.xml}.differential.xml"
-fi
+# and coverage are out, so xen.c's figures stay the kvm target's own. Its markers are
+# qemu-exit, qemu-wall, qemu-junit (or qemu-junit-missing) and qemu-diff.
+if [ -f /xconf-live/cmd-qemu.sh ]; then run /xconf-live/cmd-qemu.sh "${XCONF_LIVE_QEMU_JUNIT:-/tmp/qemu.xml}" qemu-; fi
 finish

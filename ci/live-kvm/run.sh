@@ -393,8 +393,8 @@ show_console() {
 	fi
 	awk -v p="[$1] " -v m="@@xconf-live:$nonce:" '
 		{ sub(/\r$/, "") }
-		index($0, m "junit-begin") || index($0, m "diff-begin") || index($0, m "gcda-begin") { print p $0; skip = 1; fflush(); next }
-		index($0, m "junit-end") || index($0, m "diff-end") || index($0, m "gcda-end") { skip = 0 }
+		index($0, m) && $0 ~ /(junit|diff|gcda)-begin / { print p $0; skip = 1; fflush(); next }
+		index($0, m) && $0 ~ /(junit|diff|gcda)-end / { skip = 0 }
 		!skip { print p $0; fflush() }'
 }
 
@@ -479,9 +479,9 @@ boot_kernel() {
 		mkdir -p "$qdir"
 		local qstatus=ok qreason='' qcode
 		qcode=$(marker "$log" qemu-exit)
-		if ! payload "$log" qjunit "$qdir/junit.xml"; then
+		if ! payload "$log" qemu-junit "$qdir/junit.xml"; then
 			qstatus=failed qreason="the qemu target's JUnit file was corrupted on the serial console (sha256 mismatch)"
-		elif ! payload "$log" qdiff "$qdir/differential.xml"; then
+		elif ! payload "$log" qemu-diff "$qdir/differential.xml"; then
 			qstatus=failed qreason="the qemu target's differential report was corrupted on the serial console (sha256 mismatch)"
 		elif [[ ! -f $qdir/junit.xml ]]; then
 			qstatus=failed qreason="the qemu command (exit $qcode) left no JUnit file"
