@@ -292,17 +292,25 @@ Napi::Value DebugKeys(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-// readConsole(clear): Xen's console ring as text (what `xl dmesg [-c]` prints).
+// readConsole(index): what Xen's console ring gained since `index` (0: from its oldest
+// byte), read incrementally in chunks, never clearing it (`xl dmesg` keeps everything).
+// Returns { text, index } with the index to read on from.
 Napi::Value ReadConsole(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   need(env);
-  std::vector<char> buf(1 << 20);
-  unsigned int n = static_cast<unsigned int>(buf.size());
-  uint32_t index = 0;
-  if (fn.xc_readconsolering(xch, buf.data(), &n, info[0].ToBoolean() ? 1 : 0, 0, &index) != 0) {
-    throw errnoError(env, "xc_readconsolering", errno);
+  uint32_t index = u32(info[0]);
+  std::string text;
+  std::vector<char> buf(256 * 1024);
+  for (;;) {
+    unsigned int n = static_cast<unsigned int>(buf.size());
+    if (fn.xc_readconsolering(xch, buf.data(), &n, 0, 1, &index) != 0) throw errnoError(env, "xc_readconsolering", errno);
+    text.append(buf.data(), n);
+    if (n < buf.size()) break;
   }
-  return Napi::String::New(env, buf.data(), n);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("text", Napi::String::New(env, text));
+  o.Set("index", Napi::Number::New(env, index));
+  return o;
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

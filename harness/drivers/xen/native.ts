@@ -28,8 +28,8 @@ export interface XenAddon {
   gntSetMax(count: number): void;
   /** Send debug keys to Xen (xc_send_debug_keys): their handlers print into the console ring. */
   debugKeys(keys: string): void;
-  /** Xen's console ring (xc_readconsolering), emptied after the read when `clear`. */
-  readConsole(clear: boolean): string;
+  /** What Xen's console ring gained since `index` (0: all it holds), never clearing it; the index to read on from. */
+  readConsole(index: number): { text: string; index: number };
 }
 
 let loaded: XenAddon | undefined;

@@ -96,6 +96,9 @@ function dom0Kernel(): Record<string, string> {
   }
 }
 
+/** Where the last read of Xen's console ring ended. */
+let consoleAt = 0;
+
 /**
  * On Xen, dom0 maps a domain's store ring page itself, and reads Xen's active grant
  * entries from the grant table dump of debug key 'g' (grant-dump.ts).
@@ -105,8 +108,12 @@ const XEN_PLATFORM: SessionPlatform = {
   hostOp: (guest, op, args, at, session) => {
     if (op !== 'gnttab.active' && op !== 'gnttab.maptrack') return undefined;
     const x = xenAddon();
+    // Skip to the ring's end (reading on from the last call), so only this dump is parsed.
+    consoleAt = x.readConsole(consoleAt).index;
     x.debugKeys('g');
-    const dump = parseGrantDump(x.readConsole(false));
+    const read = x.readConsole(consoleAt);
+    consoleAt = read.index;
+    const dump = parseGrantDump(read.text);
     return op === 'gnttab.active' ? activeFromDump(dump, at.dom, Number(args.ref as bigint), session) : Promise.resolve(maptrackFromDump(dump, at.dom));
   },
 };
