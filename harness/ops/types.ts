@@ -192,31 +192,53 @@ export class StructWriter {
     this.bytes = new Uint8Array(size);
     this.dv = new DataView(this.bytes.buffer);
   }
-  u8(o: number, v: bigint | number): this { this.dv.setUint8(o, Number(BigInt.asUintN(8, BigInt(v)))); return this; }
-  u16(o: number, v: bigint | number): this { this.dv.setUint16(o, Number(BigInt.asUintN(16, BigInt(v))), true); return this; }
-  u32(o: number, v: bigint | number): this { this.dv.setUint32(o, Number(BigInt.asUintN(32, BigInt(v))), true); return this; }
-  u64(o: number, v: bigint | number): this { this.dv.setBigUint64(o, BigInt.asUintN(64, BigInt(v)), true); return this; }
+  // Numbers that are integers take a path without BigInt: ToUint8/16/32 of an
+  // integer is the same modular reduction BigInt.asUintN does. Anything else
+  // (a bigint, or a non-integer number, which BigInt() rejects) goes through
+  // BigInt as before.
+  u8(o: number, v: bigint | number): this { this.dv.setUint8(o, Number.isInteger(v) ? (v as number) & 0xff : Number(BigInt.asUintN(8, BigInt(v)))); return this; }
+  u16(o: number, v: bigint | number): this { this.dv.setUint16(o, Number.isInteger(v) ? (v as number) & 0xffff : Number(BigInt.asUintN(16, BigInt(v))), true); return this; }
+  u32(o: number, v: bigint | number): this { this.dv.setUint32(o, Number.isInteger(v) ? (v as number) >>> 0 : Number(BigInt.asUintN(32, BigInt(v))), true); return this; }
+  u64(o: number, v: bigint | number): this {
+    if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) {
+      this.dv.setUint32(o, v >>> 0, true);
+      this.dv.setUint32(o + 4, Math.floor(v / 0x1_0000_0000), true);
+    } else if (typeof v === 'bigint' && v >= 0n && v <= 0xffff_ffffn) {
+      this.dv.setUint32(o, Number(v), true);
+      this.dv.setUint32(o + 4, 0, true);
+    } else {
+      this.dv.setBigUint64(o, BigInt.asUintN(64, BigInt(v)), true);
+    }
+    return this;
+  }
 }
 
 const UTF8 = new TextDecoder();
 
-/** Little-endian reads for OUT decoders. */
-export function reader(bytes: Uint8Array) {
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  return {
-    u8: (o: number) => BigInt(dv.getUint8(o)),
-    u16: (o: number) => BigInt(dv.getUint16(o, true)),
-    i16: (o: number) => BigInt(dv.getInt16(o, true)),
-    u32: (o: number) => BigInt(dv.getUint32(o, true)),
-    i32: (o: number) => BigInt(dv.getInt32(o, true)),
-    u64: (o: number) => dv.getBigUint64(o, true),
-    cstr: (o: number, n: number) => {
-      const s = bytes.subarray(o, o + n);
-      const end = s.indexOf(0);
-      return UTF8.decode(end < 0 ? s : s.subarray(0, end));
-    },
-    hex: (o: number, n: number) => Array.from(bytes.subarray(o, o + n), (b) => b.toString(16).padStart(2, '0')).join(' '),
-  };
+/** Little-endian reads for OUT decoders (methods on a prototype: no closures per call). */
+class Reader {
+  private readonly dv: DataView;
+  constructor(private readonly bytes: Uint8Array) {
+    this.dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+  u8(o: number): bigint { return BigInt(this.dv.getUint8(o)); }
+  u16(o: number): bigint { return BigInt(this.dv.getUint16(o, true)); }
+  i16(o: number): bigint { return BigInt(this.dv.getInt16(o, true)); }
+  u32(o: number): bigint { return BigInt(this.dv.getUint32(o, true)); }
+  i32(o: number): bigint { return BigInt(this.dv.getInt32(o, true)); }
+  u64(o: number): bigint { return this.dv.getBigUint64(o, true); }
+  cstr(o: number, n: number): string {
+    const s = this.bytes.subarray(o, o + n);
+    const end = s.indexOf(0);
+    return UTF8.decode(end < 0 ? s : s.subarray(0, end));
+  }
+  hex(o: number, n: number): string {
+    return Array.from(this.bytes.subarray(o, o + n), (b) => b.toString(16).padStart(2, '0')).join(' ');
+  }
+}
+
+export function reader(bytes: Uint8Array): Reader {
+  return new Reader(bytes);
 }
 
 /** A hypercall action whose single pointer argument is a struct in the scratch page. */
