@@ -11,6 +11,7 @@ import { latchSharedInfoLayout } from './time.js';
 import { err } from './errno.js';
 import { hasBug } from './variant.js';
 import { GuestFault, PAGE_SIZE } from './guest-memory.js';
+import { check, getI16, getI32, getU16, getU32, getU64, getU8, setU16, setU32, setU8 } from './le-bytes.js';
 import { enterGuest, type Domain, type Vcpu, type XenModel } from './domain.js';
 import type { Width } from './memory-layout.js';
 
@@ -77,21 +78,23 @@ export class HypercallContext {
 
 /** A copied-in argument struct; `commit` copies it back (copy_to_guest of the whole struct). */
 export class GuestStruct {
-  private readonly dv: DataView;
-  constructor(private readonly ctx: HypercallContext, readonly gva: number, readonly bytes: Uint8Array) {
-    this.dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  constructor(private readonly ctx: HypercallContext, readonly gva: number, readonly bytes: Uint8Array) {}
+  u8(o: number): number { return getU8(this.bytes, o); }
+  u16(o: number): number { return getU16(this.bytes, o); }
+  i16(o: number): number { return getI16(this.bytes, o); }
+  u32(o: number): number { return getU32(this.bytes, o); }
+  i32(o: number): number { return getI32(this.bytes, o); }
+  u64(o: number): bigint { return getU64(this.bytes, o); }
+  setU8(o: number, v: number): void { setU8(this.bytes, o, v & 0xff); }
+  setU16(o: number, v: number): void { setU16(this.bytes, o, v & 0xffff); }
+  setI16(o: number, v: number): void { setU16(this.bytes, o, v & 0xffff); }
+  setU32(o: number, v: number): void { setU32(this.bytes, o, v >>> 0); }
+  setU64(o: number, v: bigint | number): void {
+    const x = BigInt.asUintN(64, BigInt(v));
+    check(this.bytes, o, 8);
+    setU32(this.bytes, o, Number(x & 0xffff_ffffn));
+    setU32(this.bytes, o + 4, Number(x >> 32n));
   }
-  u8(o: number): number { return this.dv.getUint8(o); }
-  u16(o: number): number { return this.dv.getUint16(o, true); }
-  i16(o: number): number { return this.dv.getInt16(o, true); }
-  u32(o: number): number { return this.dv.getUint32(o, true); }
-  i32(o: number): number { return this.dv.getInt32(o, true); }
-  u64(o: number): bigint { return this.dv.getBigUint64(o, true); }
-  setU8(o: number, v: number): void { this.dv.setUint8(o, v); }
-  setU16(o: number, v: number): void { this.dv.setUint16(o, v & 0xffff, true); }
-  setI16(o: number, v: number): void { this.dv.setInt16(o, v, true); }
-  setU32(o: number, v: number): void { this.dv.setUint32(o, v >>> 0, true); }
-  setU64(o: number, v: bigint | number): void { this.dv.setBigUint64(o, BigInt.asUintN(64, BigInt(v)), true); }
   /** Write the whole struct back; false if the guest memory is gone (-EFAULT). */
   commit(): boolean {
     return this.ctx.copyTo(this.gva, this.bytes);

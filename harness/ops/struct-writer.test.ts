@@ -37,3 +37,21 @@ describe('StructWriter', () => {
       .toEqual([0xfen, 0xfffen, -2n, 0xdead_beefn, 2n ** 64n - 1n, -5n, 'ef be']);
   });
 });
+
+describe('GuestStruct field access', () => {
+  it('reads and writes as a little-endian DataView would, and throws past the end', async () => {
+    const { GuestStruct } = await import('../model/hypercall.js');
+    const bytes = new Uint8Array(16);
+    const g = new GuestStruct({ copyTo: () => true } as never, 0, bytes);
+    const dv = new DataView(bytes.buffer);
+    g.setU8(0, 0x1fe); g.setU16(2, -2); g.setI16(4, -300); g.setU32(8, -7); g.setU64(8, 0xfedc_ba98_7654_3210n);
+    expect([g.u8(0), g.u16(2), g.i16(4), g.u32(8), g.i32(12), g.u64(8)])
+      .toEqual([dv.getUint8(0), dv.getUint16(2, true), dv.getInt16(4, true), dv.getUint32(8, true), dv.getInt32(12, true), dv.getBigUint64(8, true)]);
+    expect(g.u64(8)).toBe(0xfedc_ba98_7654_3210n);
+    g.setU64(0, 5);
+    expect(g.u64(0)).toBe(5n);
+    expect(() => g.u32(14)).toThrow(RangeError);
+    expect(() => g.setU64(12, 1n)).toThrow(RangeError);
+    expect(bytes[12]).toBe(0x98);
+  });
+});
