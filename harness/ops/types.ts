@@ -9,6 +9,7 @@ import { exprConsts, parseExpr, ExprError, type Expr } from '../suite/expr.js';
 import { didYouMean } from '../suite/suggest.js';
 import type { Width } from '../model/memory-layout.js';
 import type { XenModel, Domain, Vcpu } from '../model/domain.js';
+import { check, getI16, getI32, getU16, getU32, getU64, getU8, setU16, setU32, setU8 } from '../model/le-bytes.js';
 
 // Case files are checked once per process, each schema a few hundred times:
 // zod's JIT (compiling every object schema with new Function on first use)
@@ -187,28 +188,33 @@ export function defineOp<S extends z.ZodType>(def: OpDef<S>): OpDef<S> {
 /** Little-endian struct builder for argument structs. */
 export class StructWriter {
   readonly bytes: Uint8Array;
-  private readonly dv: DataView;
   constructor(size: number) {
     this.bytes = new Uint8Array(size);
-    this.dv = new DataView(this.bytes.buffer);
   }
   // Numbers that are integers take a path without BigInt: ToUint8/16/32 of an
   // integer is the same modular reduction BigInt.asUintN does. Anything else
   // (a bigint, or a non-integer number, which BigInt() rejects) goes through
   // BigInt as before.
-  u8(o: number, v: bigint | number): this { this.dv.setUint8(o, Number.isInteger(v) ? (v as number) & 0xff : Number(BigInt.asUintN(8, BigInt(v)))); return this; }
-  u16(o: number, v: bigint | number): this { this.dv.setUint16(o, Number.isInteger(v) ? (v as number) & 0xffff : Number(BigInt.asUintN(16, BigInt(v))), true); return this; }
-  u32(o: number, v: bigint | number): this { this.dv.setUint32(o, Number.isInteger(v) ? (v as number) >>> 0 : Number(BigInt.asUintN(32, BigInt(v))), true); return this; }
+  u8(o: number, v: bigint | number): this { setU8(this.bytes, o, Number.isInteger(v) ? (v as number) & 0xff : Number(BigInt.asUintN(8, BigInt(v)))); return this; }
+  u16(o: number, v: bigint | number): this { setU16(this.bytes, o, Number.isInteger(v) ? (v as number) & 0xffff : Number(BigInt.asUintN(16, BigInt(v)))); return this; }
+  u32(o: number, v: bigint | number): this { setU32(this.bytes, o, Number.isInteger(v) ? (v as number) >>> 0 : Number(BigInt.asUintN(32, BigInt(v)))); return this; }
   u64(o: number, v: bigint | number): this {
+    let lo: number;
+    let hi: number;
     if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) {
-      this.dv.setUint32(o, v >>> 0, true);
-      this.dv.setUint32(o + 4, Math.floor(v / 0x1_0000_0000), true);
+      lo = v >>> 0;
+      hi = Math.floor(v / 0x1_0000_0000);
     } else if (typeof v === 'bigint' && v >= 0n && v <= 0xffff_ffffn) {
-      this.dv.setUint32(o, Number(v), true);
-      this.dv.setUint32(o + 4, 0, true);
+      lo = Number(v);
+      hi = 0;
     } else {
-      this.dv.setBigUint64(o, BigInt.asUintN(64, BigInt(v)), true);
+      const x = BigInt.asUintN(64, BigInt(v));
+      lo = Number(x & 0xffff_ffffn);
+      hi = Number(x >> 32n);
     }
+    check(this.bytes, o, 8);
+    setU32(this.bytes, o, lo);
+    setU32(this.bytes, o + 4, hi);
     return this;
   }
 }
@@ -217,16 +223,13 @@ const UTF8 = new TextDecoder();
 
 /** Little-endian reads for OUT decoders (methods on a prototype: no closures per call). */
 class Reader {
-  private readonly dv: DataView;
-  constructor(private readonly bytes: Uint8Array) {
-    this.dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  }
-  u8(o: number): bigint { return BigInt(this.dv.getUint8(o)); }
-  u16(o: number): bigint { return BigInt(this.dv.getUint16(o, true)); }
-  i16(o: number): bigint { return BigInt(this.dv.getInt16(o, true)); }
-  u32(o: number): bigint { return BigInt(this.dv.getUint32(o, true)); }
-  i32(o: number): bigint { return BigInt(this.dv.getInt32(o, true)); }
-  u64(o: number): bigint { return this.dv.getBigUint64(o, true); }
+  constructor(private readonly bytes: Uint8Array) {}
+  u8(o: number): bigint { return BigInt(getU8(this.bytes, o)); }
+  u16(o: number): bigint { return BigInt(getU16(this.bytes, o)); }
+  i16(o: number): bigint { return BigInt(getI16(this.bytes, o)); }
+  u32(o: number): bigint { return BigInt(getU32(this.bytes, o)); }
+  i32(o: number): bigint { return BigInt(getI32(this.bytes, o)); }
+  u64(o: number): bigint { return getU64(this.bytes, o); }
   cstr(o: number, n: number): string {
     const s = this.bytes.subarray(o, o + n);
     const end = s.indexOf(0);
