@@ -171,7 +171,8 @@ export function stepArb(c: StepContext): fc.Arbitrary<FuzzStep> {
   }).map(({ s, peer, vcpu, cpl }) => {
     // Grants are written by the peer; most other steps run on the first domain.
     const onPeer = s.op === 'gnttab.grant' || s.op === 'gnttab.end_access' || peer === 0;
-    return { ...s, dom: onPeer ? c.doms[1] : c.doms[0], vcpu: onPeer ? 0 : vcpu, cpl: s.op.includes('.') && !HOST_OPS.has(s.op) ? cpl : 0 };
+    // Every generator yields exactly { op, args } (see step()): a literal, not a spread, in the same key order.
+    return { op: s.op, args: s.args, dom: onPeer ? c.doms[1] : c.doms[0], vcpu: onPeer ? 0 : vcpu, cpl: s.op.includes('.') && !HOST_OPS.has(s.op) ? cpl : 0 };
   });
 }
 
