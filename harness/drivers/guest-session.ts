@@ -51,6 +51,8 @@ export interface SessionPlatform {
    * undefined when it does not; `session` reads the guests' memory and areas.
    */
   hostOp?(guest: TestGuest, op: string, args: Record<string, unknown>, at: StepPlacement, session: GuestSession): Promise<Outcome> | undefined;
+  /** Before a guest call on `vcpu`, with the shadow model's view of the case so far. */
+  beforeCall?(guest: TestGuest, vcpu: number, shadow: ModelSession): void;
 }
 
 const FAULT_NAMES: Record<number, string> = { 0: 'DE', 3: 'BP', 6: 'UD', 13: 'GP', 14: 'PF' };
@@ -90,7 +92,7 @@ export class GuestSession implements Session {
   private readonly stores = new Map<number, Store>();
 
   constructor(
-    private readonly guests: ReadonlyMap<number, TestGuest>,
+    private readonly guests: Map<number, TestGuest>,
     private readonly setup: SessionSetup,
     private readonly shadow: ModelSession,
     private readonly shadowMemory: ReadonlyMap<number, ShadowMemory>,
@@ -160,7 +162,9 @@ export class GuestSession implements Session {
   }
 
   private async call(dom: number, vcpu: number, nr: bigint, args: readonly bigint[], via: StepPlacement['via'], cpl3 = false): Promise<Outcome & { result?: CommandResult }> {
-    const r = this.guest(dom).run(vcpu, [this.command(nr, args, via, cpl3)]);
+    const g = this.guest(dom);
+    this.platform.beforeCall?.(g, vcpu, this.shadow);
+    const r = g.run(vcpu, [this.command(nr, args, via, cpl3)]);
     if (r.status === 'timeout') throw new DriverError(`domain ${dom} vCPU ${vcpu} did not finish its command in time`, { code: 'ETIMEDOUT' });
     if (r.status === 'guest-fault') return { fault: `guest-fault vector ${r.fault?.vector ?? '?'}` };
     const fault = faultOf(r.results[0]);
@@ -237,12 +241,15 @@ export class GuestSession implements Session {
     throw new DriverError(`op ${op} is not implemented by this target`, { code: 'ENOSYS' });
   }
 
-  /** One guest hypercall on the harness scratch of vCPU `vcpu`'s block, its struct written first; the struct read back. */
-  private async scratchCall(dom: number, vcpu: number, nr: number, cmd: bigint, offset: number, arg: Buffer): Promise<{ ret: bigint; out: Buffer }> {
+  /**
+   * One guest hypercall (nr, cmd, the struct's address[, count]) on the harness scratch of
+   * vCPU `vcpu`'s block, its struct written first; the struct read back.
+   */
+  async scratchCall(dom: number, vcpu: number, nr: number, cmd: bigint, offset: number, arg: Buffer, count?: bigint): Promise<{ ret: bigint; out: Buffer }> {
     const g = this.guest(dom);
     const at = blockAddress(vcpu) + GUEST_LAYOUT.harnessScratch + offset;
     g.write(at, arg);
-    const r = await this.call(dom, vcpu, BigInt(nr), [cmd, BigInt(at)], 'auto');
+    const r = await this.call(dom, vcpu, BigInt(nr), count === undefined ? [cmd, BigInt(at)] : [cmd, BigInt(at), count], 'auto');
     if (r.fault) throw new DriverError(`domain ${dom}: the guest faulted (${r.fault}) in hypercall ${nr} command ${cmd} on its store`, { code: 'EIO' });
     return { ret: r.ret!, out: g.read(at, arg.length) };
   }
@@ -367,6 +374,15 @@ export class GuestSession implements Session {
       if (r.fault || r.ret !== 0n) return r.fault ? { fault: r.fault } : { ret: r.ret };
     }
     return { ret: 0n };
+  }
+
+  /** Destroy one of the case's domains now (gnttab.domain_destroy); later steps cannot name it. */
+  destroyDomain(dom: number): void {
+    const g = this.guest(dom);
+    this.stores.get(dom)?.mapping?.close();
+    this.stores.delete(dom);
+    this.guests.delete(dom);
+    g.destroy();
   }
 
   async read(dom: number, gpa: number, len: number): Promise<Uint8Array> {

@@ -3,7 +3,7 @@
 // loaded with dlopen so this addon builds everywhere (npm install on any host)
 // and says exactly which library is missing when it is not in a dom0:
 //   libxenforeignmemory  guest memory through foreign mappings
-//   libxenctrl           pause / unpause a domain
+//   libxenctrl           pause / unpause a domain, its state and its vCPUs', debug keys, console
 //   libxenevtchn         dom0's end of interdomain event channels
 //   libxengnttab         dom0 mapping a guest's grants, as a backend does
 // Prototypes follow the libraries' public headers (tools/include/*.h in Xen).
@@ -35,6 +35,10 @@ struct Fn {
   int (*xc_debug_keys)(void *xch, const char *keys) = nullptr;
   int (*xc_readconsolering)(void *xch, char *buffer, unsigned int *pnr_chars, int clear, int incremental,
                             uint32_t *pindex) = nullptr;
+  int (*xc_getinfolist)(void *xch, uint32_t first_domain, unsigned int max_domains, void *info) = nullptr;
+  int (*xc_vcpu_getinfo)(void *xch, uint32_t domid, uint32_t vcpu, void *info) = nullptr;
+  int (*xc_hvm_getcontext_partial)(void *xch, uint32_t domid, uint16_t typecode, uint16_t instance, void *buf,
+                                   uint32_t size) = nullptr;
   // libxenevtchn
   void *(*ev_open)(void *logger, unsigned flags) = nullptr;
   int (*ev_bind_interdomain)(void *h, uint32_t domid, uint32_t remote_port) = nullptr;
@@ -91,6 +95,9 @@ bool load() {
             sym(l_xc, "libxenctrl", "xc_domain_unpause", fn.xc_unpause) &&
             sym(l_xc, "libxenctrl", "xc_send_debug_keys", fn.xc_debug_keys) &&
             sym(l_xc, "libxenctrl", "xc_readconsolering", fn.xc_readconsolering) &&
+            sym(l_xc, "libxenctrl", "xc_domain_getinfolist", fn.xc_getinfolist) &&
+            sym(l_xc, "libxenctrl", "xc_vcpu_getinfo", fn.xc_vcpu_getinfo) &&
+            sym(l_xc, "libxenctrl", "xc_domain_hvm_getcontext_partial", fn.xc_hvm_getcontext_partial) &&
             sym(l_ev, "libxenevtchn", "xenevtchn_open", fn.ev_open) &&
             sym(l_ev, "libxenevtchn", "xenevtchn_bind_interdomain", fn.ev_bind_interdomain) &&
             sym(l_ev, "libxenevtchn", "xenevtchn_bind_unbound_port", fn.ev_bind_unbound) &&
@@ -313,7 +320,61 @@ Napi::Value ReadConsole(const Napi::CallbackInfo &info) {
   return o;
 }
 
+// domainInfo(domid): XEN_DOMCTL_getdomaininfo's flags (public/domctl.h, interface 0x15:
+// struct xen_domctl_getdomaininfo has domid_t domain at 0 and uint32_t flags at 4), or
+// null when no such domain exists.
+Napi::Value DomainInfo(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  need(env);
+  uint32_t domid = u32(info[0]);
+  alignas(8) uint8_t buf[1024] = {};  // one xc_domaininfo_t (112 bytes in 4.17), with room
+  int n = fn.xc_getinfolist(xch, domid, 1, buf);
+  if (n < 0) throw errnoError(env, "xc_domain_getinfolist", errno);
+  uint16_t got;
+  uint32_t flags;
+  memcpy(&got, buf, 2);
+  memcpy(&flags, buf + 4, 4);
+  if (n == 0 || got != domid) return env.Null();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("flags", Napi::Number::New(env, flags));
+  return o;
+}
+
+// vcpuInfo(domid, vcpu): XEN_DOMCTL_getvcpuinfo (struct xen_domctl_getvcpuinfo: vcpu u32,
+// then the u8s online, blocked, running). blocked is the vCPU's _VPF_blocked.
+Napi::Value VcpuInfo(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  need(env);
+  alignas(8) uint8_t buf[64] = {};
+  uint32_t vcpu = u32(info[1]);
+  memcpy(buf, &vcpu, 4);
+  if (fn.xc_vcpu_getinfo(xch, u32(info[0]), vcpu, buf) != 0) throw errnoError(env, "xc_vcpu_getinfo", errno);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("online", Napi::Boolean::New(env, buf[4] != 0));
+  o.Set("blocked", Napi::Boolean::New(env, buf[5] != 0));
+  o.Set("running", Napi::Boolean::New(env, buf[6] != 0));
+  return o;
+}
+
+// vcpuRax(domid, vcpu): rax of an HVM vCPU's saved state (HVM_SAVE_CODE(CPU) = 2,
+// struct hvm_hw_cpu: fpu_regs[512], then rax), as a BigInt.
+Napi::Value VcpuRax(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  need(env);
+  std::vector<uint8_t> buf(4096);
+  if (fn.xc_hvm_getcontext_partial(xch, u32(info[0]), 2, static_cast<uint16_t>(u32(info[1])), buf.data(),
+                                   static_cast<uint32_t>(buf.size())) != 0) {
+    throw errnoError(env, "xc_domain_hvm_getcontext_partial", errno);
+  }
+  uint64_t rax;
+  memcpy(&rax, buf.data() + 512, 8);
+  return Napi::BigInt::New(env, rax);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("domainInfo", Napi::Function::New(env, DomainInfo));
+  exports.Set("vcpuInfo", Napi::Function::New(env, VcpuInfo));
+  exports.Set("vcpuRax", Napi::Function::New(env, VcpuRax));
   exports.Set("debugKeys", Napi::Function::New(env, DebugKeys));
   exports.Set("readConsole", Napi::Function::New(env, ReadConsole));
   exports.Set("available", Napi::Function::New(env, Available));

@@ -26,6 +26,12 @@ export interface XenAddon {
   gntMap(domid: number, ref: number, writable: boolean): number;
   gntUnmap(handle: number): void;
   gntSetMax(count: number): void;
+  /** XEN_DOMCTL_getdomaininfo's XEN_DOMINF_* flags of a domain, or null when it does not exist. */
+  domainInfo(domid: number): { flags: number } | null;
+  /** XEN_DOMCTL_getvcpuinfo: blocked is the vCPU's _VPF_blocked (waiting in SCHEDOP_block / poll). */
+  vcpuInfo(domid: number, vcpu: number): { online: boolean; blocked: boolean; running: boolean };
+  /** rax of an HVM vCPU's saved register state (XEN_DOMCTL_gethvmcontext_partial, HVM_SAVE_CODE(CPU)). */
+  vcpuRax(domid: number, vcpu: number): bigint;
   /** Send debug keys to Xen (xc_send_debug_keys): their handlers print into the console ring. */
   debugKeys(keys: string): void;
   /** What Xen's console ring gained since `index` (0: all it holds), never clearing it; the index to read on from. */

@@ -1,16 +1,17 @@
 // The xen target: a real Xen hypervisor, driven from dom0. Each case gets a
 // fresh PVH domain running the xconf test guest (xen-guest.ts); the session
 // (guest-session.ts) has the real Xen answer every guest step, and reaches a
-// domain's xenstore ring through a foreign mapping.
+// domain's xenstore ring through a foreign mapping; host-side ops are
+// xen-platform.ts.
 import { readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { DriverError } from '../../errors.js';
 import { completeCapabilities } from '../caps.js';
 import type { Capabilities, Driver, Session, SessionSetup } from '../driver.js';
-import { destroyAll, GuestSession, ShadowMemory, type SessionPlatform } from '../guest-session.js';
+import { destroyAll, GuestSession, ShadowMemory } from '../guest-session.js';
 import { ModelDriver } from '../model/model-driver.js';
 import { XEN_MAX_VCPUS, XL_LIMITS, XenGuest } from './xen-guest.js';
-import { activeFromDump, maptrackFromDump, parseGrantDump } from './grant-dump.js';
+import { backendUnsupported, XEN_PLATFORM_OPS, XEN_PLATFORM_UNOBSERVABLE, XenPlatform, type ConsoleCursor } from './xen-platform.js';
 import { xenAddon } from './native.js';
 
 /** What the test guest on this target cannot do, whatever Xen can. */
@@ -21,6 +22,8 @@ const NOT_PROVIDED: Record<string, string> = {
   'hypercall.raw_regs': 'the test guest passes arguments by the calling convention only',
   'hypercall.cpl12': 'the test guest runs its calls at CPL 0 or 3 only',
   'hypercall.cpl32': 'the test guest\'s 32-bit ring-3 path is not supported under QEMU TCG (its TSS switch aborts)',
+  'evtchn.upcall_held': 'the test guest runs with interrupts on, and Xen injects a callback vector whenever evtchn_upcall_pending is set, whatever evtchn_upcall_mask says (xen/arch/x86/hvm/irq.c hvm_vcpu_has_pending_irq): an upcall set pending by the host is taken before the next call',
+  'sched.shutdown_continues': 'Xen pauses every vCPU of a domain that shuts down (xen/common/domain.c domain_shutdown): the guest makes no call after its SCHEDOP_shutdown',
   'version.build_strings': 'real Xen reports its own build (compiler, compile_by, changeset), not the model\'s',
   // Seen twice with Xen 4.17.7, after raw-corrupt-req-prod and after raw-missing-nul-einval:
   // xl destroy, then every later xl create, timed out (60 s each).
@@ -37,14 +40,8 @@ const MODEL_ONLY_OPS: Record<string, string> = {
   'timer.status': 'Xen\'s timers are its own: only the model can show their state',
 };
 
-/** OUT values of host-side ops this driver performs that dom0 cannot see. */
-const XEN_UNOBSERVABLE_OUT: Record<string, string> = {
-  'gnttab.maptrack.orphaned': 'Xen\'s grant table dump (debug key g) shows no orphaned maptrack entries: only the model can count them',
-  'gnttab.maptrack.p2m_grants': 'Xen\'s grant table dump (debug key g) shows no p2m grant mappings: only the model can count them',
-};
-
 /** Host-side ops this driver performs (the guest's own hypercalls, or dom0 through the libraries). */
-export const XEN_HOST_OPS = ['gnttab.active', 'gnttab.maptrack', 'evtchn.use_fifo', 'evtchn.alloc_many', 'evtchn.run_upcall', 'evtchn.set_mask', 'gnttab.grant', 'gnttab.grant_range', 'gnttab.end_access',
+export const XEN_HOST_OPS = [...XEN_PLATFORM_OPS, 'evtchn.use_fifo', 'evtchn.alloc_many', 'evtchn.run_upcall', 'evtchn.set_mask', 'gnttab.grant', 'gnttab.grant_range', 'gnttab.end_access',
   'xenstore.request', 'xenstore.raw', 'xenstore.event', 'xenstore.params'];
 export interface XenInfo {
   version: { major: number; minor: number; extra: string };
@@ -77,7 +74,7 @@ export function xenCapabilities(info: XenInfo): Capabilities {
   completeCapabilities(has, missing, {
     vendor: info.vendor, pageWriter: 'Xen', hostOps: XEN_HOST_OPS, driver: 'xen',
     hostOpMissing: (op) => MODEL_ONLY_OPS[op] ?? `${op} is a host action the xen driver does not perform from dom0 yet`,
-    unobservableOut: XEN_UNOBSERVABLE_OUT,
+    unobservableOut: XEN_PLATFORM_UNOBSERVABLE,
   });
   const v = info.version;
   return {
@@ -96,31 +93,11 @@ function dom0Kernel(): Record<string, string> {
   }
 }
 
-/** Where the last read of Xen's console ring ended. */
-let consoleAt = 0;
-
-/**
- * On Xen, dom0 maps a domain's store ring page itself, and reads Xen's active grant
- * entries from the grant table dump of debug key 'g' (grant-dump.ts).
- */
-const XEN_PLATFORM: SessionPlatform = {
-  storePage: (guest, pfn) => new (xenAddon().Mapping)(guest.domid, pfn, 1),
-  hostOp: (guest, op, args, at, session) => {
-    if (op !== 'gnttab.active' && op !== 'gnttab.maptrack') return undefined;
-    const x = xenAddon();
-    // Skip to the ring's end (reading on from the last call), so only this dump is parsed.
-    consoleAt = x.readConsole(consoleAt).index;
-    x.debugKeys('g');
-    const read = x.readConsole(consoleAt);
-    consoleAt = read.index;
-    const dump = parseGrantDump(read.text);
-    return op === 'gnttab.active' ? activeFromDump(dump, at.dom, Number(args.ref as bigint), session) : Promise.resolve(maptrackFromDump(dump, at.dom));
-  },
-};
-
 export class XenDriver implements Driver {
   readonly name = 'xen';
   private probed?: { caps: Capabilities; info: XenInfo };
+  /** Where this driver's last read of Xen's console ring ended (the dumps of debug keys). */
+  private readonly console: ConsoleCursor = { at: 0 };
 
   async probe(): Promise<Capabilities> {
     if (this.probed) return this.probed.caps;
@@ -150,7 +127,10 @@ export class XenDriver implements Driver {
       if (d.limits.max_evtchn_port !== undefined && d.limits.max_evtchn_port < 2) {
         throw new DriverError(`the toolstack binds ports 1 and 2 (xenstore, console) while it builds a domain, so max_evtchn_port ${d.limits.max_evtchn_port} cannot be built`, { code: 'EUNSUPPORTED' });
       }
-      const unsettable = Object.keys(d.limits).filter((k) => !XL_LIMITS[k]);
+      // backend_* limits are the backend's, a guest domain's software (xen-platform.ts), not the toolstack's.
+      const backend = backendUnsupported(d.limits);
+      if (backend) throw new DriverError(backend, { code: 'EUNSUPPORTED' });
+      const unsettable = Object.keys(d.limits).filter((k) => !XL_LIMITS[k] && !k.startsWith('backend_'));
       if (unsettable.length) throw new DriverError(`the toolstack cannot set the case's limit ${unsettable.join(', ')} (xl.cfg has ${Object.keys(XL_LIMITS).join(', ')})`, { code: 'EUNSUPPORTED' });
     }
     const shadowMemory = new Map(setup.domains.map((d) => [d.id, new ShadowMemory(d.memoryBytes)]));
@@ -160,9 +140,10 @@ export class XenDriver implements Driver {
     let s: GuestSession | undefined;
     try {
       for (const d of setup.domains) {
-        guests.set(d.id, XenGuest.create({ domid: d.id, mode: setup.mode, vcpus: d.vcpus, memoryBytes: d.memoryBytes, limits: d.limits, vendor }));
+        const limits = Object.fromEntries(Object.entries(d.limits).filter(([k]) => XL_LIMITS[k]));
+        guests.set(d.id, XenGuest.create({ domid: d.id, mode: setup.mode, vcpus: d.vcpus, memoryBytes: d.memoryBytes, limits, vendor }));
       }
-      s = new GuestSession(guests, setup, shadow, shadowMemory, vendor, XEN_PLATFORM);
+      s = new GuestSession(guests, setup, shadow, shadowMemory, vendor, new XenPlatform(setup, this.console));
       await s.start();
     } catch (e) {
       try {

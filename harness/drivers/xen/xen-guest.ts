@@ -16,7 +16,7 @@ import { HYPERVISOR } from '../../model/hypercall.js';
 import { VCPUOP } from '../../model/vcpu-op.js';
 import { blockAddress, GUEST_LAYOUT, GUEST_STATE, HDR, loadGuestImage, type BlockHeader, type GuestCommand, type GuestMode } from '../kvm/guest.js';
 import { xenAddon, type XenMapping } from './native.js';
-import { guestRead, guestWrite, layOutGuest, readHeader, runBatch, type GuestBatch, type TestGuest } from '../test-guest.js';
+import { guestRead, guestWrite, layOutGuest, readHeader, runBatch, type GuestBatch, type LowMemory, type TestGuest } from '../test-guest.js';
 
 const PAGE = 4096;
 /** The guest's own pages (page tables, image, blocks): mapped once, never remapped by a case. */
@@ -29,6 +29,11 @@ const STUB_BASE = 0x100000;
 const STUB_AREA = 0x10000;
 /** Where the stub's other vCPUs enter (pvh.S AP_ENTRY_OFFSET). */
 const AP_ENTRY_OFFSET = 0x10;
+/** XEN_DOMINF_shutdown (public/domctl.h): the domain has shut down (domain_shutdown). */
+const XEN_DOMINF_SHUTDOWN = 1 << 2;
+/** How often a wait for the guest looks whether its domain has shut down. */
+const SHUTDOWN_LOOK_MS = 200;
+const CALL_OPS: ReadonlySet<string> = new Set(['hypercall', 'vmcall', 'vmmcall']);
 
 export interface XenGuestOptions {
   /** The domain id the case names it by (hypercall arguments carry it). */
@@ -127,6 +132,10 @@ function xl(args: string[], what: string): string {
 export class XenGuest implements TestGuest {
   private generation: number[];
   private closed = false;
+  /** The domain shut down (SCHEDOP_shutdown): Xen paused its vCPUs, none runs again. */
+  private shutDown = false;
+  /** The guest's memory for a batch: a wait also ends when the domain shuts down. */
+  private readonly batchMemory: LowMemory;
 
   private constructor(
     readonly domid: number,
@@ -137,6 +146,22 @@ export class XenGuest implements TestGuest {
     private readonly timeoutMs: number,
   ) {
     this.generation = Array(vcpus).fill(0);
+    this.batchMemory = {
+      read: (gpa, len) => low.read(gpa, len),
+      write: (gpa, bytes) => low.write(gpa, bytes),
+      waitU32: (gpa, value, timeoutMs) => {
+        const end = Date.now() + timeoutMs;
+        for (;;) {
+          if (low.waitU32(gpa, value, Math.max(0, Math.min(SHUTDOWN_LOOK_MS, end - Date.now())))) return true;
+          if (Date.now() >= end) return false;
+          const info = xenAddon().domainInfo(domid);
+          if (info && info.flags & XEN_DOMINF_SHUTDOWN) {
+            this.shutDown = true;
+            return false;
+          }
+        }
+      },
+    };
   }
 
   /** Build a paused PVH domain, lay the guest out in it, start it, and wait until it is ready. */
@@ -224,8 +249,44 @@ export class XenGuest implements TestGuest {
   /** Run one batch on one vCPU and decode its results. */
   run(vcpu: number, commands: readonly GuestCommand[], timeoutMs = this.timeoutMs): XenBatch {
     if (!Number.isInteger(vcpu) || vcpu < 0 || vcpu >= this.vcpus) throw new DriverError(`the guest has no vCPU ${vcpu} (it has ${this.vcpus})`, { code: 'EINVAL' });
+    if (this.shutDown) {
+      throw new DriverError(`domain ${this.domid} shut down at an earlier step (SCHEDOP_shutdown): Xen paused its vCPUs (xen/common/domain.c domain_shutdown), so no later step runs in it`, { code: 'ESHUTDOWN' });
+    }
     const gen = (this.generation[vcpu] = (this.generation[vcpu] + 1) & 0xffffff || 1);
-    return runBatch(this.low, this.mode, vcpu, gen, commands, timeoutMs);
+    const r = runBatch(this.batchMemory, this.mode, vcpu, gen, commands, timeoutMs);
+    if (r.status !== 'timeout') return r;
+    if (this.shutDown) return this.shutDownIn(vcpu, commands, r);
+    throw new DriverError(`domain ${this.domid} vCPU ${vcpu} did not finish its command in time (${this.describe(vcpu)})`, { code: 'ETIMEDOUT' });
+  }
+
+  /** Where a vCPU's guest is, for an error: its block header and Xen's view of the vCPU. */
+  private describe(vcpu: number): string {
+    const h = this.header(vcpu);
+    let xen = '';
+    try {
+      const v = xenAddon().vcpuInfo(this.domid, vcpu);
+      xen = `; Xen: ${v.blocked ? 'blocked' : v.running ? 'running' : 'runnable'}`;
+    } catch {
+      // the header says enough
+    }
+    return `command ${h.cur} of ${h.count}, block state ${h.state}, upcalls taken ${h.upcallCount} (last vector 0x${h.upcallLast.toString(16)}), ` +
+      `faults ${h.faults}${h.faults ? ` (last vector ${h.lastFault.vector} at 0x${h.lastFault.rip.toString(16)})` : ''}${xen}`;
+  }
+
+  /**
+   * The batch's hypercall shut the domain down: Xen completed the call (its return value is
+   * in the vCPU's rax) and paused the vCPU before the guest could record it. The result is
+   * read from the vCPU's saved registers; commands after it never ran.
+   */
+  private shutDownIn(vcpu: number, commands: readonly GuestCommand[], r: XenBatch): XenBatch {
+    const i = r.results.findIndex((x) => x.status === 'not-run');
+    if (i < 0 || !CALL_OPS.has(commands[i].op)) return r;
+    const raw = xenAddon().vcpuRax(this.domid, vcpu);
+    const width = this.mode === 64 ? 64 : 32;
+    const ret = BigInt.asUintN(width, raw);
+    const results = r.results.slice();
+    results[i] = { ...results[i], status: 'ok', ret, retSigned: BigInt.asIntN(width, ret) };
+    return { status: i === commands.length - 1 ? 'done' : 'timeout', results };
   }
 
   /**
@@ -269,6 +330,14 @@ export class XenGuest implements TestGuest {
     const b = Buffer.alloc(8);
     b.writeBigUInt64LE(BigInt(gpa), 0);
     this.low.write(blockAddress(vcpu) + HDR.hcallPage, b);
+  }
+
+  /** Set the vcpu_info the guest's upcall handler snapshots, and what it then does (UPCALL_FLAG). */
+  setUpcallWatch(vcpu: number, watchGpa: number, flags: number): void {
+    const b = Buffer.alloc(12);
+    b.writeUInt32LE(flags, 0);
+    b.writeBigUInt64LE(BigInt(watchGpa), 4);
+    this.low.write(blockAddress(vcpu) + HDR.upcallFlags, b);
   }
 
   destroy(): void {
