@@ -430,9 +430,18 @@ export function sendPort(d: Domain, port: number): number {
  * pending, whatever it is bound to; a free port, port 0 or a port past the
  * table is -EINVAL.
  */
-export function vmmInject(d: Domain, port: number): number {
+/**
+ * The vCPU a VMM raising `port` of `d` notifies (QEMU's xen-event-inject: the port must be
+ * allocated and usable), or null when the VMM refuses it (-EINVAL).
+ */
+export function vmmInjectTarget(d: Domain, port: number): { port: number; vcpu: number } | null {
   const ch = channel(d, port);
-  if (!ch || !usable(ch)) return err('EINVAL');
+  return ch && usable(ch) ? { port: ch.port, vcpu: ch.notifyVcpu } : null;
+}
+
+export function vmmInject(d: Domain, port: number): number {
+  if (!vmmInjectTarget(d, port)) return err('EINVAL');
+  const ch = channel(d, port)!;
   portSetPending(d, ch.notifyVcpu, ch);
   return 0;
 }

@@ -11,7 +11,7 @@ import { DOMID_SELF, XenModel } from '../../model/domain.js';
 import { GuestMemory } from '../../model/guest-memory.js';
 import { hypercall } from '../../model/hypercall-table.js';
 import { HYPERVISOR } from '../../model/hypercall.js';
-import { channel, EVTCHNOP, usable } from '../../model/evtchn.js';
+import { EVTCHNOP, vmmInjectTarget } from '../../model/evtchn.js';
 import type { Regs } from '../../model/hypercall.js';
 import type { AreaView } from '../../model/areas.js';
 import type { Action, Outcome, StepPlacement } from '../../ops/types.js';
@@ -509,9 +509,9 @@ class KvmSession implements Session {
       case 'evtchn.vmm_inject': {
         // The VMM layer knows which ports are allocated and where each is bound, as QEMU
         // does; the kernel raises the port (KVM_XEN_HVM_EVTCHN_SEND), as under QEMU.
-        const ch = channel(this.vmm.domain(this.domid)!, n('port'));
-        if (!ch || !usable(ch)) return { ret: -22n, servedBy: 'vmm' };
-        return this.ioctlRet(() => this.guest.vm.xenEvtchnSend(ch.port, ch.notifyVcpu, undefined));
+        const t = vmmInjectTarget(this.vmm.domain(this.domid)!, n('port'));
+        if (!t) return { ret: -22n, servedBy: 'vmm' };
+        return this.ioctlRet(() => this.guest.vm.xenEvtchnSend(t.port, t.vcpu, undefined));
       }
       case 'evtchn.alloc_many':
         return this.allocMany(args, at);
