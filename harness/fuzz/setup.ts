@@ -16,6 +16,10 @@ export interface FuzzSetup {
   maptrackFrames: number;
   /** One domain only (targets without domains.multi): the peer is the domain itself. */
   single?: boolean;
+  /** vCPUs of the first domain (default VCPUS). */
+  vcpus?: number;
+  /** The target sets no domain limits (QEMU): its own port limit, which `portLimit` then is. */
+  fixedLimits?: boolean;
 }
 
 /** What the targets offer that the setup may use. */
@@ -26,23 +30,39 @@ export interface SetupShape {
   cpl3?: { mode64: boolean; mode32: boolean };
   /** The target has a dom0 of its own (real Xen), which the model's setup does not. */
   ownDom0?: boolean;
+  /** The target runs one vCPU per domain (the qemu test guest). */
+  oneVcpu?: boolean;
+  /** The target has no setting for domain limits (QEMU's Xen emulation). */
+  fixedLimits?: boolean;
 }
 
 export const DOMS = [1, 2] as const;
 export const VCPUS = 2;
+
+/** The 2-level ABI's highest port (EVTCHN_2L_NR_CHANNELS - 1) for a guest width: QEMU's only limit. */
+const TWO_LEVEL_LAST_PORT = { 64: 4095, 32: 1023 } as const;
 
 export function setupArbFor(shape: SetupShape): fc.Arbitrary<FuzzSetup> {
   return fc.record({
     mode: shape.mode32 ? fc.constantFrom<32 | 64>(64, 32) : fc.constant<64>(64),
     portLimit: fc.constantFrom(63, 1023),
     maptrackFrames: fc.constant(1),
-  }).map((s) => (shape.multi ? s : { ...s, single: true }));
+  }).map((s) => {
+    let out: FuzzSetup = shape.multi ? s : { ...s, single: true };
+    if (shape.oneVcpu) out = { ...out, vcpus: 1 };
+    if (shape.fixedLimits) out = { ...out, fixedLimits: true, portLimit: TWO_LEVEL_LAST_PORT[s.mode] };
+    return out;
+  });
 }
 
 export const setupArb = setupArbFor({ multi: true, mode32: true });
 
 export function stepContext(s: FuzzSetup): StepContext {
-  return { doms: s.single ? [DOMS[0], DOMS[0]] : DOMS, vcpus: VCPUS, portLimit: s.portLimit };
+  return { doms: s.single ? [DOMS[0], DOMS[0]] : DOMS, vcpus: s.vcpus ?? VCPUS, portLimit: s.portLimit };
+}
+
+function firstLimits(s: FuzzSetup): Record<string, number> {
+  return s.fixedLimits ? {} : { max_evtchn_port: s.portLimit, max_maptrack_frames: s.maptrackFrames };
 }
 
 /** `version`: a target's own Xen version (the xen target's hypervisor), which its reference follows. */
@@ -57,7 +77,7 @@ export function sessionSetup(s: FuzzSetup, version?: SessionSetup['xenVersion'])
     xenVersion: version ?? { major: maj, minor: min, extra: '.0' },
     scratch: DEFAULTS.scratch,
     domains: [
-      dom(DOMS[0], VCPUS, { max_evtchn_port: s.portLimit, max_maptrack_frames: s.maptrackFrames }),
+      dom(DOMS[0], s.vcpus ?? VCPUS, firstLimits(s)),
       ...(s.single ? [] : [dom(DOMS[1], 1, {})]),
     ],
   };
@@ -68,7 +88,7 @@ export function yamlSetup(s: FuzzSetup): Record<string, unknown> {
   return {
     mode: s.mode,
     domains: [
-      { id: DOMS[0], vcpus: VCPUS, limits: { max_evtchn_port: s.portLimit, max_maptrack_frames: s.maptrackFrames } },
+      { id: DOMS[0], vcpus: s.vcpus ?? VCPUS, ...(s.fixedLimits ? {} : { limits: firstLimits(s) }) },
       ...(s.single ? [] : [{ id: DOMS[1], vcpus: 1 }]),
     ],
   };

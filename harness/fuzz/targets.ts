@@ -74,6 +74,9 @@ export async function buildTargets(target: string, reference: string | undefined
     cpl3: { mode64: has('hypercall.cpl'), mode32: has('hypercall.cpl') && has('hypercall.cpl32') },
     // Real Xen's dom0 exists whatever the setup says: calls naming domain 0 reach it there.
     ownDom0: target === 'xen',
+    // The qemu test guest runs one vCPU, and QEMU's Xen emulation has no per-domain limits.
+    oneVcpu: target === 'qemu' || reference === 'qemu',
+    fixedLimits: target === 'qemu' || reference === 'qemu',
   };
   const sync = t instanceof ModelDriver && (r === undefined || r instanceof ModelDriver);
   const liveClock = !caps.every((c) => c.has.has('time.control'));
