@@ -68,6 +68,7 @@ export async function buildTargets(target: string, reference: string | undefined
   // states by design), so alone the fuzzer moves the runstate with runstate.switch instead.
   if (!r && allowed.size > 1) allowed.delete('runstate.check_atomic');
   const has = (cap: string) => caps.every((c) => c.has.has(cap));
+  const onQemu = target === 'qemu' || reference === 'qemu';
   const shape = {
     multi: has('domains.multi'), mode32: has('guest.mode32'),
     // A 32-bit ring-3 call aborts QEMU/TCG under the live kvm target: never generate what the target lacks.
@@ -75,8 +76,8 @@ export async function buildTargets(target: string, reference: string | undefined
     // Real Xen's dom0 exists whatever the setup says: calls naming domain 0 reach it there.
     ownDom0: target === 'xen',
     // The qemu test guest runs one vCPU, and QEMU's Xen emulation has no per-domain limits.
-    oneVcpu: target === 'qemu' || reference === 'qemu',
-    fixedLimits: target === 'qemu' || reference === 'qemu',
+    oneVcpu: onQemu,
+    fixedLimits: onQemu,
   };
   const sync = t instanceof ModelDriver && (r === undefined || r instanceof ModelDriver);
   const liveClock = !caps.every((c) => c.has.has('time.control'));

@@ -423,25 +423,30 @@ export function sendPort(d: Domain, port: number): number {
 }
 
 /**
+ * The channel a VMM raising `port` of `d` from outside may raise (QEMU's xen-event-inject:
+ * an allocated port, whatever it is bound to), or null when it refuses (-EINVAL: a free
+ * port, port 0 or a port past the table). The kvm target asks this before its kernel send.
+ */
+function vmmInjectChannel(d: Domain, port: number): Channel | null {
+  const ch = channel(d, port);
+  return ch && usable(ch) ? ch : null;
+}
+
+/** Where a VMM's raise of `port` lands: the port and its notify vCPU, or null (-EINVAL). */
+export function vmmInjectTarget(d: Domain, port: number): { port: number; vcpu: number } | null {
+  const ch = vmmInjectChannel(d, port);
+  return ch ? { port: ch.port, vcpu: ch.notifyVcpu } : null;
+}
+
+/**
  * A VMM raising one of the guest's ports from outside: QEMU's xen-event-inject
  * (hw/i386/kvm/xen_evtchn.c set_port_pending); on Xen, what the remote end's
  * EVTCHNOP_send does to this end (xen/common/event_channel.c evtchn_send ->
- * evtchn_port_set_pending on the port's notify vCPU). Any allocated port goes
- * pending, whatever it is bound to; a free port, port 0 or a port past the
- * table is -EINVAL.
+ * evtchn_port_set_pending on the port's notify vCPU).
  */
-/**
- * The vCPU a VMM raising `port` of `d` notifies (QEMU's xen-event-inject: the port must be
- * allocated and usable), or null when the VMM refuses it (-EINVAL).
- */
-export function vmmInjectTarget(d: Domain, port: number): { port: number; vcpu: number } | null {
-  const ch = channel(d, port);
-  return ch && usable(ch) ? { port: ch.port, vcpu: ch.notifyVcpu } : null;
-}
-
 export function vmmInject(d: Domain, port: number): number {
-  if (!vmmInjectTarget(d, port)) return err('EINVAL');
-  const ch = channel(d, port)!;
+  const ch = vmmInjectChannel(d, port);
+  if (!ch) return err('EINVAL');
   portSetPending(d, ch.notifyVcpu, ch);
   return 0;
 }

@@ -11,7 +11,7 @@ import { latchSharedInfoLayout } from './time.js';
 import { err } from './errno.js';
 import { hasBug } from './variant.js';
 import { GuestFault, PAGE_SIZE } from './guest-memory.js';
-import { check, getI16, getI32, getU16, getU32, getU64, getU8, setU16, setU32, setU8 } from './le-bytes.js';
+import { getI16, getI32, getU16, getU32, getU64, getU8, setU16, setU32, setU64, setU8 } from './le-bytes.js';
 import { enterGuest, type Domain, type Vcpu, type XenModel } from './domain.js';
 import type { Width } from './memory-layout.js';
 
@@ -89,12 +89,7 @@ export class GuestStruct {
   setU16(o: number, v: number): void { setU16(this.bytes, o, v & 0xffff); }
   setI16(o: number, v: number): void { setU16(this.bytes, o, v & 0xffff); }
   setU32(o: number, v: number): void { setU32(this.bytes, o, v >>> 0); }
-  setU64(o: number, v: bigint | number): void {
-    const x = BigInt.asUintN(64, BigInt(v));
-    check(this.bytes, o, 8);
-    setU32(this.bytes, o, Number(x & 0xffff_ffffn));
-    setU32(this.bytes, o + 4, Number(x >> 32n));
-  }
+  setU64(o: number, v: bigint | number): void { setU64(this.bytes, o, BigInt(v)); }
   /** Write the whole struct back; false if the guest memory is gone (-EFAULT). */
   commit(): boolean {
     return this.ctx.copyTo(this.gva, this.bytes);

@@ -28,3 +28,13 @@ export function setU32(b: Uint8Array, o: number, v: number): void {
   check(b, o, 4);
   b[o] = v; b[o + 1] = v >>> 8; b[o + 2] = v >>> 16; b[o + 3] = v >>> 24;
 }
+/** A u64 from its two u32 halves (each already reduced to 32 bits). */
+export function setU64Parts(b: Uint8Array, o: number, lo: number, hi: number): void {
+  check(b, o, 8);
+  setU32(b, o, lo);
+  setU32(b, o + 4, hi);
+}
+export function setU64(b: Uint8Array, o: number, v: bigint): void {
+  const x = BigInt.asUintN(64, v);
+  setU64Parts(b, o, Number(x & 0xffff_ffffn), Number(x >> 32n));
+}

@@ -9,7 +9,7 @@ import { exprConsts, parseExpr, ExprError, type Expr } from '../suite/expr.js';
 import { didYouMean } from '../suite/suggest.js';
 import type { Width } from '../model/memory-layout.js';
 import type { XenModel, Domain, Vcpu } from '../model/domain.js';
-import { check, getI16, getI32, getU16, getU32, getU64, getU8, setU16, setU32, setU8 } from '../model/le-bytes.js';
+import { getI16, getI32, getU16, getU32, getU64, getU8, setU16, setU32, setU64, setU64Parts, setU8 } from '../model/le-bytes.js';
 
 // Case files are checked once per process, each schema a few hundred times:
 // zod's JIT (compiling every object schema with new Function on first use)
@@ -199,22 +199,9 @@ export class StructWriter {
   u16(o: number, v: bigint | number): this { setU16(this.bytes, o, Number.isInteger(v) ? (v as number) & 0xffff : Number(BigInt.asUintN(16, BigInt(v)))); return this; }
   u32(o: number, v: bigint | number): this { setU32(this.bytes, o, Number.isInteger(v) ? (v as number) >>> 0 : Number(BigInt.asUintN(32, BigInt(v)))); return this; }
   u64(o: number, v: bigint | number): this {
-    let lo: number;
-    let hi: number;
-    if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) {
-      lo = v >>> 0;
-      hi = Math.floor(v / 0x1_0000_0000);
-    } else if (typeof v === 'bigint' && v >= 0n && v <= 0xffff_ffffn) {
-      lo = Number(v);
-      hi = 0;
-    } else {
-      const x = BigInt.asUintN(64, BigInt(v));
-      lo = Number(x & 0xffff_ffffn);
-      hi = Number(x >> 32n);
-    }
-    check(this.bytes, o, 8);
-    setU32(this.bytes, o, lo);
-    setU32(this.bytes, o + 4, hi);
+    if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) setU64Parts(this.bytes, o, v >>> 0, Math.floor(v / 0x1_0000_0000));
+    else if (typeof v === 'bigint' && v >= 0n && v <= 0xffff_ffffn) setU64Parts(this.bytes, o, Number(v), 0);
+    else setU64(this.bytes, o, BigInt(v));
     return this;
   }
 }

@@ -7,7 +7,7 @@
 // flags of an entry Xen does not list from the guest's own grant frame.
 import { DriverError } from '../../errors.js';
 import { areaDefs, type AreaView } from '../../model/areas.js';
-import { GNTPIN, GTF } from '../../model/gnttab.js';
+import { GNTPIN, GTF, MAPTRACK_PER_PAGE } from '../../model/gnttab.js';
 import type { Outcome } from '../../ops/types.js';
 
 const START = "gnttab_usage_print_all [ key 'g' pressed";
@@ -99,9 +99,6 @@ export async function activeFromDump(dump: Map<number, GrantDomainDump>, dom: nu
     },
   };
 }
-
-/** Maptrack entries per frame (xen/common/grant_table.c MAPTRACK_PER_PAGE). */
-const MAPTRACK_PER_PAGE = 4096 / 16;
 
 /**
  * `gnttab.maptrack` on real Xen, for what the dump shows: each live mapping holds

@@ -14,7 +14,7 @@ import { activeFromDump, maptrackFromDump, parseGrantDump } from './grant-dump.j
 import { parseDomainDump } from './domain-dump.js';
 import { xenAddon } from './native.js';
 import type { XenGuest } from './xen-guest.js';
-import { UPCALL_FLAG } from '../kvm/guest.js';
+import { DEFAULT_UPCALL_FLAGS } from '../kvm/guest.js';
 import { callbackVector } from '../../model/hvm-op.js';
 import type { ModelSession } from '../model/model-driver.js';
 
@@ -102,7 +102,8 @@ export class XenPlatform implements SessionPlatform {
     const vi = d && callbackVector(d) !== null ? d.vcpu(vcpu)?.vcpuInfoAddress() ?? 0 : 0;
     const key = `${guest.domid}/${vcpu}`;
     if ((this.watches.get(key) ?? 0) === vi) return;
-    (guest as XenGuest).setUpcallWatch(vcpu, vi, vi ? UPCALL_FLAG.CLEAR_PENDING : 0);
+    // Only the watch changes: the handler clears nothing without one, and EOIs as it always does.
+    (guest as XenGuest).setUpcallWatch(vcpu, vi, DEFAULT_UPCALL_FLAGS);
     this.watches.set(key, vi);
   }
 
