@@ -4,7 +4,8 @@
       "target_name": "xconf_kvm",
       "sources": [
         "src/addon.cc",
-        "src/run_loop.cc"
+        "src/run_loop.cc",
+        "src/kcov.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")"

@@ -163,11 +163,13 @@ build_kernel() {
 	[[ -f $tarball ]] || die "$label: $tarball is missing (package linux-source-$series)"
 	local fragments=("$here/kernel.config")
 	if [[ -f $here/kernel-$series.config ]]; then fragments+=("$here/kernel-$series.config"); fi
-	# The coverage variant: gcov on arch/x86/kvm/xen.o only (the Makefile line is part of the key).
+	# The coverage variant: gcov and KCOV on arch/x86/kvm/xen.o only (the Makefile lines
+	# are part of the key). gcov counts xen.c's lines for the report; KCOV gives a fuzz
+	# run (xconf fuzz --kcov) the xen.o edges each of its sequences reaches.
 	local cov_line=''
 	if covered "$series"; then
 		fragments+=("$here/kernel-coverage.config")
-		cov_line='GCOV_PROFILE_xen.o := y'
+		cov_line=$'GCOV_PROFILE_xen.o := y\nKCOV_INSTRUMENT_xen.o := y'
 	fi
 	local pkgver sha key dest
 	pkgver=$(dpkg-query -W -f='${Version}' "linux-source-$series")

@@ -25,9 +25,15 @@ invariants. A finding is saved at once, shrunk, and written as a YAML case that
   --shard=K/N       the K-th of N disjoint seed streams (one per machine)
   --out=DIR         findings directory (default fixtures/found)
   --junit=PATH      JUnit XML of the session (one test per finding, one summary)
+  --kcov            coverage-guided (--target=kvm on a kernel with CONFIG_KCOV):
+                    sequences that reach new kernel edges join a corpus that later
+                    sequences mutate; edges over time are printed
+  --kcov-observe    count KCOV edges without guiding (to compare with --kcov)
+  --no-vmm-ops      leave out what only a VMM does to KVM (kvm.* attributes, send
+                    ports, irqfds, memslot churn; runstate.host_*): guest steps only
 
 Exit codes: 0 no new finding, 1 a new finding, 2 usage error, 3 driver/environment
-error, 4 the target can run none of the fuzz ops (skipped). Ctrl-C or SIGTERM stops
+error (also: --kcov without /sys/kernel/debug/kcov), 4 the target can run none of the fuzz ops (skipped). Ctrl-C or SIGTERM stops
 at the end of the current batch with everything saved.
 Inside the live VM (ci/live-kvm), XCONF_LIVE_CMD chooses the inner command, e.g.
 XCONF_LIVE_CMD='xconf fuzz --target=kvm --time=5m --out=reports/found'.`;
@@ -83,6 +89,20 @@ function onSignals(stop: { requested: boolean }, out: NodeJS.WritableStream): ()
   return () => { process.off('SIGINT', int); process.off('SIGTERM', term); };
 }
 
+const clockOf = (ms: number) => `${Math.floor(ms / 60_000)}:${String(Math.floor(ms / 1000) % 60).padStart(2, '0')}`;
+
+export function coverageLines(r: FuzzReport): string[] {
+  const c = r.coverage;
+  if (!c) return [];
+  const t = c.totals;
+  return [
+    `  coverage (${c.guided ? 'guided' : 'observed only'}): ${t.edges.toLocaleString('en-US')} edges, ${t.pcs.toLocaleString('en-US')} PCs; ${c.source}`,
+    `  edges over time: ${c.timeline.map((p) => `${clockOf(p.ms)} ${p.edges}`).join(', ') || 'none recorded'}`,
+    `  corpus ${c.corpus} (${c.corpusAdded} sequences reached new edges), ${c.mutated} mutated sequences, ${t.threads} traced threads` +
+      `${t.failedThreads ? `, ${t.failedThreads} thread(s) untraced` : ''}${t.overflows ? `, ${t.overflows} buffer overflow(s)` : ''}`,
+  ];
+}
+
 function summary(r: FuzzReport): string {
   const fresh = r.findings.filter((f) => f.fresh);
   const lines = [
@@ -90,6 +110,7 @@ function summary(r: FuzzReport): string {
       ` (${r.stoppedBy === 'signal' ? 'stopped by signal' : 'time up'})`,
     `  ${r.stepsPerSecond.toLocaleString('en-US')} steps/s (${r.stepsPerCpuSecond.toLocaleString('en-US')} per CPU-second), op coverage ${r.opsCovered}/${r.opsTotal}`,
     `  ${fresh.length} new finding(s), ${r.findings.length - fresh.length} known finding(s) seen again`,
+    ...coverageLines(r),
   ];
   for (const f of r.findings) lines.push(`  ${f.fresh ? 'NEW  ' : 'known'} ${f.signature}: npx xconf run ${f.file} --target=${r.target}`);
   return lines.join('\n') + '\n';
@@ -99,6 +120,7 @@ export async function runFuzz(argv: string[]): Promise<ExitCode> {
   const v = options(argv, {
     target: { type: 'string', default: 'model' }, against: { type: 'string' }, time: { type: 'string', default: '60s' },
     seed: { type: 'string' }, shard: { type: 'string' }, out: { type: 'string', default: 'fixtures/found' }, junit: { type: 'string' },
+    kcov: { type: 'boolean' }, 'kcov-observe': { type: 'boolean' }, 'no-vmm-ops': { type: 'boolean' },
   });
   if (v.help) { process.stdout.write(FUZZ_HELP + '\n'); return EXIT.ok; }
   // Loaded on use: `xconf run` starts without fast-check and the fuzzer.
@@ -110,6 +132,9 @@ export async function runFuzz(argv: string[]): Promise<ExitCode> {
   const timeMs = parseDuration(String(v.time));
   const seed = parseSeed(v.seed as string | undefined);
   const shard = v.shard ? parseShard(String(v.shard)) : { k: 1, n: 1 };
+  const kcov = v.kcov ? 'guide' : v['kcov-observe'] ? 'observe' : undefined;
+  if (v.kcov && v['kcov-observe']) throw new UsageError('--kcov and --kcov-observe exclude each other (--kcov guides, --kcov-observe only counts)');
+  if (kcov && target !== 'kvm') throw new UsageError(`--kcov${kcov === 'observe' ? '-observe' : ''} traces the kernel's KVM: it needs --target=kvm (got ${target})`);
   let targets;
   try {
     targets = await buildTargets(target, reference);
@@ -118,8 +143,18 @@ export async function runFuzz(argv: string[]): Promise<ExitCode> {
     process.stderr.write(`xconf fuzz: skipped: ${e.message}\n`);
     return EXIT.allSkipped;
   }
+  if (v['no-vmm-ops'] && targets.allowed) {
+    const { KVM_HOST_OPS } = await import('../fuzz/steps-kvm.js');
+    const rest = [...targets.allowed].filter((op) => !KVM_HOST_OPS.includes(op));
+    if (rest.length) targets.allowed = new Set(rest);
+  }
+  if (kcov) {
+    const { openKcov } = await import('../fuzz/kcov.js');
+    targets.coverage = openKcov(kcov === 'guide');
+  }
   process.stdout.write(`xconf fuzz: target ${target}, ${reference ? `reference ${reference}` : 'no reference (invariants)'}, seed ${seed}` +
-    `${shard.n > 1 ? `, shard ${shard.k}/${shard.n}` : ''}, ${timeMs / 1000}s, ${targets.allowed?.size} ops, findings in ${v.out}/\n`);
+    `${shard.n > 1 ? `, shard ${shard.k}/${shard.n}` : ''}, ${timeMs / 1000}s, ${targets.allowed?.size} ops, findings in ${v.out}/` +
+    `${kcov ? `, KCOV ${kcov === 'guide' ? 'guided' : 'observed'}` : ''}\n`);
   const stop = { requested: false };
   const off = onSignals(stop, process.stdout);
   let report: FuzzReport;

@@ -11,6 +11,7 @@ import { FindingError, FuzzSequence, type StepStats, type TraceEntry } from './s
 import { sessionSetup, setupArbFor, stepContext, type FuzzSetup, type SetupShape } from './setup.js';
 import { stepArb, type FuzzStep } from './steps.js';
 import type { Disagreement } from './oracles.js';
+import type { Corpus, CoverageSource } from './corpus.js';
 
 type Real = FuzzSequence;
 type Model = Record<string, never>;
@@ -50,6 +51,8 @@ export interface FuzzTargets {
   liveClock?: boolean;
   /** The target's own Xen version (the xen target), used for both sides' setup. */
   xenVersion?: SessionSetup['xenVersion'];
+  /** Coverage of the target after each sequence (KCOV on a live kernel): guides generation. */
+  coverage?: CoverageSource;
 }
 
 export interface Finding {
@@ -85,25 +88,82 @@ export interface BatchOptions {
   /** A signature already in the findings store: counted (onKnown), not shrunk again. */
   isKnown?: (signature: string) => boolean;
   onKnown?: (signature: string) => void;
+  /** Sequences that reached new coverage (targets.coverage), kept across batches and mutated. */
+  corpus?: Corpus;
 }
 
-const arbCache = new Map<string, fc.Arbitrary<[FuzzSetup, Iterable<fc.Command<Model, Real>>]>>();
+type Seq = [FuzzSetup, Iterable<fc.Command<Model, Real>>];
+const cmdCache = new Map<string, fc.Arbitrary<fc.Command<Model, Real>>>();
 
-/** A setup and its command sequence; the step arbitraries are built once per setup shape. */
-function sequenceArb(sync: boolean, maxCommands: number, allowed?: ReadonlySet<string>, shape: SetupShape = { multi: true, mode32: true }, liveClock = false) {
-  const ops = allowed ? [...allowed].sort().join(',') : '*';
-  return setupArbFor(shape).chain((s) => {
-    const key = `${sync}/${maxCommands}/${liveClock}/${JSON.stringify(shape.cpl3 ?? null)}/${shape.ownDom0}/${JSON.stringify(s)}/${ops}`;
-    let arb = arbCache.get(key);
+interface ArbOptions {
+  sync: boolean;
+  maxCommands: number;
+  allowed?: ReadonlySet<string>;
+  shape: SetupShape;
+  liveClock: boolean;
+  /** The part of a cache key that is the same for every setup of a batch. */
+  key: string;
+}
+
+function command(sync: boolean, step: FuzzStep): fc.Command<Model, Real> {
+  return (sync ? new StepCommand(step) : new AsyncStepCommand(step)) as fc.Command<Model, Real>;
+}
+
+/** The step command arbitrary of one setup; built once per setup and shape. */
+function commandArb(s: FuzzSetup, o: ArbOptions): fc.Arbitrary<fc.Command<Model, Real>> {
+  const { shape } = o;
+  const key = `${o.key}/${JSON.stringify(s)}`;
+  let arb = cmdCache.get(key);
+  if (!arb) {
+    const cpl3 = !shape.cpl3 || (s.mode === 64 ? shape.cpl3.mode64 : shape.cpl3.mode32);
+    const step = stepArb({ ...stepContext(s), allowed: o.allowed, liveClock: o.liveClock, cpl3, ownDom0: shape.ownDom0, kvmFeatures: shape.kvmFeatures });
+    arb = step.map((x) => command(o.sync, x));
+    cmdCache.set(key, arb);
+  }
+  return arb;
+}
+
+const seqCache = new Map<string, fc.Arbitrary<Seq>>();
+
+/** A setup and its command sequence; the sequence arbitrary is built once per setup. */
+function sequenceArb(o: ArbOptions): fc.Arbitrary<Seq> {
+  return setupArbFor(o.shape).chain((s) => {
+    const key = `${o.maxCommands}/${o.key}/${JSON.stringify(s)}`;
+    let arb = seqCache.get(key);
     if (!arb) {
-      const cpl3 = !shape.cpl3 || (s.mode === 64 ? shape.cpl3.mode64 : shape.cpl3.mode32);
-      const step = stepArb({ ...stepContext(s), allowed, liveClock, cpl3, ownDom0: shape.ownDom0 });
-      const cmd = sync ? step.map((x) => new StepCommand(x) as fc.Command<Model, Real>) : step.map((x) => new AsyncStepCommand(x) as fc.AsyncCommand<Model, Real>);
-      arb = fc.tuple(fc.constant(s), fc.commands([cmd as fc.Arbitrary<fc.Command<Model, Real>>], { maxCommands, size: 'max' }));
-      arbCache.set(key, arb);
+      arb = fc.tuple(fc.constant(s), fc.commands([commandArb(s, o)], { maxCommands: o.maxCommands, size: 'max' }));
+      seqCache.set(key, arb);
     }
     return arb;
   });
+}
+
+/**
+ * A mutation of a corpus entry: its first n steps (3 in 4) or an ordered subset of
+ * them, then fresh steps, at most maxCommands of them beyond 8 when the kept part
+ * is long. The kept steps are fixed commands; shrinking cuts the kept part and the
+ * fresh steps.
+ */
+function mutationArb(corpus: Corpus, o: ArbOptions): fc.Arbitrary<Seq> {
+  return fc.nat().chain((i) => {
+    const e = corpus.entries[i % corpus.entries.length];
+    const kept = fc.oneof(
+      { weight: 3, arbitrary: fc.integer({ min: 1, max: e.steps.length }).map((n) => e.steps.slice(0, n)) },
+      { weight: 1, arbitrary: fc.subarray(e.steps, { minLength: 1 }) },
+    );
+    return kept.chain((prefix) => fc.commands([commandArb(e.setup, o)], { maxCommands: Math.max(8, o.maxCommands - prefix.length), size: 'max' })
+      .map((fresh): Seq => {
+        corpus.mutated++;
+        return [e.setup, [...prefix.map((x) => command(o.sync, x)), ...fresh]];
+      }));
+  });
+}
+
+/** Fresh sequences, and with a guiding corpus, mutations of its entries (2 in 3 once it has any). */
+function guidedArb(o: ArbOptions, corpus?: Corpus): fc.Arbitrary<Seq> {
+  const fresh = sequenceArb(o);
+  if (!corpus) return fresh;
+  return fc.nat({ max: 2 }).chain((pick) => (pick === 0 || corpus.entries.length === 0 ? fresh : mutationArb(corpus, o)));
 }
 
 /** Run one batch of sequences; returns the shrunk finding, if any. */
@@ -133,36 +193,58 @@ export async function checkBatch(targets: FuzzTargets, o: BatchOptions): Promise
     return new FuzzSequence(ss, t, r, o.stats, o.compareMemory ?? true, targets.liveClock);
   };
   const params = { seed: o.seed, numRuns: o.runs, path: o.path };
+  const arbOptions = (sync: boolean): ArbOptions => {
+    const shape = targets.shape ?? { multi: true, mode32: true };
+    const liveClock = targets.liveClock ?? false;
+    const ops = targets.allowed ? [...targets.allowed].sort().join(',') : '*';
+    return { sync, maxCommands: o.maxCommands, allowed: targets.allowed, shape, liveClock, key: `${sync}/${liveClock}/${JSON.stringify(shape)}/${ops}` };
+  };
+  const cov = targets.coverage;
+  const corpus = cov?.guide ? o.corpus : undefined;
+  // After each sequence: what it reached; a passing sequence that reached new edges joins the corpus.
+  const observe = (setup: FuzzSetup, seq: FuzzSequence, passed: boolean) => {
+    if (!cov) return;
+    const t = cov.collect();
+    if (o.corpus) o.corpus.last = t;
+    if (passed && t.newEdges > 0) o.corpus?.add({ setup, steps: seq.trace.map((x) => x.step), newEdges: t.newEdges });
+  };
   let result;
   if (targets.sync) {
-    const prop = fc.property(sequenceArb(true, o.maxCommands, targets.allowed, targets.shape, targets.liveClock), ([setup, cmds]) => {
+    const prop = fc.property(guidedArb(arbOptions(true), corpus), ([setup, cmds]) => {
       if (o.interrupted?.() && first === undefined) return true;
       o.stats.sequences++;
       const ss = sessionSetup(setup, targets.xenVersion);
       const t = targets.openTarget(ss) as FuzzSession;
       const r = targets.openReference?.(ss) as FuzzSession | undefined;
       const seq = new FuzzSequence(ss, t, r, o.stats, o.compareMemory ?? true, targets.liveClock);
+      let passed = false;
       try {
         fc.modelRun(() => ({ model: {}, real: seq }), cmds);
+        passed = true;
         return true;
       } catch (e) {
         return onError(e, setup);
+      } finally {
+        observe(setup, seq, passed);
       }
     });
     result = fc.check(prop, params);
   } else {
-    const prop = fc.asyncProperty(sequenceArb(false, o.maxCommands, targets.allowed, targets.shape, targets.liveClock), async ([setup, cmds]) => {
+    const prop = fc.asyncProperty(guidedArb(arbOptions(false), corpus), async ([setup, cmds]) => {
       if (o.interrupted?.() && first === undefined) return true;
       o.stats.sequences++;
       const seq = await open(setup);
+      let passed = false;
       try {
         await fc.asyncModelRun(() => ({ model: {}, real: seq }), cmds as Iterable<fc.AsyncCommand<Model, Real>>);
+        passed = true;
         return true;
       } catch (e) {
         return onError(e, setup);
       } finally {
         await seq.target.close();
         await seq.reference?.close();
+        observe(setup, seq, passed);
       }
     });
     result = await fc.check(prop, params);

@@ -30,6 +30,12 @@ export function fuzzJunit(r: FuzzReport): string {
     `${r.steps} steps, ${r.sequences} sequences, ${r.stepsPerSecond} steps/s, op coverage ${r.opsCovered}/${r.opsTotal}, ` +
     `${r.findings.filter((f) => f.fresh).length} new findings, ${r.findings.filter((f) => !f.fresh).length} known seen again`,
   );
+  if (r.coverage) {
+    const c = r.coverage;
+    sum.property('coverage.guided', String(c.guided)).property('coverage.edges', String(c.totals.edges)).property('coverage.pcs', String(c.totals.pcs))
+      .property('coverage.corpus', String(c.corpus))
+      .property('coverage.timeline', c.timeline.map((p) => `${Math.round(p.ms / 1000)}s:${p.edges}`).join(' '));
+  }
   if (r.findings.some((f) => f.fresh)) sum.failure(`${r.findings.filter((f) => f.fresh).length} new finding(s)`, 'findings');
   return b.build();
 }

@@ -11,6 +11,9 @@ export interface ProgressState {
   totalMs: number;
   /** Steps per second over the last interval. */
   rate: number;
+  /** Coverage edges reached so far and the corpus size (a run with a coverage source). */
+  edges?: number;
+  corpus?: number;
 }
 
 function dur(ms: number): string {
@@ -22,7 +25,8 @@ function dur(ms: number): string {
 
 export function progressLine(p: ProgressState): string {
   return `fuzz: ${Math.round(p.rate).toLocaleString('en-US')} steps/s, ${p.steps.toLocaleString('en-US')} steps, ` +
-    `${p.sequences.toLocaleString('en-US')} sequences, ops ${p.opsCovered}/${p.opsTotal}, findings ${p.findings}, ` +
+    `${p.sequences.toLocaleString('en-US')} sequences, ops ${p.opsCovered}/${p.opsTotal}, ` +
+    `${p.edges === undefined ? '' : `edges ${p.edges.toLocaleString('en-US')}, corpus ${p.corpus ?? 0}, `}findings ${p.findings}, ` +
     `${dur(p.elapsedMs)} elapsed, ${dur(p.totalMs - p.elapsedMs)} left`;
 }
 

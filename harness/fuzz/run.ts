@@ -9,6 +9,7 @@ import { checkBatch } from './engine.js';
 import { FindingStore, type FindingContext, type StoredFinding } from './findings.js';
 import { Progress } from './progress.js';
 import { batchSeed, type Shard } from './seeds.js';
+import { Corpus, CoverageTimeline, type CoverageTotals } from './corpus.js';
 import type { StepStats } from './session.js';
 
 export interface FuzzRunOptions {
@@ -49,6 +50,16 @@ export interface FuzzReport {
   findings: StoredFinding[];
   /** The shrunk findings of this session (new signatures only). */
   found: Finding[];
+  /** With a coverage source (--kcov): what it reached, over time, and the corpus. */
+  coverage?: {
+    source: string;
+    guided: boolean;
+    totals: CoverageTotals;
+    timeline: Array<{ ms: number; edges: number; pcs: number }>;
+    corpus: number;
+    corpusAdded: number;
+    mutated: number;
+  };
   stoppedBy: 'time' | 'signal' | 'finding';
 }
 
@@ -61,6 +72,9 @@ export async function runFuzzSession(o: FuzzRunOptions): Promise<FuzzReport> {
   const opsTotal = o.targets.allowed?.size ?? 0;
   const progress = new Progress(o.out, !!o.out.isTTY, 250, o.plainEveryMs ?? 10_000);
   const seen = new Map<string, StoredFinding>();
+  const cov = o.targets.coverage;
+  const corpus = cov ? new Corpus() : undefined;
+  const timeline = new CoverageTimeline();
   const found: Finding[] = [];
   const startedAt = new Date().toISOString();
   const t0 = performance.now();
@@ -77,9 +91,11 @@ export async function runFuzzSession(o: FuzzRunOptions): Promise<FuzzReport> {
       rate = ((stats.steps - rateFrom.steps) * 1000) / Math.max(1, now - rateFrom.t);
       rateFrom = { t: now, steps: stats.steps };
     }
+    if (corpus?.last) timeline.observe(elapsed(), corpus.last);
     progress.update({
       steps: stats.steps, sequences: stats.sequences, opsCovered: stats.ops.size, opsTotal,
       findings: seen.size, elapsedMs: elapsed(), totalMs: o.timeMs, rate,
+      edges: corpus ? corpus.last?.edges ?? 0 : undefined, corpus: corpus?.entries.length,
     }, now, force);
   };
   const say = (line: string) => {
@@ -91,7 +107,7 @@ export async function runFuzzSession(o: FuzzRunOptions): Promise<FuzzReport> {
     if (timeUp()) break;
     const seed = batchSeed(o.seed, o.shard, batch);
     const f = await checkBatch(o.targets, {
-      seed, runs: o.batchRuns ?? 100, maxCommands: o.maxCommands ?? 60, stats,
+      seed, runs: o.batchRuns ?? 100, maxCommands: o.maxCommands ?? 60, stats, corpus,
       interrupted: () => o.stop.requested || timeUp(),
       isKnown: (sig) => !store.isNew(sig),
       onKnown: (sig) => {
@@ -124,5 +140,12 @@ export async function runFuzzSession(o: FuzzRunOptions): Promise<FuzzReport> {
     stepsPerSecond: Math.round((stats.steps * 1000) / Math.max(1, ms)),
     stepsPerCpuSecond: Math.round((stats.steps * 1e6) / Math.max(1, cpu.user + cpu.system)),
     opsCovered: stats.ops.size, opsTotal, findings: [...seen.values()], found, stoppedBy,
+    coverage: cov && corpus ? {
+      source: cov.name, guided: cov.guide,
+      totals: corpus.last ?? { newEdges: 0, newPcs: 0, edges: 0, pcs: 0, records: 0, overflows: 0, threads: 0, failedThreads: 0 },
+      timeline: corpus.last && timeline.points.at(-1)?.edges !== corpus.last.edges
+        ? [...timeline.points, { ms, edges: corpus.last.edges, pcs: corpus.last.pcs }] : timeline.points,
+      corpus: corpus.entries.length, corpusAdded: corpus.added, mutated: corpus.mutated,
+    } : undefined,
   };
 }

@@ -34,6 +34,8 @@ export interface SetupShape {
   oneVcpu?: boolean;
   /** The target has no setting for domain limits (QEMU's Xen emulation). */
   fixedLimits?: boolean;
+  /** Optional KVM features every target has (steps-kvm.ts KVM_FEATURE_CAPS): values needing others are not generated. */
+  kvmFeatures?: string[];
 }
 
 export const DOMS = [1, 2] as const;

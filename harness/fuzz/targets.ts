@@ -12,6 +12,7 @@ import type { ModelVariant } from '../model/variant.js';
 import type { FuzzTargets } from './engine.js';
 import { driverSession, modelSession } from './exec.js';
 import { vocabulary } from './steps.js';
+import { KVM_FEATURE_CAPS } from './steps-kvm.js';
 
 /** The reference a target is compared with when --against is not given. */
 export const DEFAULT_REFERENCE: Record<string, string | undefined> = {
@@ -78,6 +79,7 @@ export async function buildTargets(target: string, reference: string | undefined
     // The qemu test guest runs one vCPU, and QEMU's Xen emulation has no per-domain limits.
     oneVcpu: onQemu,
     fixedLimits: onQemu,
+    kvmFeatures: KVM_FEATURE_CAPS.filter(has),
   };
   const sync = t instanceof ModelDriver && (r === undefined || r instanceof ModelDriver);
   const liveClock = !caps.every((c) => c.has.has('time.control'));

@@ -1,3 +1,4 @@
+#include "kcov.h"
 #include "run_loop.h"
 
 #include <pthread.h>
@@ -112,6 +113,7 @@ int TimeoutSignal() {
 }
 
 void RunLoop(VcpuCore& vcpu, uint32_t timeoutMs, uint32_t portBase, RunOutcome& out) {
+  kcov::Arm();  // a coverage-guided fuzz run traces this thread's KVM_RUN (no-op otherwise)
   struct kvm_run* run = vcpu.run;
   ThreadWatch* w = nullptr;
   run->immediate_exit = 0;

@@ -235,6 +235,12 @@ export interface NativeAddon {
   structSizes: Record<string, number>;
   timeoutSignal: number;
   abiVersion: number;
+  /** KCOV (trace-pc) for this thread and every addon thread that later enters KVM; words per thread. */
+  kcovStart(words: number): void;
+  /** What the threads recorded since the last call, folded into the process-wide PC and edge sets. */
+  kcovCollect(): {
+    newPcs: number; newEdges: number; pcs: number; edges: number; records: number; overflows: number; threads: number; failedThreads: number;
+  };
 }
 
 // --------------------------------------------------------------- loading --
@@ -243,7 +249,7 @@ export type Unavailable = { ok: false; reason: string; code: string; errno?: num
 
 export const nativeDir = process.env.XCONF_NATIVE_BUILD_DIR ?? packagePath('native', 'build') + sep;
 export const NATIVE_BUILD_DIR = nativeDir;
-export const NATIVE_ABI_VERSION = 1;
+export const NATIVE_ABI_VERSION = 2;
 
 export let cached: { ok: true; addon: NativeAddon } | Unavailable | undefined;
 

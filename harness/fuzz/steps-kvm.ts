@@ -1,0 +1,100 @@
+// Steps only a VMM takes on KVM: its Xen attributes (KVM_XEN_HVM_*_ATTR,
+// KVM_XEN_VCPU_*_ATTR), the send ports it hands to the kernel, irqfd routes to
+// event channels, memslot churn and the hypercall configuration. They need
+// flavor.kvm, so the fuzzer generates them on kvm and model-kvm only, where
+// they reach the parts of arch/x86/kvm/xen.c no guest hypercall does.
+// Values follow suites/kvm-xen/: the areas' own places (shared_info at 0x80000,
+// gfn 0x80), misaligned ones, all ones (deactivate), and ports in use.
+
+import fc from 'fast-check';
+import { KVM_XEN_GET_ATTRS, KVM_XEN_PRIO_2LEVEL } from '../model/kvm-attr.js';
+import { constants } from '../ops/index.js';
+import type { ArgValue, Gen } from './steps.js';
+
+// Not imported from steps.ts, which imports this module (no cycle at load).
+function k(name: string): bigint {
+  const v = constants.get(name);
+  if (v === undefined) throw new Error(`fuzz vocabulary: unknown constant ${name}`);
+  return v;
+}
+const step = (op: string, args: fc.Arbitrary<Record<string, ArgValue>> = fc.constant({})): Gen =>
+  Object.assign(args.map((a) => ({ op, args: a })), { opName: op });
+
+const big = (a: fc.Arbitrary<number>) => a.map(BigInt);
+const NONE = (1n << 64n) - 1n;
+/** The setup's shared_info page (harness/runner/run-case.ts DEFAULTS) and the vCPU time copy the suites use. */
+const SHARED_INFO = 0x80000n;
+const TIME_INFO = 0x90000n;
+
+/**
+ * Optional KVM features some values need. kvm.shared_info_hva: the *_hva attributes
+ * (Linux 6.9). runstate.update_flag: the runstate_update_flag attribute, and a runstate
+ * area that crosses a page (both Linux 6.2).
+ */
+export const KVM_FEATURE_CAPS = ['kvm.shared_info_hva', 'runstate.update_flag'];
+
+/** Host ops: no CPL applies to them (steps.ts HOST_OPS). */
+export const KVM_HOST_OPS = [
+  'kvm.xen_get_attr', 'kvm.xen_set_attr', 'kvm.xen_set_upcall_vector', 'kvm.xen_set_vcpu_id', 'kvm.xen_set_timer',
+  'kvm.xen_evtchn_assign', 'kvm.xen_evtchn_update', 'kvm.xen_evtchn_deassign', 'kvm.xen_evtchn_reset', 'kvm.eventfd_read',
+  'kvm.irqfd_send', 'kvm.memslot_churn', 'kvm.xen_hvm_config',
+  'runstate.host_set_addr', 'runstate.host_set_current', 'runstate.host_set_data', 'runstate.host_adjust',
+];
+
+/** `area`: the page the fuzzer's vcpu_info and runstate areas go to (steps.ts FUZZ_FRAMES.area). */
+export function kvmHostGenerators(
+  area: number, port: fc.Arbitrary<bigint>, vcpu: fc.Arbitrary<bigint>, features: readonly string[] = KVM_FEATURE_CAPS,
+): Array<{ weight: number; arbitrary: Gen }> {
+  const AREA = BigInt(area);
+  const hva = features.includes('kvm.shared_info_hva');
+  const v62 = features.includes('runstate.update_flag');
+  const setAttr = fc.oneof(
+    fc.record({ attr: fc.constant('shared_info'), value: fc.constantFrom(SHARED_INFO >> 12n, NONE, 0x7ffff000n) }),
+    fc.record({ attr: fc.constant('vcpu_info'), value: fc.constantFrom(SHARED_INFO, SHARED_INFO + 64n, AREA + 0x40n, AREA + 2n, AREA + 0xfc0n, NONE) }),
+    fc.record({ attr: fc.constant('vcpu_time_info'), value: fc.constantFrom(TIME_INFO, AREA + 0x80n, NONE) }),
+    ...(hva ? [
+      fc.record({ attr: fc.constant('shared_info_hva'), value: fc.constantFrom(SHARED_INFO, SHARED_INFO + 0x10n, 0n) }),
+      fc.record({ attr: fc.constant('vcpu_info_hva'), value: fc.constantFrom(SHARED_INFO, SHARED_INFO + 2n, 0n) }),
+    ] : []),
+  ) as fc.Arbitrary<Record<string, ArgValue>>;
+  const getAttrs = KVM_XEN_GET_ATTRS.filter((a) => (hva || !a.endsWith('_hva')) && (v62 || a !== 'runstate_update_flag'));
+
+  /** A whole runstate: entry time 0 and times adding up (accepted), or not adding up (-EINVAL). */
+  const runstateData = fc.record({
+    state: big(fc.constantFrom(0, 1, 2, 3, 4)),
+    state_entry_time: fc.constant(0n),
+    time_running: fc.constantFrom(0n, 5n),
+    time_runnable: fc.constant(0n),
+    time_blocked: fc.constant(0n),
+    time_offline: fc.constantFrom(0n, NONE - 4n),
+  });
+  const w = (weight: number, arbitrary: Gen) => ({ weight, arbitrary });
+  const sendPort = big(fc.integer({ min: 0, max: 9 }));
+  const flags = fc.constantFrom(
+    k('KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL') | k('KVM_XEN_HVM_CONFIG_EVTCHN_SEND'),
+    k('KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL') | k('KVM_XEN_HVM_CONFIG_HYPERCALL_MSR'),
+  );
+  return [
+    w(3, step('kvm.xen_get_attr', fc.record({ attr: fc.constantFrom(...getAttrs) }))),
+    w(3, step('kvm.xen_set_attr', setAttr)),
+    w(1, step('kvm.xen_set_upcall_vector', fc.record({ vector: big(fc.constantFrom(0, 0x0f, 0xf3)) }))),
+    w(1, step('kvm.xen_set_vcpu_id', fc.record({ id: fc.oneof(vcpu, big(fc.constantFrom(4096, 0x7fffffff))) }))),
+    w(2, step('kvm.xen_set_timer', fc.record({ port, expires_ns: fc.constantFrom(0n, NONE, 1n << 49n) }))),
+    w(2, step('kvm.xen_evtchn_assign', fc.oneof(
+      fc.record({ send_port: sendPort, vcpu }),
+      fc.record({ send_port: sendPort, eventfd: fc.constantFrom(1n, -1n) }),
+      fc.record({ send_port: sendPort, type: fc.constant(k('EVTCHNSTAT_interdomain')), port, vcpu }),
+    ) as fc.Arbitrary<Record<string, ArgValue>>)),
+    w(1, step('kvm.xen_evtchn_update', fc.record({ send_port: sendPort, vcpu }))),
+    w(1, step('kvm.xen_evtchn_deassign', fc.record({ send_port: sendPort }))),
+    w(1, step('kvm.xen_evtchn_reset')),
+    w(1, step('kvm.eventfd_read', fc.record({ send_port: sendPort }))),
+    w(2, step('kvm.irqfd_send', fc.record({ port, vcpu, priority: fc.constantFrom(KVM_XEN_PRIO_2LEVEL, 1n) }))),
+    w(1, step('kvm.memslot_churn')),
+    w(1, step('kvm.xen_hvm_config', fc.record({ flags }))),
+    w(2, step('runstate.host_set_addr', fc.record({ gpa: fc.constantFrom(AREA, AREA + 0x40n, ...(v62 ? [AREA + 0xfe0n] : []), NONE, 0x7ffff000000n) }))),
+    w(2, step('runstate.host_set_current', fc.record({ state: big(fc.constantFrom(0, 1, 2, 3, 4)) }))),
+    w(1, step('runstate.host_set_data', runstateData)),
+    w(1, step('runstate.host_adjust', runstateData.map((d) => ({ ...d, state: d.state === 4n ? NONE : d.state })))),
+  ];
+}
