@@ -2,8 +2,10 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { buildModel } from './evtchn-test-util.js';
 import {
-  KVM_MAX_VCPUS, KVM_XEN_INVALID, KVM_XEN_PRIO_2LEVEL, kvmXenGetAttr, kvmXenSetTimer, kvmXenSetUpcallVector, kvmXenSetVcpuId,
+  KVM_MAX_VCPUS, KVM_XEN_INVALID, KVM_XEN_PRIO_2LEVEL, kvmXenGetAttr, kvmXenSetAttr, kvmXenSetTimer, kvmXenSetUpcallVector, kvmXenSetVcpuId,
 } from './kvm-attr.js';
+import { kvmHoldsSelector } from './kvm-vcpu.js';
+import { SHARED_INFO } from './memory-layout.js';
 
 const fresh = (mode: 64 | 32 = 64, vcpus = 2) => {
   const m = buildModel({ mode, vcpus });
@@ -30,6 +32,33 @@ describe('model of KVM\'s Xen attributes (arch/x86/kvm/xen.c)', () => {
     d.sharedInfoGpa = null;
     expect(kvmXenGetAttr(d, v1, 'shared_info')).toBe(KVM_XEN_INVALID);
     expect(kvmXenGetAttr(d, v1, 'vcpu_info')).toBe(KVM_XEN_INVALID);
+  });
+
+  it('areas by guest address: no memory slot behind is -EFAULT and reads back; crossing a page is -EINVAL and keeps the old (kvm_gpc_activate)', () => {
+    for (const mode of [64, 32] as const) {
+      const m = buildModel({ flavor: 'kvm', mode, vcpus: 2 });
+      const d = m.domain(1)!;
+      const v = d.vcpu(1)!;
+      const wc = () => d.memory.u32(0x80000 + SHARED_INFO[d.width].fields.wc_version.offset);
+      const before = wc();
+      // 16 MiB of RAM: gfn 0x7ffff000 (the fuzzer's) and 0x1000000 are past it.
+      expect(kvmXenSetAttr(d, v, 'shared_info', 0x7ffff000n)).toBe(-14n);
+      expect(kvmXenGetAttr(d, v, 'shared_info')).toBe(0x7ffff000n);
+      expect(kvmXenSetAttr(d, v, 'shared_info', 0x80n)).toBe(0n);
+      expect(wc()).toBe(before + 2);
+      expect(kvmXenSetAttr(d, v, 'vcpu_info', 0x1000000n)).toBe(-14n);
+      expect(kvmXenGetAttr(d, v, 'vcpu_info')).toBe(0x1000000n);
+      expect(kvmHoldsSelector(v)).toBe(true);
+      expect(kvmXenSetAttr(d, v, 'vcpu_info', 0x80040n)).toBe(0n);
+      expect(kvmHoldsSelector(v)).toBe(false);
+      expect(kvmXenSetAttr(d, v, 'vcpu_info', 0x80fc4n)).toBe(-22n);
+      expect(kvmXenGetAttr(d, v, 'vcpu_info')).toBe(0x80040n);
+      expect(kvmXenSetAttr(d, v, 'vcpu_time_info', 0x90fe8n)).toBe(-22n);
+      expect(kvmXenGetAttr(d, v, 'vcpu_time_info')).toBe(KVM_XEN_INVALID);
+      expect(kvmXenSetAttr(d, v, 'vcpu_time_info', 0x1000000n)).toBe(-14n);
+      expect(kvmXenGetAttr(d, v, 'vcpu_time_info')).toBe(0x1000000n);
+      expect(kvmXenSetAttr(d, v, 'vcpu_time_info', 0x90fe0n)).toBe(0n);
+    }
   });
 
   it('starts each vCPU with its index as Xen id, as the VMM sets it (QEMU kvm_xen_init_vcpu); the VMM may change it', () => {

@@ -12,6 +12,7 @@ import { kvmVcpuAttrs as attrsOf } from './kvm-vcpu.js';
 import { kvmStartTimer, stopSingleshot, timerOf } from './timer.js';
 import { runstateOf } from './runstate.js';
 import { VMASST_TYPE, vmAssistEnabled } from './vm-assist.js';
+import { VCPU_INFO_SIZE, VCPU_TIME_INFO } from './memory-layout.js';
 
 /** KVM_XEN_INVALID_GFN / _GPA: all ones (include/uapi/linux/kvm.h; GPA_INVALID in 6.1). */
 export const KVM_XEN_INVALID = (1n << 64n) - 1n;
@@ -42,6 +43,10 @@ const timeInfoPlaced = new WeakMap<Vcpu, bigint>();
  * KVM_XEN_HVM_SET_ATTR / KVM_XEN_VCPU_SET_ATTR for the areas: all ones (or 0 for an
  * address by hva) deactivates; shared_info by hva must be page aligned (-EINVAL); vcpu_info
  * 4-byte aligned (-ENXIO). (kvm_xen_hvm_set_attr, kvm_xen_vcpu_set_attr)
+ * An area by guest address goes through kvm_gpc_activate (virt/kvm/pfncache.c, 6.1 and
+ * 6.12 alike): one crossing a page is -EINVAL and changes nothing; one with no memory slot
+ * behind it is -EFAULT, and the cache stays active at that address, unusable (it reads
+ * back; shared_info gets no wallclock; vcpu_info events are held in KVM).
  */
 export function kvmXenSetAttr(d: Domain, v: Vcpu, attr: KvmXenSetAttr, value: bigint): bigint {
   const byHva = attr === 'shared_info_hva' || attr === 'vcpu_info_hva';
@@ -51,21 +56,40 @@ export function kvmXenSetAttr(d: Domain, v: Vcpu, attr: KvmXenSetAttr, value: bi
       kvmLatchWidth(d, value !== 0n ? 64 : 32, true);
       return 0n;
     case 'shared_info':
-    case 'shared_info_hva':
+    case 'shared_info_hva': {
       if (byHva && value % 4096n !== 0n) return EINVAL;
-      sharedInfoPlaced.set(d, { gpa: off ? null : byHva ? value : value << 12n, hva: byHva });
+      const gpa = off ? null : byHva ? value : BigInt.asUintN(64, value << 12n);
+      sharedInfoPlaced.set(d, { gpa, hva: byHva });
+      if (gpa !== null && !byHva && !backed(d, gpa, 4096)) return EFAULT;
       if (!off) kvmSharedInfoInit(d);
       return 0n;
+    }
     case 'vcpu_info':
     case 'vcpu_info_hva':
       if (!off && value % 4n !== 0n) return ENXIO;
+      if (!off && !byHva && crossesPage(value, VCPU_INFO_SIZE)) return EINVAL;
       vcpuInfoPlaced.set(v, { gpa: off ? null : value, hva: byHva });
+      if (!off && !byHva && !backed(d, value, VCPU_INFO_SIZE)) {
+        attrsOf(v).vcpuInfoOff = true;
+        return EFAULT;
+      }
       attrsOf(v).vcpuInfoOff = off;
       return 0n;
     case 'vcpu_time_info':
+      if (!off && crossesPage(value, VCPU_TIME_INFO.size)) return EINVAL;
       timeInfoPlaced.set(v, value);
-      return 0n;
+      return off || backed(d, value, VCPU_TIME_INFO.size) ? 0n : EFAULT;
   }
+}
+
+/** kvm_gpc_activate's length check: the area must fit in its page. */
+function crossesPage(gpa: bigint, len: number): boolean {
+  return (gpa & 0xfffn) + BigInt(len) > 4096n;
+}
+
+/** A memory slot is behind [gpa, gpa + len) (else hva_to_pfn has nothing: -EFAULT). */
+function backed(d: Domain, gpa: bigint, len: number): boolean {
+  return gpa <= BigInt(Number.MAX_SAFE_INTEGER) && d.memory.contains(Number(gpa), len);
 }
 
 /** The value KVM_XEN_*_GET_ATTR reports for `attr` (the timer as its three fields). */
@@ -111,7 +135,9 @@ export function kvmXenGetAttr(d: Domain, v: Vcpu, attr: KvmXenGetAttr): bigint |
       // kvm_xen_vcpu_get_attr reports 2-level whatever was set.
       return KVM_XEN_PRIO_2LEVEL;
     case 'runstate_addr': {
-      // The area KVM writes (RUNSTATE_ADDR), none once deactivated or refused.
+      // The area KVM writes (RUNSTATE_ADDR), none once deactivated or refused (6.2+:
+      // kvm_xen_vcpu_set_attr deactivate_out). Linux 6.1 leaves the cache active at a refused
+      // address and reports it: a 6.1 divergence, not modelled.
       const a = runstateOf(v).kvm;
       return a === null ? null : BigInt(a);
     }
@@ -130,6 +156,7 @@ export function kvmXenGetAttr(d: Domain, v: Vcpu, attr: KvmXenGetAttr): bigint |
 
 const EINVAL = -22n;
 const ENXIO = -6n;
+const EFAULT = -14n;
 
 /** KVM_XEN_VCPU_ATTR_TYPE_UPCALL_VECTOR: 1..0x0f refused; else the vCPU's vector (0 = none). */
 export function kvmXenSetUpcallVector(v: Vcpu, vector: bigint): bigint {

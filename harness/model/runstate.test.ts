@@ -9,6 +9,7 @@ import {
   RUNSTATE_INFO, runstateChange, runstateGet, runstateOf, sumRuleHolds, timeSum,
 } from './runstate.js';
 import { VMASST_TYPE } from './vm-assist.js';
+import { HYPERVISOR, hypercall } from './hypercall.js';
 
 function build(width: Width, flavor: 'xen' | 'kvm'): XenModel {
   return new ModelDriver(flavor).build({
@@ -98,6 +99,35 @@ describe('KVM attributes', () => {
     expect(hostAdjust(m, v, { state: (1n << 64n) - 1n, entry: 10n, time: [0n, 11n, 0n, 0n] })).toBe(-22);
     expect(hostAdjust(m, v, { state: 5n, entry: 0n, time: [0n, 0n, 0n, 0n] })).toBe(-22);
     expect(sumRuleHolds(m, v)).toBe(true);
+  });
+  it('a guest entry (KVM_RUN -> record_steal_time -> kvm_xen_runstate_set_running) switches to running; Xen keeps the state', () => {
+    for (const flavor of ['kvm', 'xen'] as const) {
+      const m = build(64, flavor);
+      const d = m.domain(1)!;
+      const v = d.vcpus[1];
+      m.advance(10n);
+      if (flavor === 'kvm') {
+        expect(hostSetAddr(m, v, 0x5000n)).toBe(0);
+        expect(hostSetCurrent(m, v, BigInt(RUNSTATE.blocked))).toBe(0);
+      } else runstateChange(m, v, RUNSTATE.blocked);
+      m.advance(20n);
+      // HYPERVISOR_xen_version(XENVER_version) on vCPU 1: the guest ran.
+      hypercall(m, v, { rax: BigInt(HYPERVISOR.xen_version), rdi: 0n });
+      const i = runstateOf(v).info;
+      if (flavor === 'xen') {
+        expect(i.state).toBe(RUNSTATE.blocked);
+        continue;
+      }
+      expect(i.state).toBe(RUNSTATE.running);
+      expect(i.time[RUNSTATE.blocked]).toBe(20n);
+      expect(i.entry).toBe(30n);
+      expect(decodeRunstate(d.memory.read(0x5000, 48), 64).state).toBe(RUNSTATE.running);
+      // A refused RUNSTATE_CURRENT then reports that running state.
+      expect(hostSetCurrent(m, v, 4n)).toBe(-22);
+      expect(runstateOf(v).info.state).toBe(RUNSTATE.running);
+      // The other vCPU did not run.
+      expect(runstateOf(d.vcpus[0]).info.entry).toBe(0n);
+    }
   });
   it('RUNSTATE_ADDR: any alignment, crossing allowed, outside RAM -EFAULT', () => {
     const m = build(32, 'kvm');

@@ -13,7 +13,7 @@ import { err } from './errno.js';
 import { PAGE_SIZE } from './guest-memory.js';
 import { registerArea } from './areas.js';
 import { vmAssistEnabled, VMASST_TYPE } from './vm-assist.js';
-import type { Domain, Vcpu, XenModel } from './domain.js';
+import { modelHooks, type Domain, type Vcpu, type XenModel } from './domain.js';
 import type { StructLayout, Width } from './memory-layout.js';
 
 export const RUNSTATE = { running: 0, runnable: 1, blocked: 2, offline: 3 } as const;
@@ -204,13 +204,21 @@ export function writeRunstate(d: Domain, gpa: number, width: Width, info: Runsta
   return true;
 }
 
+/** Domains whose KVM area a live kernel writes itself: the model (a VMM layer's) leaves it alone. */
+const kernelWritten = new WeakSet<Domain>();
+
+/** A VMM layer on a live KVM: KVM writes the RUNSTATE_ADDR area, with its own clock and accounting. */
+export function setKernelWritesRunstate(d: Domain): void {
+  kernelWritten.add(d);
+}
+
 /** Push the current runstate to every registered area of the vCPU (update_runstate_area). */
 export function updateRunstateGuest(m: XenModel, v: Vcpu): void {
   const s = runstateOf(v);
   const d = v.domain;
   const flag = vmAssistEnabled(d, VMASST_TYPE.runstate_update_flag);
   if (m.flavor === 'kvm') {
-    if (s.kvm !== null) writeRunstate(d, s.kvm, d.width, s.info, flag ? 'byte' : 'none');
+    if (s.kvm !== null && !kernelWritten.has(d)) writeRunstate(d, s.kvm, d.width, s.info, flag ? 'byte' : 'none');
     return;
   }
   // xen/arch/x86/domain.c update_runstate_area: the physical area wins and always uses the flag.
@@ -312,25 +320,31 @@ export const KVM_XEN_INVALID_GPA = U64;
 
 /** KVM_XEN_VCPU_ATTR_TYPE_RUNSTATE_ADDR: any alignment, may cross one page boundary. */
 export function hostSetAddr(m: XenModel, v: Vcpu, gpa: bigint): number {
-  const s = runstateOf(v);
   const d = v.domain;
   if (gpa === KVM_XEN_INVALID_GPA) {
-    s.kvm = null;
-    d.areas.delete(`runstate/${v.id}`);
+    placeKvmRunstate(v, null);
     return 0;
   }
   const size = RUNSTATE_INFO[d.width].size;
   const a = Number(gpa);
   // kvm_gpc_activate on the first page part and, if needed, the second page: not in a memslot -> -EFAULT.
   if (!Number.isSafeInteger(a) || !d.memory.contains(a, size)) {
-    s.kvm = null;
-    d.areas.delete(`runstate/${v.id}`);
+    placeKvmRunstate(v, null);
     return err('EFAULT');
   }
-  s.kvm = a;
-  d.areas.set(`runstate/${v.id}`, a);
+  placeKvmRunstate(v, a);
   updateRunstateGuest(m, v);
   return 0;
+}
+
+/**
+ * Where KVM's RUNSTATE_ADDR area is (null: deactivated), without writing it: for a VMM
+ * layer whose kernel already did (the kvm driver keeps its model in step with KVM).
+ */
+export function placeKvmRunstate(v: Vcpu, gpa: number | null): void {
+  runstateOf(v).kvm = gpa;
+  if (gpa === null) v.domain.areas.delete(`runstate/${v.id}`);
+  else v.domain.areas.set(`runstate/${v.id}`, gpa);
 }
 
 /** KVM_XEN_VCPU_ATTR_TYPE_RUNSTATE_CURRENT: state must be <= offline. */
@@ -374,6 +388,20 @@ export function hostAdjust(m: XenModel, v: Vcpu, a: RunstateData): number {
   else updateRunstateGuest(m, v);
   return 0;
 }
+
+/**
+ * KVM: every entry into the guest switches the vCPU to running (accounted, area written).
+ * kvm_arch_vcpu_load makes KVM_REQ_STEAL_UPDATE on each KVM_RUN, and vcpu_enter_guest ->
+ * record_steal_time (arch/x86/kvm/x86.c) calls kvm_xen_runstate_set_running ->
+ * kvm_xen_update_runstate(RUNSTATE_running) while the hypercall MSR is configured
+ * (kvm_xen_msr_enabled). So whatever RUNSTATE_CURRENT / _DATA / _ADJUST set does not
+ * survive a guest step (Linux 6.1 and 6.12 alike).
+ */
+export function kvmRunstateGuestEntry(v: Vcpu): void {
+  const m = v.domain.model;
+  if (m.flavor === 'kvm') runstateChange(m, v, RUNSTATE.running);
+}
+modelHooks.guestEntry.push(kvmRunstateGuestEntry);
 
 registerArea({
   name: 'runstate',

@@ -9,6 +9,7 @@ import type { Width } from './memory-layout.js';
 import { timerOf, VIRQ_TIMER } from './timer.js';
 import { schedOf, domainSchedOf, SCHEDOP, SHUTDOWN } from './sched.js';
 import { VCPUOP } from './vcpu-op.js';
+import { KVM_XEN_PRIO_2LEVEL, kvmXenSetTimer, kvmXenSetVcpuId } from './kvm-attr.js';
 import { RUNSTATE, runstateOf, sumRuleHolds } from './runstate.js';
 
 /** A test-only event-channel layer: records VIRQs, reports what the test says. */
@@ -124,6 +125,30 @@ describe('timers', () => {
       m.advance(500n);
       expect(ev.virqs.filter(([id]) => id === 0).length).toBeGreaterThan(0);
     }
+  });
+  it('KVM with the timer compares the singleshot VCPUOPs\' id with the Xen vCPU id the VMM set, not the index (kvm_xen_hcall_vcpu_op)', () => {
+    const m = build(32, 'kvm');
+    const d = m.domain(1)!;
+    const [v0, v1] = d.vcpus;
+    d.memory.setU64(SCRATCH, 500n);
+    const sshot = (v: Vcpu, id: bigint) => hc(m, v, HYPERVISOR.vcpu_op, BigInt(VCPUOP.set_singleshot_timer), id, BigInt(SCRATCH));
+    const stop = (v: Vcpu, id: bigint) => hc(m, v, HYPERVISOR.vcpu_op, BigInt(VCPUOP.stop_singleshot_timer), id, 0n);
+    // Without the timer KVM leaves them to the VMM: the id the VMM set does not matter.
+    expect(kvmXenSetVcpuId(v0, 2n)).toBe(0n);
+    expect(sshot(v0, 0n)).toBe(0n);
+    // With it (the timer attribute, or VIRQ_TIMER bound), KVM's id is the one that counts.
+    expect(kvmXenSetTimer(m, v0, 1n, KVM_XEN_PRIO_2LEVEL, 0n)).toBe(0n);
+    expect(sshot(v0, 0n)).toBe(-22n);
+    expect(stop(v0, 0n)).toBe(-22n);
+    expect(sshot(v0, 2n)).toBe(0n);
+    expect(timerOf(v0).singleshot).toBe(500n);
+    expect(stop(v0, 2n)).toBe(0n);
+    expect(timerOf(v0).singleshot).toBeNull();
+    // vCPU 1 told it is Xen vCPU 0: id 0 is its own, its index is not.
+    expect(kvmXenSetTimer(m, v1, 1n, KVM_XEN_PRIO_2LEVEL, 0n)).toBe(0n);
+    expect(kvmXenSetVcpuId(v1, 0n)).toBe(0n);
+    expect(sshot(v1, 1n)).toBe(-22n);
+    expect(stop(v1, 0n)).toBe(0n);
   });
   it('fast-check: timers fire exactly once per deadline, however the clock is advanced', () => {
     fc.assert(fc.property(fc.bigInt({ min: 1n, max: 10_000n }), fc.array(fc.bigInt({ min: 0n, max: 3_000n }), { maxLength: 12 }), (deadline, steps) => {

@@ -17,6 +17,7 @@ import {
 } from './runstate.js';
 import { registerTimeArea, updateVcpuTime } from './time.js';
 import { MIN_PERIOD_NS, setPeriodic, setSingleshot, STIME_DELTA_MAX, stopSingleshot } from './timer.js';
+import { kvmTimerPort, kvmVcpuAttrs } from './kvm-vcpu.js';
 
 export const VCPUOP = {
   initialise: 0, up: 1, down: 2, is_up: 3, get_runstate_info: 4, register_runstate_memory_area: 5,
@@ -97,10 +98,16 @@ export function vcpuOp(ctx: HypercallContext, args: bigint[]): number {
   const arg = args[2];
   const d = ctx.domain;
   // KVM handles the singleshot timer in the kernel and checks only that the id is the caller's.
-  if (m.flavor === 'kvm' && (cmd === VCPUOP.set_singleshot_timer || cmd === VCPUOP.stop_singleshot_timer) && vcpuid !== ctx.vcpu.id) {
-    return err('EINVAL');
+  // Once the VMM gave KVM the timer (kvm_xen_timer_enabled), kvm_xen_hcall_vcpu_op compares
+  // it with the Xen vCPU id the VMM set (KVM_XEN_VCPU_ATTR_TYPE_VCPU_ID), not the index, and
+  // acts on the calling vCPU (arch/x86/kvm/xen.c; 6.1 and 6.12 alike).
+  let self: Vcpu | undefined;
+  if (m.flavor === 'kvm' && (cmd === VCPUOP.set_singleshot_timer || cmd === VCPUOP.stop_singleshot_timer)) {
+    const id = kvmTimerPort(ctx.vcpu) !== 0 ? Number(kvmVcpuAttrs(ctx.vcpu).vcpuId) : ctx.vcpu.id;
+    if (vcpuid !== id) return err('EINVAL');
+    self = ctx.vcpu;
   }
-  const v = d.vcpu(vcpuid);
+  const v = self ?? d.vcpu(vcpuid);
   if (!v) return err('ENOENT');
   // The phys-area registrations came with Xen 4.18 (xen/common/domain.c); before, no such sub-op.
   const phys = cmd === VCPUOP.register_runstate_phys_area || cmd === VCPUOP.register_vcpu_time_phys_area;

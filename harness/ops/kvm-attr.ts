@@ -8,7 +8,7 @@ import { defineConstants } from './constants.js';
 import {
   KVM_XEN_GET_ATTRS, KVM_XEN_PRIO_2LEVEL, KVM_XEN_SET_ATTRS, kvmXenGetAttr, kvmXenSetAttr, kvmXenSetTimer, kvmXenSetUpcallVector, kvmXenSetVcpuId,
 } from '../model/kvm-attr.js';
-import { EVTCHNSTAT, KVM_XEN_EVTCHN_FLAG, kvmEventfdRead, kvmEvtchnSetattr, kvmIrqRouteSend } from '../model/kvm-evtchn.js';
+import { EVTCHNSTAT, KVM_XEN_EVTCHN_FLAG, kvmEventfdRead, kvmEvtchnSetattr, kvmIrqRouteSend, kvmMemslotChurn } from '../model/kvm-evtchn.js';
 import { kvmSetHvmConfig } from '../model/kvm-config.js';
 
 export const xenGetAttr = defineOp({
@@ -119,7 +119,11 @@ export const memslotChurn = defineOp({
   args: z.strictObject({}).optional(),
   requires: ['shared_info', 'flavor.kvm'],
   encode: (): Action => ({ kind: 'host', op: 'kvm.memslot_churn', args: {} }),
-  model: () => ({ ret: 0n }),
+  // The vcpu_info caches KVM made from a guest address go stale: events are held until the vCPU's next entry.
+  model: (_m, _a, { dom }) => {
+    kvmMemslotChurn(dom, (v) => kvmXenGetAttr(dom, v, 'vcpu_info_hva') !== 0n);
+    return { ret: 0n };
+  },
 });
 
 export const xenHvmConfig = defineOp({
@@ -165,7 +169,8 @@ export const xenSetAttr = defineOp({
   summary:
     'The VMM points KVM at an area itself: shared_info (a gfn) or shared_info_hva (VM); vcpu_info, vcpu_info_hva or vcpu_time_info (the vCPU). ' +
     'An *_hva value names the guest page whose host mapping is meant (0 = none); all ones deactivates the others; ' +
-    'ret 0, -EINVAL (shared_info_hva not page aligned) or -ENXIO (vcpu_info not 4-byte aligned)',
+    'ret 0, -EINVAL (shared_info_hva not page aligned; an area by guest address crossing a page), -ENXIO (vcpu_info not 4-byte aligned) ' +
+    'or -EFAULT (no guest memory behind an area by guest address: KVM keeps it, unusable, and it reads back)',
   args: z.strictObject({ attr: z.enum(KVM_XEN_SET_ATTRS), value: int() }),
   requires: ['shared_info', 'flavor.kvm'],
   encode: (a): Action => ({ kind: 'host', op: 'kvm.xen_set_attr', args: a }),

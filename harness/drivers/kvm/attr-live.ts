@@ -2,6 +2,7 @@
 // KVM_XEN_VCPU_GET_ATTR), as the values harness/model/kvm-attr.ts predicts.
 import type { GuestVm } from './addon.js';
 import type { KvmXenGetAttr } from '../../model/kvm-attr.js';
+import { EVTCHNSTAT } from '../../model/kvm-evtchn.js';
 
 export function kvmGetAttr(g: GuestVm, vcpu: number, attr: KvmXenGetAttr): bigint {
   const v = g.vcpus[vcpu];
@@ -66,4 +67,18 @@ export function kvmGetAttr(g: GuestVm, vcpu: number, attr: KvmXenGetAttr): bigin
       return attr === 'timer_priority' ? BigInt(a.priority ?? 0) : BigInt(a.expiresNs);
     }
   }
+}
+
+/**
+ * What kvm.xen_evtchn_assign hands KVM_XEN_ATTR_TYPE_EVTCHN as its target. For an
+ * interdomain port delivered to port 0, kvm_xen_eventfd_assign (arch/x86/kvm/xen.c, 6.1 and
+ * 6.12) reads an eventfd from deliver.eventfd.fd, which overlays deliver.port.vcpu: that
+ * target is always an eventfd here, a fresh one of the VMM's for `eventfd` > 0, else one no
+ * process has open (the op's "none": -EBADF, as the model answers), never the vcpu field,
+ * which would name whatever the harness has open there (fd 0: not an eventfd, -EINVAL).
+ */
+export function assignTarget(a: { type: bigint; port: bigint; eventfd: bigint }): 'fresh' | 'invalid' | 'port' {
+  if (a.eventfd > 0n) return 'fresh';
+  if (a.eventfd < 0n || (a.type === EVTCHNSTAT.interdomain && a.port === 0n)) return 'invalid';
+  return 'port';
 }

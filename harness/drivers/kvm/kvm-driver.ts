@@ -7,7 +7,7 @@
 
 import { readFileSync } from 'node:fs';
 import { DriverError } from '../../errors.js';
-import { DOMID_SELF, XenModel } from '../../model/domain.js';
+import { DOMID_SELF, XenModel, type Vcpu } from '../../model/domain.js';
 import { GuestMemory } from '../../model/guest-memory.js';
 import { hypercall } from '../../model/hypercall-table.js';
 import { HYPERVISOR } from '../../model/hypercall.js';
@@ -24,13 +24,13 @@ import type { Capabilities, Driver, Session, SessionSetup } from '../driver.js';
 import { GuestVm, loadAddon, MP_STATE, probeKvm, XEN_HVM_FLAG, type KvmProbe, type PreparedVm } from './addon.js';
 import { GUEST_LAYOUT, type CommandResult, type GuestCommand } from './guest.js';
 import { takeUpcallsLive, upcallForwarding, upcallVectors } from './upcall-live.js';
-import { kvmRunstate, raceLive, runstateDataArg, runstateOutOf } from './runstate-live.js';
-import { KVM_XEN_INVALID_GPA } from '../../model/runstate.js';
+import { kvmRunstate, raceLive, runstateAreas, runstateDataArg, runstateForwarding, runstateOutOf, setRunstateAddr } from './runstate-live.js';
+import { KVM_XEN_INVALID_GPA, setKernelWritesRunstate } from '../../model/runstate.js';
 import { raceArgs, raceOut } from '../../model/runstate-race.js';
 import { kvmLatchWidth } from '../../model/kvm-shared-info.js';
 import { vmAssistEnabled, VMASST_TYPE } from '../../model/vm-assist.js';
 import type { KvmXenGetAttr, KvmXenSetAttr } from '../../model/kvm-attr.js';
-import { kvmGetAttr } from './attr-live.js';
+import { assignTarget, kvmGetAttr } from './attr-live.js';
 import { applyOffload, offloadSnapshot } from './offload-live.js';
 import { kvmEvtchnSetattr } from '../../model/kvm-evtchn.js';
 import type { KvmEventfd } from './resources.js';
@@ -207,6 +207,16 @@ class VmMemory extends GuestMemory {
   }
 }
 
+/**
+ * The VMM layer's view of a timer it handed to KVM (KVM_XEN_VCPU_ATTR_TYPE_TIMER): the port
+ * only, expiry 0. Were its model to arm the timer too, one already due would fire there and
+ * the VMM would write the event into guest memory itself, beside KVM (or, on 6.1, which
+ * defers it to the vCPU's next entry, before KVM).
+ */
+export function vmmNoteKvmTimer(vmm: XenModel, v: Vcpu, port: bigint, priority: bigint): void {
+  kvmXenSetTimer(vmm, v, port, priority, 0n);
+}
+
 /** The GSI kvm.irqfd_send routes to an event channel. */
 const IRQFD_GSI = 40;
 /** A descriptor number no process has open: KVM's eventfd_ctx_fdget answers -EBADF. */
@@ -263,6 +273,8 @@ class KvmSession implements Session {
     if (this.evtchnSend) dom.hostDelivery = (v, port) => this.deliverByKernel(v.domain.sharedInfoGpa, v.id, port);
     // KVM writes the wallclock into each shared_info it is given (kvm_xen_shared_info_init).
     dom.kernelInitsSharedInfo = true;
+    // KVM writes the runstate areas the VMM layer hands it (RUNSTATE_ADDR); its model must not.
+    setKernelWritesRunstate(dom);
     if (d.hypercallPage !== null) {
       const r = await this.guest.run(0, [{ op: 'wrmsr', msr: 0x40000000, value: d.hypercallPage }]);
       if (r.status !== 'done' || r.results[0]?.status !== 'ok') {
@@ -335,6 +347,7 @@ class KvmSession implements Session {
     const vectorsBefore = upcallVectors(dom);
     const updateFlagBefore = vmAssistEnabled(dom, VMASST_TYPE.runstate_update_flag);
     const offloadBefore = offloadSnapshot(dom);
+    const runstateBefore = runstateAreas(dom);
     try {
       return hypercall(this.vmm, v, regs).ret;
     } finally {
@@ -362,6 +375,11 @@ class KvmSession implements Session {
       // IPI ports and VIRQ_TIMER the guest bound or closed: hand them to KVM or take them
       // back, as QEMU does (offload-live.ts).
       if (this.evtchnSend) applyOffload(this.guest, offloadBefore, offloadSnapshot(dom));
+      // VCPUOP_register_runstate_memory_area is the VMM's; KVM writes the area once told
+      // (KVM_XEN_VCPU_ATTR_TYPE_RUNSTATE_ADDR), as QEMU tells it (runstate-live.ts).
+      for (const f of runstateForwarding(runstateBefore, runstateAreas(dom))) {
+        if (f.vcpu < this.guest.vcpus.length) this.placeRunstate(f.vcpu, f.gpa);
+      }
       // HVMOP_set_evtchn_upcall_vector and HVM_PARAM_CALLBACK_IRQ (vector type) are the
       // VMM's; KVM injects the vector once told, as QEMU tells it (upcall-live.ts).
       for (const a of upcallForwarding(vectorsBefore, upcallVectors(dom))) {
@@ -546,12 +564,8 @@ class KvmSession implements Session {
         // exactly as the model's guest does it, between two guest runs.
         return { out: { handled: runUpcall(this.vmm.domain(this.domid)!.vcpu(at.vcpu)!).map(BigInt) } };
       case 'runstate.host_set_addr': {
-        const gpa = BigInt.asUintN(64, args.gpa as bigint);
-        const r = this.ioctlRet(() => this.guest.vcpus[at.vcpu].xenSetAttr({ type: 'runstate_addr', gpa }));
-        // Where the area is, for memory paths (runstate[N]) and the race; a failed set deactivates it.
-        if (r.ret === 0n && gpa !== KVM_XEN_INVALID_GPA) this.areaMap.set(`runstate/${at.vcpu}`, Number(gpa));
-        else this.areaMap.delete(`runstate/${at.vcpu}`);
-        return r;
+        const ret = this.placeRunstate(at.vcpu, BigInt.asUintN(64, args.gpa as bigint));
+        return { ret, servedBy: 'kernel' };
       }
       case 'runstate.host_set_current':
       case 'runstate.host_set_data':
@@ -572,10 +586,11 @@ class KvmSession implements Session {
       case 'kvm.xen_evtchn_deassign':
       case 'kvm.xen_evtchn_reset': {
         const eventfd = (args.eventfd as bigint | undefined) ?? 0n;
+        const target = op === 'kvm.xen_evtchn_assign' ? assignTarget({ type: args.type as bigint, port: args.port as bigint, eventfd }) : 'port';
         const r = this.ioctlRet(() => this.guest.vm.xenSetAttr({
           type: 'evtchn', sendPort: n('send_port'), evtchnType: n('type'), flags: n('flags'),
-          deliver: op === 'kvm.xen_evtchn_assign' && eventfd !== 0n
-            ? { kind: 'eventfd', fd: eventfd > 0n ? this.newEventfd(n('send_port')) : NOT_A_DESCRIPTOR }
+          deliver: target !== 'port'
+            ? { kind: 'eventfd', fd: target === 'fresh' ? this.newEventfd(n('send_port')) : NOT_A_DESCRIPTOR }
             : { kind: 'port', port: n('port'), vcpu: n('vcpu'), priority: n('priority') },
         }));
         // The VMM keeps its view of KVM's table, so what it hands over later stays in step.
@@ -600,9 +615,7 @@ class KvmSession implements Session {
         const r = this.ioctlRet(() => this.guest.vcpus[at.vcpu].xenSetAttr({
           type: 'timer', port: n('port'), priority: n('priority'), expiresNs: BigInt.asUintN(64, args.expires_ns as bigint),
         }));
-        if (r.ret === 0n) {
-          kvmXenSetTimer(this.vmm, this.vmm.domain(this.domid)!.vcpu(at.vcpu)!, args.port as bigint, args.priority as bigint, args.expires_ns as bigint);
-        }
+        if (r.ret === 0n) vmmNoteKvmTimer(this.vmm, this.vmm.domain(this.domid)!.vcpu(at.vcpu)!, args.port as bigint, args.priority as bigint);
         return r;
       }
       case 'runstate.get':
@@ -667,6 +680,18 @@ class KvmSession implements Session {
       }
     }
     throw new DriverError(`op ${op} is not implemented by the kvm target`, { code: 'ENOSYS' });
+  }
+
+  /**
+   * RUNSTATE_ADDR for a vCPU, the VMM layer's model kept at KVM's area (a guest
+   * registration later is then compared with it); where the area is, for memory paths
+   * (runstate[N]) and the race; a failed set deactivates it.
+   */
+  private placeRunstate(vcpu: number, gpa: bigint): bigint {
+    const ret = setRunstateAddr(this.guest, this.vmm.domain(this.domid)!.vcpu(vcpu)!, gpa);
+    if (ret === 0n && gpa !== KVM_XEN_INVALID_GPA) this.areaMap.set(`runstate/${vcpu}`, Number(gpa));
+    else this.areaMap.delete(`runstate/${vcpu}`);
+    return ret;
   }
 
   /** A host ioctl whose errno is the step's result (as KVM's own checks answer it), not a harness fault. */

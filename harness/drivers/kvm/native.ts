@@ -39,7 +39,6 @@ export const XEN_HVM_FLAG = {
 } as const;
 export type XenHvmFlagName = keyof typeof XEN_HVM_FLAG;
 export const XEN_HVM_FLAG_NAMES = Object.keys(XEN_HVM_FLAG) as XenHvmFlagName[];
-export const XEN_HVM_KNOWN_BITS = Object.values(XEN_HVM_FLAG).reduce((a, b) => a | b, 0);
 
 /** The names of the KVM_CAP_XEN_HVM bits set in `caps` (unknown bits as `bit<n>`). */
 export function xenHvmFlagNames(caps: number): string[] {

@@ -6,7 +6,8 @@
 
 import { DriverError } from '../../errors.js';
 import type { Width } from '../../model/memory-layout.js';
-import { decodeRunstate, RUNSTATE_INFO, type RunstateInfo } from '../../model/runstate.js';
+import type { Domain, Vcpu } from '../../model/domain.js';
+import { decodeRunstate, KVM_XEN_INVALID_GPA, placeKvmRunstate, RUNSTATE_INFO, runstateOf, type RunstateInfo } from '../../model/runstate.js';
 import { areaConsistent, raceStates, type RaceOptions, type RaceResult } from '../../model/runstate-race.js';
 import type { GuestVm, RunstateData } from './addon.js';
 import type { GuestCommand, RunstateCounts } from './guest.js';
@@ -23,6 +24,42 @@ export function kvmRunstate(g: GuestVm, vcpu: number): RunstateInfo {
     entry: n(a.stateEntryTime),
     time: [n(a.timeRunning), n(a.timeRunnable), n(a.timeBlocked), n(a.timeOffline)],
   };
+}
+
+/** Where the VMM layer's model has each vCPU's KVM runstate area (RUNSTATE_ADDR; null: none). */
+export function runstateAreas(d: Domain): Array<number | null> {
+  return d.vcpus.map((v) => runstateOf(v).kvm);
+}
+
+/**
+ * After the VMM layer served a hypercall: the vCPUs whose area its model placed, moved or
+ * took away (VCPUOP_register_runstate_memory_area, which KVM leaves to the VMM), with the
+ * address to give KVM (KVM_XEN_INVALID_GPA: none). QEMU hands each registration to KVM
+ * (target/i386/kvm/xen-emu.c vcpuop_register_runstate_info -> RUNSTATE_ADDR).
+ */
+export function runstateForwarding(before: ReadonlyArray<number | null>, after: ReadonlyArray<number | null>): Array<{ vcpu: number; gpa: bigint }> {
+  const out: Array<{ vcpu: number; gpa: bigint }> = [];
+  after.forEach((a, vcpu) => {
+    if (a !== before[vcpu]) out.push({ vcpu, gpa: a === null ? KVM_XEN_INVALID_GPA : BigInt(a) });
+  });
+  return out;
+}
+
+/**
+ * KVM_XEN_VCPU_SET_ATTR RUNSTATE_ADDR for `v`; returns 0 or -errno. The VMM layer's model
+ * follows without writing the area (KVM does: kvm_xen_vcpu_set_attr -> kvm_xen_update_runstate_guest):
+ * at `gpa`, or none once KVM refused it (6.2+ deactivates on a failed activation).
+ */
+export function setRunstateAddr(g: GuestVm, v: Vcpu, gpa: bigint): bigint {
+  let ret = 0n;
+  try {
+    g.vcpus[v.id].xenSetAttr({ type: 'runstate_addr', gpa });
+  } catch (e) {
+    if (!(e instanceof DriverError) || typeof e.errno !== 'number') throw e;
+    ret = BigInt(-e.errno);
+  }
+  placeKvmRunstate(v, ret === 0n && gpa !== KVM_XEN_INVALID_GPA ? Number(gpa) : null);
+  return ret;
 }
 
 /** The OUT keys of runstate.get / host_set_*: the same as the model's; sum_ok is KVM's rule entry == sum(time) (u64). */
