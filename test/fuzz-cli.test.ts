@@ -26,6 +26,15 @@ describe('xconf fuzz', () => {
     expect(xml).not.toMatch(/<failure/);
     expect(readdirSync(`${dir}/found`)).toEqual([]);
   });
+  it('--kcov: only on the kvm target, and one line naming what is missing', () => {
+    const r = cli('fuzz', '--kcov', '--time=1s');
+    expect(r.status).toBe(2);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/--kcov traces the kernel's KVM: it needs --target=kvm \(got model\)/);
+    const both = cli('fuzz', '--target=kvm', '--kcov', '--kcov-observe', '--time=1s');
+    expect(both.status).toBe(2);
+    expect(both.stderr).toMatch(/exclude each other/);
+  });
   it('a differential run (model-kvm against model-kvm) finds nothing', () => {
     const dir = mkdtempSync(join(tmpdir(), 'xconf-fuzz-'));
     const r = cli('fuzz', '--target=model-kvm', '--against=model-kvm', '--time=2s', '--seed=3', `--out=${dir}`);

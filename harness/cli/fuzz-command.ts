@@ -165,7 +165,22 @@ export async function runFuzz(argv: string[]): Promise<ExitCode> {
   }
   if (v.junit) writeAtomic(String(v.junit), fuzzJunit(report));
   process.stdout.write(summary(report));
-  return report.findings.some((f) => f.fresh) ? EXIT.failed : EXIT.ok;
+  if (report.findings.some((f) => f.fresh)) return EXIT.failed;
+  const blind = kcovBlind(report);
+  if (blind) {
+    process.stderr.write(`xconf fuzz: ${blind}\n`);
+    return EXIT.environment;
+  }
+  return EXIT.ok;
+}
+
+/** A KCOV run that saw nothing of the kernel: a kernel without KCOV_INSTRUMENT_xen.o, or threads KCOV could not trace. */
+export function kcovBlind(r: FuzzReport): string | undefined {
+  const c = r.coverage;
+  if (!c || r.steps === 0) return undefined;
+  if (c.totals.failedThreads > 0) return `--kcov: ${c.totals.failedThreads} thread(s) entering KVM could not be traced (open or KCOV_ENABLE of /sys/kernel/debug/kcov failed); the edges counted are incomplete`;
+  if (c.totals.edges === 0) return `--kcov: ${r.steps} steps reached no instrumented kernel code: this kernel's arch/x86/kvm/xen.o is not built with KCOV (KCOV_INSTRUMENT_xen.o := y)`;
+  return undefined;
 }
 
 export async function runSelfcheck(argv: string[]): Promise<ExitCode> {

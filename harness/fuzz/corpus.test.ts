@@ -115,3 +115,16 @@ describe('coverage-guided fuzzing', () => {
     expect((err as Error).message).not.toMatch(/\n/);
   });
 });
+
+describe('a KCOV run that saw nothing', () => {
+  const report = (edges: number, failedThreads = 0, steps = 100) => ({
+    steps, coverage: { totals: totals(0, edges), source: 'x', guided: true, timeline: [], corpus: 0, corpusAdded: 0, mutated: 0 },
+  }) as never;
+  it('is an environment error: no instrumented code reached, or untraced threads', async () => {
+    const { kcovBlind } = await import('../cli/fuzz-command.js');
+    expect(kcovBlind(report(0))).toMatch(/not built with KCOV/);
+    expect(kcovBlind({ ...(report(5) as object), coverage: { ...(report(5) as { coverage: object }).coverage, totals: { ...totals(0, 5), failedThreads: 2 } } } as never)).toMatch(/2 thread\(s\)/);
+    expect(kcovBlind(report(5))).toBeUndefined();
+    expect(kcovBlind(report(0, 0, 0))).toBeUndefined();
+  });
+});
