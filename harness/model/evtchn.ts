@@ -14,7 +14,7 @@ import { GuestMemory, PAGE_SIZE } from './guest-memory.js';
 import { HYPERVISOR, registerHypercalls, type GuestStruct, type HypercallContext } from './hypercall.js';
 import { provideEventChannels } from './event-delivery.js';
 import { ops2l } from './evtchn-2l.js';
-import { kvmEvtchnSend, kvmOffloadBind, kvmOffloadClose, kvmRaisePort } from './kvm-evtchn.js';
+import { kvmEvtchnSend, kvmOffloadBind, kvmOffloadClose, kvmRaisePort, kvmResumeGuest, kvmSetPending2l } from './kvm-evtchn.js';
 import { evtchnFifoExpandArray, evtchnFifoInitControl, fifoDestroy } from './evtchn-fifo.js';
 import { stopSingleshot } from './timer.js';
 import { xenAtLeast } from './version.js';
@@ -112,11 +112,22 @@ export function newChannel(port: number): Channel {
   };
 }
 
+let opsKvm2l: PortOps | undefined;
+/**
+ * The 2-level ops of a domain. On model-kvm every 2-level event is raised by KVM, the VMM's
+ * too (QEMU hands them to KVM_XEN_HVM_EVTCHN_SEND): the bits go where KVM's caches point,
+ * or are held (kvm-evtchn.ts kvmSetPending2l). Built on first use: the modules import each other.
+ */
+function ops2lOf(d: Domain): PortOps {
+  if (d.model.flavor !== 'kvm') return ops2l;
+  return (opsKvm2l ??= { ...ops2l, setPending: kvmSetPending2l });
+}
+
 /** evtchn_init: one bucket, port 0 reserved, 2-level ops. */
 export function evtchnState(d: Domain): DomainEvtchn {
   let s = domStates.get(d);
   if (!s) {
-    s = { chans: [], ops: ops2l, pirqToPort: new Map(), freeHint: 1 };
+    s = { chans: [], ops: ops2lOf(d), pirqToPort: new Map(), freeHint: 1 };
     for (let i = 0; i < EVTCHNS_PER_BUCKET; i++) s.chans.push(newChannel(i));
     s.chans[0].state = ECS.reserved;
     domStates.set(d, s);
@@ -528,7 +539,7 @@ function reset(ctx: HypercallContext, dom: number, resuming = false): number {
   for (let p = 1; p < s.chans.length; p++) if (s.chans[p].state > ECS.reserved) closePort(d, p);
   if (s.ops.abi === 'fifo') {
     fifoDestroy(d);
-    s.ops = ops2l;
+    s.ops = ops2lOf(d);
   }
   return 0;
 }
@@ -552,6 +563,8 @@ export function eventChannelOp(ctx: HypercallContext, args: bigint[]): number {
     const a = ctx.view(arg, size);
     if (!a) return err('EFAULT');
     const r = fn(a);
+    // On KVM the caller then resumes the guest, which takes what KVM held for it.
+    if (ctx.domain.model.flavor === 'kvm') kvmResumeGuest(ctx.vcpu);
     if (r < 0) return r;
     if (write) {
       write(a, r);

@@ -13,6 +13,7 @@ import { kvmStartTimer, stopSingleshot, timerOf } from './timer.js';
 import { runstateOf } from './runstate.js';
 import { VMASST_TYPE, vmAssistEnabled } from './vm-assist.js';
 import { VCPU_INFO_SIZE, VCPU_TIME_INFO } from './memory-layout.js';
+import { kvmNoteVcpuInfo } from './kvm-evtchn.js';
 
 /** KVM_XEN_INVALID_GFN / _GPA: all ones (include/uapi/linux/kvm.h; GPA_INVALID in 6.1). */
 export const KVM_XEN_INVALID = (1n << 64n) - 1n;
@@ -69,6 +70,8 @@ export function kvmXenSetAttr(d: Domain, v: Vcpu, attr: KvmXenSetAttr, value: bi
       if (!off && value % 4n !== 0n) return ENXIO;
       if (!off && !byHva && crossesPage(value, VCPU_INFO_SIZE)) return EINVAL;
       vcpuInfoPlaced.set(v, { gpa: off ? null : value, hva: byHva });
+      // Where KVM raises this vCPU's selector and upcall flag from now on (kvm_xen_set_evtchn_fast).
+      kvmNoteVcpuInfo(v, off ? null : value, byHva);
       if (!off && !byHva && !backed(d, value, VCPU_INFO_SIZE)) {
         attrsOf(v).vcpuInfoOff = true;
         return EFAULT;

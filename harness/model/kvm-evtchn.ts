@@ -3,9 +3,14 @@
 // kvm_xen_setattr_evtchn, kvm_xen_eventfd_assign / _update / _deassign / _reset and
 // kvm_xen_hcall_evtchn_send (the same rules in 6.1 and 6.12). An eventfd target is one of
 // the VMM's: a counter per send port, which a send bumps (eventfd_signal) and a read takes.
-import type { Domain, Vcpu } from './domain.js';
-import { channel, ECS, evtchnState, newChannel, type Channel } from './evtchn.js';
-import { kvmVcpuAttrs } from './kvm-vcpu.js';
+import { modelHooks, type Domain, type Vcpu } from './domain.js';
+import {
+  channel, checkPollers, ECS, evtchnState, markEventsPending, newChannel, sharedInfoMem, testAndSetBit, testBit,
+  upcallAssertHooks, vcpuEvtchn, type Channel,
+} from './evtchn.js';
+import { kvmHoldsSelector, kvmVcpuAttrs } from './kvm-vcpu.js';
+import { sharedInfoPlaced } from './kvm-shared-info.js';
+import { SHARED_INFO } from './memory-layout.js';
 
 /** KVM_IRQ_ROUTING_XEN_EVTCHN_PRIO_2LEVEL (kept here: evtchn.ts imports this module). */
 const KVM_XEN_PRIO_2LEVEL = 0xffffffffn;
@@ -185,4 +190,138 @@ export function kvmIrqRouteSend(d: Domain, port: bigint, vcpu: bigint, priority:
   const v = d.vcpu(Number(vcpu));
   if (v && port < maxPort(d)) kvmRaisePort(v, Number(port));
   return 0n;
+}
+
+// Where KVM raises a 2-level event itself (kvm_xen_set_evtchn_fast; the same in 6.1 and
+// 6.12 for everything below but one thing: 6.1 refuses an event for a vCPU with no
+// vcpu_info in KVM, a known divergence, expectations/kvm-6.1.yaml). KVM writes through
+// its own caches of shared_info and of each vCPU's vcpu_info, which point where the VMM
+// last told KVM (KVM_XEN_ATTR_TYPE_SHARED_INFO, KVM_XEN_VCPU_ATTR_TYPE_VCPU_INFO), not
+// where the guest registered them with Xen; and it holds the selector bit in-kernel
+// (vcpu->arch.xen.evtchn_pending_sel) whenever its vcpu_info cache fails kvm_gpc_check:
+// deactivated, or stale after a memslot change (the generation moved), until the vCPU's
+// next entry (kvm_xen_inject_pending_events refreshes the cache and writes the bits).
+
+/** Where the VMM last pointed KVM's vcpu_info cache: a guest address (`hva`: the page a host address maps), null = deactivated. */
+const vcpuInfoNoted = new WeakMap<Vcpu, { gpa: number | null; hva: boolean }>();
+/** vCPUs whose vcpu_info cache (by guest address) a memslot change made stale, until it is refreshed. */
+const staleVcpuInfo = new WeakSet<Vcpu>();
+
+/**
+ * kvm_xen_vcpu_set_attr(VCPU_INFO / VCPU_INFO_HVA) as the VMM sets it: where KVM writes
+ * this vCPU's selector and upcall flag from now on (kvm_gpc_activate maps it afresh, so a
+ * stale cache is current again). For the model of that attribute (kvm-attr.ts kvmXenSetAttr).
+ */
+export function kvmNoteVcpuInfo(v: Vcpu, gpa: bigint | null, hva: boolean): void {
+  vcpuInfoNoted.set(v, { gpa: gpa === null ? null : Number(gpa), hva });
+  staleVcpuInfo.delete(v);
+}
+
+/** Where KVM's vcpu_info cache for `v` points: where the VMM put it, else the guest's own (the VMM tells KVM of each); null = none. */
+export function kvmVcpuInfoAt(v: Vcpu): number | null {
+  const n = vcpuInfoNoted.get(v);
+  return n ? n.gpa : v.vcpuInfoAddress();
+}
+
+/**
+ * A memslot added or removed (KVM_SET_USER_MEMORY_REGION): the memslot generation moves,
+ * so kvm_gpc_check fails on every cache KVM made from a guest address until it is
+ * refreshed (virt/kvm/pfncache.c). shared_info is refreshed by kvm_xen_set_evtchn's slow
+ * path before it sets a bit, so only the vcpu_info caches show: each vCPU's events are
+ * held until its next entry. A cache made from a host address has no generation to check
+ * (6.12; 6.1 has none by host address). `byHva` says which vCPUs the VMM placed so.
+ */
+export function kvmMemslotChurn(d: Domain, byHva: (v: Vcpu) => boolean = (v) => vcpuInfoNoted.get(v)?.hva ?? false): void {
+  if (d.model.flavor !== 'kvm') return;
+  for (const v of d.vcpus) if (selectorAt(v, kvmVcpuInfoAt(v)) !== null && !byHva(v)) staleVcpuInfo.add(v);
+}
+
+/** KVM's shared_info cache: where the VMM put it, else the model's placement (Xen's hidden page before any); null when the VMM deactivated it. */
+function kvmSharedInfo(d: Domain): { mem: ReturnType<typeof sharedInfoMem>['mem']; base: number } | null {
+  const p = sharedInfoPlaced.get(d);
+  if (!p) return sharedInfoMem(d);
+  if (p.gpa === null || !d.memory.contains(Number(p.gpa), 4096)) return null;
+  return { mem: d.memory, base: Number(p.gpa) };
+}
+
+/** kvm_xen_set_evtchn would refuse any event (-EINVAL): KVM has no shared_info (the slow path's refresh of an inactive cache fails). */
+export function kvmSharedInfoInactive(d: Domain): boolean {
+  return d.model.flavor === 'kvm' && kvmSharedInfo(d) === null;
+}
+
+/** evtchn_upcall_pending at KVM's vcpu_info `vi`: Xen's vcpu_mark_events_pending where that is the guest's own, else the same on KVM's copy. */
+function kvmMarkUpcall(v: Vcpu, vi: number): void {
+  if (vi === v.vcpuInfoAddress()) {
+    markEventsPending(v);
+    return;
+  }
+  if (testAndSetBit(v.domain.memory, vi, 0)) return;
+  vcpuEvtchn(v).upcalls++;
+  for (const h of upcallAssertHooks) h(v);
+}
+
+/** The selector word of KVM's vcpu_info `vi`, or null when no guest memory is behind it (kvm_gpc_check fails). */
+function selectorAt(v: Vcpu, vi: number | null): number | null {
+  if (vi === null || !v.domain.memory.contains(vi, 64)) return null;
+  return vi + (v.domain.width === 64 ? 8 : 4);
+}
+
+/**
+ * kvm_xen_set_evtchn (the fast path, and the slow one's refresh of shared_info) for the
+ * 2-level ABI, the setPending of model-kvm (evtchn.ts): pending bit in KVM's shared_info;
+ * unless masked, the selector bit and upcall flag in KVM's vcpu_info, or the selector held
+ * in-kernel while that cache fails its check. Pollers learn of the port as on Xen.
+ */
+export function kvmSetPending2l(v: Vcpu, ch: Channel): void {
+  const d = v.domain;
+  const si = kvmSharedInfo(d);
+  if (si === null) return;
+  const f = SHARED_INFO[d.width].fields;
+  const port = ch.port;
+  if (testAndSetBit(si.mem, si.base + f.evtchn_pending.offset, port)) return;
+  if (!testBit(si.mem, si.base + f.evtchn_mask.offset, port)) {
+    const word = Math.floor(port / d.width);
+    const vi = kvmVcpuInfoAt(v);
+    const sel = selectorAt(v, vi);
+    if (kvmHoldsSelector(v) || (sel !== null && staleVcpuInfo.has(v))) {
+      kvmVcpuAttrs(v).heldSel |= 1n << BigInt(word);
+    } else if (sel !== null && !testAndSetBit(d.memory, sel, word)) {
+      kvmMarkUpcall(v, vi!);
+    }
+  }
+  checkPollers(d, port);
+}
+
+/**
+ * kvm_xen_inject_pending_events at the vCPU's entry, when KVM holds selector bits for it:
+ * the vcpu_info cache is refreshed (which fails while it is deactivated or has no memory
+ * behind it: the bits stay held) and the bits go into KVM's vcpu_info with the upcall flag
+ * and vector. Run before evtchn-2l's kvmFlushHeldSelector, which would write the guest's
+ * own vcpu_info. An entry with nothing held leaves a stale cache stale (seen live on 6.12:
+ * VMM-served hypercalls on the vCPU after a memslot change, then an event still held); a
+ * clock update at the entry (kvm_guest_time_update) or a VM-wide callback vector
+ * (__kvm_xen_has_interrupt) would refresh it, neither modelled.
+ */
+function kvmEnterGuest(v: Vcpu): void {
+  const a = kvmVcpuAttrs(v);
+  if (v.domain.model.flavor !== 'kvm' || a.heldSel === 0n || kvmHoldsSelector(v)) return;
+  const vi = kvmVcpuInfoAt(v);
+  const sel = selectorAt(v, vi);
+  if (sel === null) return;
+  staleVcpuInfo.delete(v);
+  for (let w = 0; w < v.domain.width; w++) if ((a.heldSel >> BigInt(w)) & 1n) testAndSetBit(v.domain.memory, sel, w);
+  a.heldSel = 0n;
+  kvmMarkUpcall(v, vi!);
+}
+modelHooks.guestEntry.unshift(kvmEnterGuest);
+
+/**
+ * The vCPU goes back into the guest after a hypercall: what KVM held for it meanwhile (an
+ * event the call raised on it, in-kernel or through the VMM's KVM_XEN_HVM_EVTCHN_SEND,
+ * whose kick left KVM_REQ_UNBLOCK pending) is delivered before the guest runs on
+ * (vcpu_run: kvm_xen_inject_pending_events after each in-kernel exit; the pending request
+ * cancels the re-entry after a userspace one).
+ */
+export function kvmResumeGuest(v: Vcpu): void {
+  kvmEnterGuest(v);
 }

@@ -17,6 +17,7 @@ import { maskBase, pendingBase, pendingSelAddress } from '../model/evtchn-2l.js'
 import { controlBlockAddress, EVTCHN_FIFO, wordAddress } from '../model/evtchn-fifo.js';
 import { callbackAsserted, HVM_PARAM, HVMOP, hvmVcpu } from '../model/hvm-op.js';
 import { takeUpcalls } from '../model/upcall-take.js';
+import { kvmSharedInfoInactive } from '../model/kvm-evtchn.js';
 
 defineConstants('EVTCHNOP_', EVTCHNOP);
 defineConstants('EVTCHNSTAT_', EVTCHNSTAT);
@@ -380,6 +381,8 @@ export function hostSend(m: XenModel, d: Domain, port: number, vcpuId: number, p
   // (found by xconf fuzz --target=kvm; the model said 0).
   if (port <= 0 || port >= s.ops.maxPorts(d)) return -22n;
   if (!d.vcpu(vcpuId)) return -22n;
+  // KVM's shared_info taken away: its slow path cannot refresh an inactive cache (kvm_xen_set_evtchn).
+  if (kvmSharedInfoInactive(d)) return -22n;
   // Ports beyond the allocated buckets have no struct evtchn: raise a transient one.
   const ch = channel(d, port) ?? newChannel(port);
   s.ops.setPending(d.vcpus[vcpuId], ch);

@@ -114,8 +114,9 @@ export const memslotChurn = defineOp({
   name: 'kvm.memslot_churn',
   summary:
     'The VMM adds a memory slot above guest RAM and removes it again (KVM_SET_USER_MEMORY_REGION): the memslot generation ' +
-    'moves, so every cached shared_info / vcpu_info / runstate mapping KVM holds must be revalidated before its next use (the slow paths); ' +
-    'the guest sees no change. ret 0',
+    'moves, so every cached shared_info / vcpu_info / runstate mapping KVM holds must be revalidated before its next use (the slow paths): ' +
+    'an event raised for a vCPU before it next enters sets its pending bit but holds the selector and upcall flag in KVM until that entry ' +
+    '(kvm_xen_set_evtchn_fast, kvm_xen_inject_pending_events). ret 0',
   args: z.strictObject({}).optional(),
   requires: ['shared_info', 'flavor.kvm'],
   encode: (): Action => ({ kind: 'host', op: 'kvm.memslot_churn', args: {} }),

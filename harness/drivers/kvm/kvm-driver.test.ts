@@ -64,3 +64,19 @@ describe('servedBy on the kvm target', () => {
     expect(defaultServedBy({ kind: 'wrmsr', msr: 0x40000000, value: 0n })).toBe('kernel');
   });
 });
+
+describe('the VMM layer\'s view of a timer handed to KVM', () => {
+  it('keeps the port but never fires it: a timer set already due writes nothing into guest memory (6.1 f30)', async () => {
+    const { vmmNoteKvmTimer } = await import('./kvm-driver.js');
+    const { buildModel } = await import('../../model/evtchn-test-util.js');
+    const { kvmVcpuAttrs } = await import('../../model/kvm-vcpu.js');
+    const { timerOf } = await import('../../model/timer.js');
+    const m = buildModel({ flavor: 'kvm', mode: 32 });
+    const v = m.domain(1)!.vcpu(0)!;
+    const before = m.domain(1)!.memory.read(0x80000, 4096);
+    vmmNoteKvmTimer(m, v, 1n, 0xffffffffn);
+    expect(kvmVcpuAttrs(v).timerPort).toBe(1n);
+    expect(timerOf(v).singleshot).toBeNull();
+    expect(m.domain(1)!.memory.read(0x80000, 4096)).toEqual(before);
+  });
+});
