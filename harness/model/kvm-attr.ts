@@ -38,6 +38,14 @@ export type KvmXenSetAttr = (typeof KVM_XEN_SET_ATTRS)[number];
  * KVM's values follow the model's Xen state, which the VMM keeps KVM told of.
  */
 const vcpuInfoPlaced = new WeakMap<Vcpu, Placed>();
+
+/** The guest registered its vcpu_info and the VMM told KVM: KVM's is the guest's from now on. */
+export function kvmGuestVcpuInfo(v: Vcpu): void {
+  vcpuInfoPlaced.delete(v);
+  attrsOf(v).vcpuInfoOff = false;
+  const gpa = v.vcpuInfoAddress();
+  kvmNoteVcpuInfo(v, gpa === null ? null : BigInt(gpa), false);
+}
 const timeInfoPlaced = new WeakMap<Vcpu, bigint>();
 
 /**

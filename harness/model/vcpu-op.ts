@@ -18,6 +18,7 @@ import {
 import { registerTimeArea, updateVcpuTime } from './time.js';
 import { MIN_PERIOD_NS, setPeriodic, setSingleshot, STIME_DELTA_MAX, stopSingleshot } from './timer.js';
 import { kvmTimerPort, kvmVcpuAttrs } from './kvm-vcpu.js';
+import { kvmGuestVcpuInfo } from './kvm-attr.js';
 
 export const VCPUOP = {
   initialise: 0, up: 1, down: 2, is_up: 3, get_runstate_info: 4, register_runstate_memory_area: 5,
@@ -184,8 +185,13 @@ export function vcpuOp(ctx: HypercallContext, args: bigint[]): number {
       if (v !== ctx.vcpu) return err('EINVAL');
       stopSingleshot(v);
       return 0;
-    case VCPUOP.register_vcpu_info:
-      return registerVcpuInfo(ctx, v, arg);
+    case VCPUOP.register_vcpu_info: {
+      const r = registerVcpuInfo(ctx, v, arg);
+      // The VMM hands the guest's new vcpu_info to KVM (KVM_XEN_VCPU_ATTR_TYPE_VCPU_INFO), as
+      // QEMU does: whatever the VMM placed before is replaced (found by xconf fuzz --target=kvm).
+      if (r === 0 && m.flavor === 'kvm') kvmGuestVcpuInfo(v);
+      return r;
+    }
     case VCPUOP.register_vcpu_time_memory_area: {
       const a = ctx.view(arg, ctx.compat ? 4 : 8);
       if (!a) return err('EFAULT');
