@@ -85,9 +85,21 @@ export class FuzzSequence {
     return clock.length ? withoutClock(b, s, clock) : b;
   }
 
-  /** What a live clock writes in either side's areas; none when the clock is the model's. */
+  /** Every range a live clock wrote in this sequence (an area moved away leaves its clock bytes behind). */
+  private readonly clockSeen = new Map<string, ClockRange>();
+
+  /**
+   * What a live clock writes in either side's areas, now or at an area's earlier place: a
+   * runstate area the guest moves leaves the times KVM wrote at the old place, which another
+   * area (a vcpu_info) may cover later. None when the clock is the model's.
+   */
   private clock(ts: AreaSpan[], rs: AreaSpan[]): ClockRange[] {
-    return this.liveClock ? [...clockRanges(ts, this.setup.mode), ...clockRanges(rs, this.setup.mode)] : [];
+    if (!this.liveClock) return [];
+    for (const r of [...clockRanges(ts, this.setup.mode), ...clockRanges(rs, this.setup.mode)]) {
+      const k = `${r.dom}/${r.from}/${r.to}`;
+      if (!this.clockSeen.has(k)) this.clockSeen.set(k, r);
+    }
+    return [...this.clockSeen.values()];
   }
 
   private spans(s: FuzzSession): AreaSpan[] {
