@@ -30,7 +30,7 @@ invariants. A finding is saved at once, shrunk, and written as a YAML case that
                     sequences mutate; edges over time are printed
   --kcov-observe    count KCOV edges without guiding (to compare with --kcov)
   --no-vmm-ops      leave out what only a VMM does to KVM (kvm.* attributes, send
-                    ports, irqfds, memslot churn; runstate.host_*): guest steps only
+                    ports, irqfds, hypercall config; runstate.host_*): guest steps only
 
 Exit codes: 0 no new finding, 1 a new finding, 2 usage error, 3 driver/environment
 error (also: --kcov without /sys/kernel/debug/kcov), 4 the target can run none of the fuzz ops (skipped). Ctrl-C or SIGTERM stops

@@ -13,19 +13,9 @@
 
 import fc from 'fast-check';
 import { KVM_XEN_GET_ATTRS, KVM_XEN_PRIO_2LEVEL } from '../model/kvm-attr.js';
-import { constants } from '../ops/index.js';
-import type { ArgValue, Gen } from './steps.js';
+import type { ArgValue } from './steps.js';
+import { big, k, step, type Gen } from './step-gen.js';
 
-// Not imported from steps.ts, which imports this module (no cycle at load).
-function k(name: string): bigint {
-  const v = constants.get(name);
-  if (v === undefined) throw new Error(`fuzz vocabulary: unknown constant ${name}`);
-  return v;
-}
-const step = (op: string, args: fc.Arbitrary<Record<string, ArgValue>> = fc.constant({})): Gen =>
-  Object.assign(args.map((a) => ({ op, args: a })), { opName: op });
-
-const big = (a: fc.Arbitrary<number>) => a.map(BigInt);
 const NONE = (1n << 64n) - 1n;
 /** The setup's shared_info page (harness/runner/run-case.ts DEFAULTS) and the vCPU time copy the suites use. */
 const SHARED_INFO = 0x80000n;

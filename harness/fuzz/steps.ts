@@ -6,7 +6,7 @@
 // and copied, registered areas, armed timers, polls).
 
 import fc from 'fast-check';
-import { constants } from '../ops/index.js';
+import { big, k, step, type Gen } from './step-gen.js';
 import { KVM_HOST_OPS, kvmHostGenerators } from './steps-kvm.js';
 
 /** An op argument: a number, a list, a list of records, or a name (kvm.xen_get_attr's attr). */
@@ -20,12 +20,6 @@ export interface FuzzStep {
   cpl: number;
 }
 
-/** A named constant of the case vocabulary (throws at load if it is not one). */
-export function k(name: string): bigint {
-  const v = constants.get(name);
-  if (v === undefined) throw new Error(`fuzz vocabulary: unknown constant ${name}`);
-  return v;
-}
 
 /** The fixed frame numbers the fuzzer uses for its guest-side structures. */
 export const FUZZ_FRAMES = {
@@ -37,7 +31,6 @@ export const FUZZ_FRAMES = {
   area: 0x5000,
 };
 
-const big = (a: fc.Arbitrary<number>) => a.map(BigInt);
 
 /** A port: the low ports in use, the limits around 2-level sizes and hostile values. */
 export function portArb(limit: number): fc.Arbitrary<bigint> {
@@ -87,10 +80,6 @@ export interface StepContext {
   kvmFeatures?: readonly string[];
 }
 
-export type Gen = fc.Arbitrary<Omit<FuzzStep, 'dom' | 'vcpu' | 'cpl'>> & { opName: string };
-
-export const step = (op: string, args: fc.Arbitrary<Record<string, ArgValue>> = fc.constant({})): Gen =>
-  Object.assign(args.map((a) => ({ op, args: a })), { opName: op });
 
 /** Every op the fuzzer generates, with its weight. */
 export function generators(c: StepContext): Array<{ weight: number; arbitrary: Gen }> {

@@ -14,7 +14,7 @@ import { GuestMemory, PAGE_SIZE } from './guest-memory.js';
 import { HYPERVISOR, registerHypercalls, type GuestStruct, type HypercallContext } from './hypercall.js';
 import { provideEventChannels } from './event-delivery.js';
 import { ops2l } from './evtchn-2l.js';
-import { kvmEvtchnSend, kvmOffloadBind, kvmOffloadClose, kvmRaisePort, kvmResumeGuest, kvmSetPending2l } from './kvm-evtchn.js';
+import { kvmEvtchnSend, kvmOffloadBind, kvmOffloadClose, kvmEnterGuest, kvmRaisePort, kvmSetPending2l } from './kvm-evtchn.js';
 import { evtchnFifoExpandArray, evtchnFifoInitControl, fifoDestroy } from './evtchn-fifo.js';
 import { stopSingleshot } from './timer.js';
 import { xenAtLeast } from './version.js';
@@ -564,7 +564,7 @@ export function eventChannelOp(ctx: HypercallContext, args: bigint[]): number {
     if (!a) return err('EFAULT');
     const r = fn(a);
     // On KVM the caller then resumes the guest, which takes what KVM held for it.
-    if (ctx.domain.model.flavor === 'kvm') kvmResumeGuest(ctx.vcpu);
+    kvmEnterGuest(ctx.vcpu);
     if (r < 0) return r;
     if (write) {
       write(a, r);

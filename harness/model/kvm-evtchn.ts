@@ -301,8 +301,14 @@ export function kvmSetPending2l(v: Vcpu, ch: Channel): void {
  * VMM-served hypercalls on the vCPU after a memslot change, then an event still held); a
  * clock update at the entry (kvm_guest_time_update) or a VM-wide callback vector
  * (__kvm_xen_has_interrupt) would refresh it, neither modelled.
+ *
+ * Also called when the vCPU goes back into the guest after a hypercall (evtchn.ts): what
+ * KVM held for it meanwhile (an event the call raised on it, in-kernel or through the
+ * VMM's KVM_XEN_HVM_EVTCHN_SEND, whose kick left KVM_REQ_UNBLOCK pending) is delivered
+ * before the guest runs on (vcpu_run: kvm_xen_inject_pending_events after each in-kernel
+ * exit; the pending request cancels the re-entry after a userspace one).
  */
-function kvmEnterGuest(v: Vcpu): void {
+export function kvmEnterGuest(v: Vcpu): void {
   const a = kvmVcpuAttrs(v);
   if (v.domain.model.flavor !== 'kvm' || a.heldSel === 0n || kvmHoldsSelector(v)) return;
   const vi = kvmVcpuInfoAt(v);
@@ -315,13 +321,3 @@ function kvmEnterGuest(v: Vcpu): void {
 }
 modelHooks.guestEntry.unshift(kvmEnterGuest);
 
-/**
- * The vCPU goes back into the guest after a hypercall: what KVM held for it meanwhile (an
- * event the call raised on it, in-kernel or through the VMM's KVM_XEN_HVM_EVTCHN_SEND,
- * whose kick left KVM_REQ_UNBLOCK pending) is delivered before the guest runs on
- * (vcpu_run: kvm_xen_inject_pending_events after each in-kernel exit; the pending request
- * cancels the re-entry after a userspace one).
- */
-export function kvmResumeGuest(v: Vcpu): void {
-  kvmEnterGuest(v);
-}

@@ -13,7 +13,6 @@
 
 #include <atomic>
 #include <cerrno>
-#include <cstring>
 #include <mutex>
 #include <unordered_set>
 #include <vector>
@@ -129,13 +128,6 @@ Totals Collect() {
   t.overflows = g_overflows;
   t.threads = static_cast<uint32_t>(g_handles.size());
   return t;
-}
-
-void Reset() {
-  std::lock_guard<std::mutex> lock(g_mu);
-  g_pcs.clear();
-  g_edges.clear();
-  g_overflows = 0;
 }
 
 }  // namespace kcov

@@ -35,8 +35,6 @@ uint32_t FailedThreads();
 // Call only while no thread is inside KVM (between steps): a thread's buffer is
 // read, then its count reset.
 Totals Collect();
-// Forget the PC and edge sets (the buffers stay).
-void Reset();
 
 }  // namespace kcov
 }  // namespace xconf

@@ -3,6 +3,18 @@
 import type { GuestVm } from './addon.js';
 import type { KvmXenGetAttr } from '../../model/kvm-attr.js';
 import { EVTCHNSTAT } from '../../model/kvm-evtchn.js';
+import { DriverError } from '../../errors.js';
+
+/** A host ioctl whose errno is the step's result (as KVM's own checks answer it): 0 or -errno; other faults throw. */
+export function ioctlErrno(fn: () => void): bigint {
+  try {
+    fn();
+    return 0n;
+  } catch (e) {
+    if (e instanceof DriverError && typeof e.errno === 'number') return BigInt(-e.errno);
+    throw e;
+  }
+}
 
 export function kvmGetAttr(g: GuestVm, vcpu: number, attr: KvmXenGetAttr): bigint {
   const v = g.vcpus[vcpu];

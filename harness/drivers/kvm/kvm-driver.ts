@@ -30,7 +30,7 @@ import { raceArgs, raceOut } from '../../model/runstate-race.js';
 import { kvmLatchWidth } from '../../model/kvm-shared-info.js';
 import { vmAssistEnabled, VMASST_TYPE } from '../../model/vm-assist.js';
 import type { KvmXenGetAttr, KvmXenSetAttr } from '../../model/kvm-attr.js';
-import { assignTarget, kvmGetAttr } from './attr-live.js';
+import { assignTarget, ioctlErrno, kvmGetAttr } from './attr-live.js';
 import { applyOffload, offloadSnapshot } from './offload-live.js';
 import { kvmEvtchnSetattr } from '../../model/kvm-evtchn.js';
 import type { KvmEventfd } from './resources.js';
@@ -696,13 +696,7 @@ class KvmSession implements Session {
 
   /** A host ioctl whose errno is the step's result (as KVM's own checks answer it), not a harness fault. */
   private ioctlRet(fn: () => void): Outcome {
-    try {
-      fn();
-      return { ret: 0n, servedBy: 'kernel' };
-    } catch (e) {
-      if (e instanceof DriverError && typeof e.errno === 'number') return { ret: BigInt(-e.errno), servedBy: 'kernel' };
-      throw e;
-    }
+    return { ret: ioctlErrno(fn), servedBy: 'kernel' };
   }
 
   async read(dom: number, gpa: number, len: number): Promise<Uint8Array> {

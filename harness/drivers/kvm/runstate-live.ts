@@ -10,6 +10,7 @@ import type { Domain, Vcpu } from '../../model/domain.js';
 import { decodeRunstate, KVM_XEN_INVALID_GPA, placeKvmRunstate, RUNSTATE_INFO, runstateOf, type RunstateInfo } from '../../model/runstate.js';
 import { areaConsistent, raceStates, type RaceOptions, type RaceResult } from '../../model/runstate-race.js';
 import type { GuestVm, RunstateData } from './addon.js';
+import { ioctlErrno } from './attr-live.js';
 import type { GuestCommand, RunstateCounts } from './guest.js';
 
 const U64 = (1n << 64n) - 1n;
@@ -51,13 +52,7 @@ export function runstateForwarding(before: ReadonlyArray<number | null>, after: 
  * at `gpa`, or none once KVM refused it (6.2+ deactivates on a failed activation).
  */
 export function setRunstateAddr(g: GuestVm, v: Vcpu, gpa: bigint): bigint {
-  let ret = 0n;
-  try {
-    g.vcpus[v.id].xenSetAttr({ type: 'runstate_addr', gpa });
-  } catch (e) {
-    if (!(e instanceof DriverError) || typeof e.errno !== 'number') throw e;
-    ret = BigInt(-e.errno);
-  }
+  const ret = ioctlErrno(() => g.vcpus[v.id].xenSetAttr({ type: 'runstate_addr', gpa }));
   placeKvmRunstate(v, ret === 0n && gpa !== KVM_XEN_INVALID_GPA ? Number(gpa) : null);
   return ret;
 }
