@@ -4,7 +4,7 @@
 // command queue in guest memory; they differ in how the harness reaches that memory.
 import { DriverError } from '../errors.js';
 import {
-  blockAddress, buildGdt, buildIdt, buildPageTables, buildTss, decodeBlockHeader, decodeResults, encodeBlockHeader, encodeCommands,
+  blockAddress, buildGdt, buildIdt, pageTablesFor, buildTss, decodeBlockHeader, decodeResults, encodeBlockHeader, encodeCommands,
   GUEST_LAYOUT, GUEST_STATE, HDR, type BlockHeader, type CommandResult, type GuestCommand, type GuestImage, type GuestMode,
 } from './kvm/guest.js';
 
@@ -43,7 +43,7 @@ export interface LowMemory {
  * stub refuses to start until its magic is there.
  */
 export function layOutGuest(mem: LowMemory, image: GuestImage, mode: GuestMode, vcpus: number): void {
-  if (mode === 64) mem.write(GUEST_LAYOUT.pml4, buildPageTables());
+  mem.write(GUEST_LAYOUT.pml4, pageTablesFor(mode));
   mem.write(GUEST_LAYOUT.idt, buildIdt(image));
   mem.write(GUEST_LAYOUT.hypercallPage, Buffer.alloc(4096, 0xcc));
   for (let i = 0; i < vcpus; i++) {

@@ -2,6 +2,7 @@
 // applies each step, checks expectations, carries variables. A Xen error code
 // is an outcome to compare; only harness/driver faults become `error`.
 
+import { UNMAPPED_VA } from '../drivers/kvm/guest.js';
 import { DriverError } from '../errors.js';
 import type { Capabilities, Driver, DomainSetup, SessionSetup } from '../drivers/driver.js';
 import { constants } from '../ops/index.js';
@@ -88,6 +89,11 @@ export function resolveSetup(c: LoadedCase, vars: Vars, xenVersion?: string): Se
     hypercallPage: d.hypercall_page === null ? null : num(d.hypercall_page ?? undefined, DEFAULTS.hypercallPage),
     limits: Object.fromEntries(Object.entries(d.limits ?? {}).map(([k, v]) => [k, Number(evalArg(v, vars))])),
   }));
+  for (const d of domains) {
+    if (d.memoryBytes > UNMAPPED_VA.base) {
+      throw new ExprError(`domain ${d.id}'s memory 0x${d.memoryBytes.toString(16)} runs past 0x${UNMAPPED_VA.base.toString(16)}, where the test guests keep a range unmapped: at most 0x${UNMAPPED_VA.base.toString(16)} bytes`);
+    }
+  }
   let cpu = s.cpu;
   if (cpu?.startsWith('$')) {
     const v = vars.get(cpu.slice(1));

@@ -3,6 +3,7 @@
 // fields, memory paths, the flow of variables), so one pass reports every
 // problem of the file.
 
+import { UNMAPPED_VA } from '../drivers/kvm/guest.js';
 import { ops } from '../ops/index.js';
 import { compileInt, explain, IntArg, type IntProblem, type OpDef } from '../ops/types.js';
 import { argType, CPL, DOMID, sizedValue, U64, ADDRESS, U32, VCPU_ID, rangeProblem, type IntType } from '../ops/arg-types.js';
@@ -41,6 +42,9 @@ const lastKey = (path: Path): string => String([...path].reverse().find((k) => t
 const NO_VARS = new Map<string, VarValue>();
 
 /** Division by zero anywhere constant, and (for a typed field with a constant value) the range. */
+/** The largest guest RAM a case may ask for: it must end below the test guests' unmapped range. */
+const MAX_GUEST_MEMORY = UNMAPPED_VA.base;
+
 export function intProblem(arg: IntArg, type?: IntType): IntProblem | undefined {
   const fault = constantFault(arg.expr, constants);
   if (fault) return { code: 'BAD_EXPR', message: `'${arg.src}' cannot be evaluated: ${fault}` };
@@ -256,6 +260,14 @@ export function checkCase(data: object, loc: Positions, id: string, file: string
       if (v !== 32n && v !== 64n) ck.add(['setup', 'mode'], { code: 'RANGE', message: `mode is 32 or 64, not ${v}` });
     }
   }
+  (c?.setup?.domains ?? []).forEach((d, i) => {
+    const m = d.memory;
+    if (!m || exprVars(m.expr).length || intProblem(m)) return;
+    const v = evalExpr(m.expr, constants, NO_VARS);
+    if (v > BigInt(MAX_GUEST_MEMORY)) {
+      ck.add(['setup', 'domains', i, 'memory'], { code: 'RANGE', message: `guest RAM ends at 0x${MAX_GUEST_MEMORY.toString(16)} at most (the test guests leave the range above it unmapped), not 0x${v.toString(16)}` });
+    }
+  });
   const rawSteps = rawOf('steps');
   const steps: LoadedStep[] = [];
   if (Array.isArray(rawSteps)) {

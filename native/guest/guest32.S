@@ -1,4 +1,4 @@
-# xconf test guest, 32-bit protected mode (paging off, flat segments).
+# xconf test guest, 32-bit protected mode (flat segments; identity paging with 4 MiB pages).
 #
 # Same contract as guest64.S (see layout.inc): the VMM starts each vCPU at
 # `entry` at CPL 0 with

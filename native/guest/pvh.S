@@ -10,7 +10,7 @@
 # VMM would have put in the registers (guest.ts guestSregs / guestRegs) and
 # jumps to the image's entry:
 #   64-bit image: CR3 = PML4, PAE, EFER.LME, paging, CS = SEL_KCODE64
-#   32-bit image: paging off, CS = SEL_KCODE32
+#   32-bit image: CR3 = page directory, PSE, paging, CS = SEL_KCODE32
 # and in both: data selectors, TR, IDTR, edi/rdi = block, esp/rsp = block + KSTACK_TOP.
 # vCPU 0's block is BLOCK0; another vCPU's comes in %edi (see pvh_ap_entry).
 # The image's mode and entry come from its header (layout.inc, image_header).
@@ -79,6 +79,14 @@ common:
     ljmp $SEL_KCODE32, $start32
 
 start32:
+    mov %cr4, %eax
+    or $0x10, %eax                  # PSE: the page directory maps 4 MiB pages
+    mov %eax, %cr4
+    mov $0x2000, %eax               # page directory (guest.ts buildPageTables32)
+    mov %eax, %cr3
+    mov %cr0, %eax
+    or $0x80010000, %eax            # PG | WP
+    mov %eax, %cr0
     load_segments
     lidt idtr32
     lea KSTACK_TOP(%edi), %esp

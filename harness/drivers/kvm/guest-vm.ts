@@ -1,7 +1,7 @@
 // The test guest runner: Xen CPUID leaves and GuestVm, a VM with N vCPUs running the
 // xconf test guest (guest.ts), one native crossing per batch of guest commands.
 import { DriverError } from '../../errors.js';
-import { BlockHeader, CommandResult, GUEST_LAYOUT, GUEST_STATE, GuestCommand, GuestImage, GuestMode, HDR, UpcallRecord, blockAddress, buildGdt, buildIdt, buildPageTables, buildTss, checkMode, decodeBlockHeader, decodeResults, decodeUpcallRing, encodeBlockHeader, encodeCommands, guestRegs, guestSregs, loadGuestImage } from './guest.js';
+import { BlockHeader, CommandResult, GUEST_LAYOUT, GUEST_STATE, GuestCommand, GuestImage, GuestMode, HDR, UpcallRecord, CR0, blockAddress, buildGdt, buildIdt, pageTablesFor, buildTss, checkMode, decodeBlockHeader, decodeResults, decodeUpcallRing, encodeBlockHeader, encodeCommands, guestRegs, guestSregs, loadGuestImage } from './guest.js';
 import { openKvm } from './open.js';
 import { XEN_HVM_FLAG, XEN_HYPERCALL_MSR, MP_STATE, NativeExit, argErr, checkU32, checkU64OrNeg, PAGE } from './native.js';
 import { Sregs, CpuidEntry, CPUID_FLAG_SIGNIFICANT_INDEX, U64Like } from './abi.js';
@@ -104,12 +104,31 @@ const PREFAULT_BYTES = blockAddress(2);
 const constants = new Map<GuestMode, ReturnType<typeof loadConstants>>();
 function loadConstants(mode: GuestMode) {
   const img = loadGuestImage(mode);
-  return img.ok ? { ok: true as const, image: img.image, idt: buildIdt(img.image), pageTables: buildPageTables() } : img;
+  return img.ok ? { ok: true as const, image: img.image, idt: buildIdt(img.image), pageTables: pageTablesFor(mode) } : img;
 }
 function guestConstants(mode: GuestMode): ReturnType<typeof loadConstants> {
   let c = constants.get(mode);
   if (c === undefined || !c.ok) constants.set(mode, (c = loadConstants(mode)));
   return c;
+}
+
+/**
+ * Whether this KVM runs a 32-bit guest with paging. Linux KVM does; a KVM that hands
+ * KVM_SET_SREGS's CR0 back without PG in protected mode (some paravirtual hosts' KVM,
+ * whose vCPU then no longer runs) gets the 32-bit guest unpaged: the same identity map,
+ * but UNMAPPED_VA reads as memory. Probed once per device on a VM of its own.
+ */
+const paging32 = new WeakMap<KvmSystem, boolean>();
+function pages32(system: KvmSystem): boolean {
+  let ok = paging32.get(system);
+  if (ok === undefined) {
+    using vm = system.createVm();
+    using v = vm.createVcpu(0);
+    v.setSregs(guestSregs(v.getSregs(), 32, 0));
+    ok = (v.getSregs().cr0 & CR0.PG) !== 0n;
+    paging32.set(system, ok);
+  }
+  return ok;
 }
 
 /** KVM_GET_SUPPORTED_CPUID of the default device: the same for every VM of a process. */
@@ -237,7 +256,7 @@ export class GuestVm implements Disposable {
         if (done) vm.removeMemory(0);
         vm.addMemory(0, 0, memoryBytes);
       }
-      if (mode === 64) vm.write(GUEST_LAYOUT.pml4, img.pageTables);
+      vm.write(GUEST_LAYOUT.pml4, img.pageTables);
       vm.write(GUEST_LAYOUT.idt, img.idt);
       vm.write(GUEST_LAYOUT.imageBase, img.image.bytes);
       // Until a hypercall page is written, calling it hits int3 (#BP), as in
@@ -255,7 +274,8 @@ export class GuestVm implements Disposable {
         vcpus.push(v);
         const xenCpuid = xen && xen.cpuid !== false ? { version: xen.version, msr: xen.msr ?? XEN_HYPERCALL_MSR, vcpuId: i } : undefined;
         v.setCpuid(vcpuCpuid(supported, i, xenCpuid));
-        const s = guestSregs(v.getSregs(), mode, i);
+        let s = guestSregs(v.getSregs(), mode, i);
+        if (mode === 32 && !pages32(system)) s = { ...s, cr0: s.cr0 & ~(CR0.PG | CR0.WP), cr3: 0n, cr4: 0n };
         v.setSregs(s);
         sregsList.push(s);
         v.setRegs(guestRegs(img.image, i));

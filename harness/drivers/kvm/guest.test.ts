@@ -16,6 +16,9 @@ import {
   buildGdt,
   buildIdt,
   buildPageTables,
+  buildPageTables32,
+  pageTablesFor,
+  UNMAPPED_VA,
   buildTss,
   decodeBlockHeader,
   decodeCommandRecord,
@@ -332,6 +335,30 @@ describe('CPU state built for the guest', () => {
     expect(at(GUEST_LAYOUT.pageDirectories + 0x3000 + 8 * 0x1f7)).toBe(0xfee00000n | 0x87n);
   });
 
+  it('leaves UNMAPPED_VA, and only it, unmapped in both modes', () => {
+    const pt64 = buildPageTables();
+    const pde64 = (va: number) => pt64.readBigUInt64LE(GUEST_LAYOUT.pageDirectories - GUEST_LAYOUT.pml4 + 8 * Math.floor(va / 0x20_0000));
+    const pd32 = buildPageTables32();
+    const pde32 = (va: number) => pd32.readUInt32LE(4 * Math.floor(va / 0x40_0000));
+    fc.assert(fc.property(fc.integer({ min: 0, max: 2 ** 32 - 1 }), (va) => {
+      const hole = va >= UNMAPPED_VA.base && va < UNMAPPED_VA.base + UNMAPPED_VA.size;
+      const p64 = pde64(va), p32 = pde32(va);
+      expect(Number(p64 & 1n)).toBe(hole ? 0 : 1);
+      expect(p32 & 1).toBe(hole ? 0 : 1);
+      if (!hole) {
+        // identity, large page, user, writable
+        expect(p64 & ~0x1f_ffffn).toBe(BigInt(va) & ~0x1f_ffffn);
+        expect(Number(p64 & 0x87n)).toBe(0x87);
+        expect((p32 & ~0x3f_ffff) >>> 0).toBe((va & ~0x3f_ffff) >>> 0);
+        expect(p32 & 0x87).toBe(0x87);
+      }
+    }));
+    // The hole lies past the largest guest RAM a case may ask for.
+    expect(UNMAPPED_VA.base).toBe(0x4000_0000);
+    expect(pageTablesFor(32)).toEqual(pd32);
+    expect(pageTablesFor(64)).toEqual(pt64);
+  });
+
   it('has the selectors both modes use, and a busy TSS pointing into the block', () => {
     const block = blockAddress(2);
     const gdt = buildGdt(block);
@@ -379,7 +406,10 @@ describe('CPU state built for the guest', () => {
       expect(s.tr.base).toBe(BigInt(blockAddress(1) + GUEST_LAYOUT.tss));
       expect(s.cs.l).toBe(mode === 64 ? 1 : 0);
       expect(s.efer).toBe(mode === 64 ? 0x500n : 0n);
-      expect(s.cr0 & 0x80000000n).toBe(mode === 64 ? 0x80000000n : 0n);
+      // Both modes page: PAE with the PML4, or 4 MiB pages (PSE) with the 32-bit directory.
+      expect(s.cr0 & 0x80010000n).toBe(0x80010000n);
+      expect(s.cr3).toBe(BigInt(GUEST_LAYOUT.pml4));
+      expect(s.cr4).toBe(mode === 64 ? 0x20n : 0x10n);
       const r = guestRegs(fakeImage(mode), 1);
       expect(r.rip).toBe(0x10060n);
       expect(r.rdi).toBe(BigInt(blockAddress(1)));

@@ -681,7 +681,15 @@ export function loadGuestImage(
 
 // ------------------------------------------------------------ CPU state --
 
-/** Identity map of 0..4 GiB with 2 MiB pages, user accessible; covers 0x2000..0x8000. */
+/**
+ * A guest-virtual range no page table maps, in both modes: a hypercall argument there is
+ * unreadable to every target (copy_from_guest, KVM_TRANSLATE), while guest RAM stays
+ * identity mapped. Past every case's RAM, so the model (guest-virtual = guest-physical)
+ * finds no memory there either.
+ */
+export const UNMAPPED_VA = { base: 0x4000_0000, size: 0x40_0000 } as const;
+
+/** Identity map of 0..4 GiB with 2 MiB pages, user accessible, but UNMAPPED_VA; covers 0x2000..0x8000. */
 export function buildPageTables(): Buffer {
   const L = GUEST_LAYOUT;
   const b = Buffer.alloc(L.pageTablesEnd - L.pml4);
@@ -693,11 +701,26 @@ export function buildPageTables(): Buffer {
     b.writeBigUInt64LE(BigInt(pd) | PRESENT_RW_USER, at(L.pdpt) + 8 * i);
     for (let j = 0; j < 512; j++) {
       const phys = BigInt(i) * 0x4000_0000n + BigInt(j) * 0x20_0000n;
+      if (phys >= UNMAPPED_VA.base && phys < UNMAPPED_VA.base + UNMAPPED_VA.size) continue;
       b.writeBigUInt64LE(phys | PRESENT_RW_USER | 0x80n /* PS */, at(pd) + 8 * j);
     }
   }
   return b;
 }
+
+/** The 32-bit guest's page directory at 0x2000: 4 MiB pages (CR4.PSE), the same map. */
+export function buildPageTables32(): Buffer {
+  const b = Buffer.alloc(0x1000);
+  for (let i = 0; i < 1024; i++) {
+    const phys = i * 0x40_0000;
+    if (phys >= UNMAPPED_VA.base && phys < UNMAPPED_VA.base + UNMAPPED_VA.size) continue;
+    b.writeUInt32LE((phys | 0x87 /* PS, user, writable, present */) >>> 0, 4 * i);
+  }
+  return b;
+}
+
+/** The page tables of a mode, written at GUEST_LAYOUT.pml4 (the 32-bit directory takes its place). */
+export const pageTablesFor = (mode: GuestMode): Buffer => (mode === 64 ? buildPageTables() : buildPageTables32());
 
 function descriptor(base: number, limit: number, access: number, flags: number): bigint {
   const lo =
@@ -783,6 +806,7 @@ function seg(selector: number, opts: Partial<Segment>): Segment {
 
 export const CR0 = { PE: 1n, MP: 2n, ET: 0x10n, NE: 0x20n, WP: 0x10000n, PG: 0x80000000n } as const;
 export const CR4_PAE = 0x20n;
+export const CR4_PSE = 0x10n;
 export const EFER = { LME: 0x100n, LMA: 0x400n } as const;
 
 /** The special registers for starting vCPU `index` at the guest's entry. */
@@ -812,12 +836,9 @@ export function guestSregs(base: Sregs, mode: GuestMode, index: number): Sregs {
     ldt,
     gdt: { base: BigInt(block + GUEST_LAYOUT.gdt), limit: 0x47 },
     idt: { base: BigInt(GUEST_LAYOUT.idt), limit: (mode === 64 ? 16 : 8) * 256 - 1 },
-    cr0:
-      mode === 64
-        ? CR0.PE | CR0.MP | CR0.ET | CR0.NE | CR0.WP | CR0.PG
-        : CR0.PE | CR0.MP | CR0.ET | CR0.NE,
-    cr3: mode === 64 ? BigInt(GUEST_LAYOUT.pml4) : 0n,
-    cr4: mode === 64 ? CR4_PAE : 0n,
+    cr0: CR0.PE | CR0.MP | CR0.ET | CR0.NE | CR0.WP | CR0.PG,
+    cr3: BigInt(GUEST_LAYOUT.pml4),
+    cr4: mode === 64 ? CR4_PAE : CR4_PSE,
     efer: mode === 64 ? EFER.LME | EFER.LMA : 0n,
   };
 }
