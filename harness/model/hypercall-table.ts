@@ -10,6 +10,7 @@ import './sched.js';
 import './vcpu-op.js';
 import './evtchn.js';
 import './hvm-op.js';
+import './physdev.js';
 import './gnttab.js';
 import './backend-memory.js';
 

@@ -4,6 +4,7 @@
 import { XEN_ERRNO } from '../model/errno.js';
 import { DOMID_ANY, DOMID_COW, DOMID_IDLE, DOMID_INVALID, DOMID_IO, DOMID_SELF, DOMID_XEN } from '../model/domain.js';
 import { HYPERVISOR, XEN_HYPERCALL_MSR } from '../model/hypercall.js';
+import { MAP_PIRQ_TYPE, PHYSDEVOP } from '../model/physdev.js';
 
 export const constants = new Map<string, bigint>();
 /** The family (defineConstants prefix, '' for loose names) of every constant. */
@@ -26,3 +27,5 @@ defineConstants('', {
   XEN_HYPERCALL_MSR, PAGE_SIZE: 4096,
 });
 defineConstants('HYPERVISOR_', HYPERVISOR);
+defineConstants('PHYSDEVOP_', PHYSDEVOP);
+defineConstants('MAP_PIRQ_TYPE_', MAP_PIRQ_TYPE);

@@ -22,6 +22,7 @@ export const CAPABILITIES: Record<string, string> = {
   'evtchn.upcall_vector': 'a per-vCPU upcall vector (HVMOP_set_evtchn_upcall_vector) is injected into the vCPU\'s LAPIC by the event-channel code (KVM_XEN_VCPU_ATTR_TYPE_UPCALL_VECTOR)',
   'evtchn.callback_vector': 'the domain callback vector (HVM_PARAM_CALLBACK_IRQ, vector type) is injected while evtchn_upcall_pending is set (KVM_XEN_ATTR_TYPE_UPCALL_VECTOR)',
   'sched.poll': 'SCHEDOP_poll',
+  'physdev.pirq': 'PHYSDEVOP\'s PIRQ commands (map_pirq, unmap_pirq, eoi, irq_status_query, get_free_pirq) are served: an HVM domain with PIRQ emulation (XEN_X86_EMU_USE_PIRQ)',
   'evtchn.upcall_held': 'an upcall made pending between steps stays pending until the next call: the guest takes no interrupt in between (the model; a live guest runs with interrupts on, and takes Xen\'s callback vector as soon as evtchn_upcall_pending is set)',
   'sched.shutdown_continues': 'the guest runs on after its own SCHEDOP_shutdown, so a case can call it again (the model; on Xen domain_shutdown pauses every vCPU of the domain)',
   timer: 'Xen one-shot / periodic timers and VIRQ_TIMER',

@@ -63,6 +63,7 @@ const NOT_PROVIDED: Record<string, string> = {
   'gnttab.v1': 'grant tables belong to the VMM (KVM has none); this driver provides none',
   'gnttab.v2': 'grant tables belong to the VMM (KVM has none); this driver provides none',
   xenstore: 'xenstore is served by the VMM (QEMU): the kvm target tests the kernel',
+  'physdev.pirq': 'PIRQs belong to the VMM (KVM has none); this driver provides none',
   'domains.multi': 'one KVM VM is one Xen domain; multi-domain cases run on the model',
   'time.control': 'time on a live KVM is the host clock, not controlled by the case',
   'flavor.xen': 'KVM documents different behaviour here; the case checks Xen\'s',

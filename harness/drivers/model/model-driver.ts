@@ -26,6 +26,7 @@ function modelCapabilities(flavor: Flavor): Capabilities {
   const missing = new Map<string, string>();
   const drop = (c: string, why: string) => { has.delete(c); missing.set(c, why); };
   drop(flavor === 'xen' ? 'flavor.kvm' : 'flavor.xen', `the ${flavor === 'xen' ? 'model' : 'model-kvm'} target follows ${flavor === 'xen' ? 'Xen' : 'KVM'}`);
+  if (flavor === 'xen') drop('physdev.pirq', 'the model follows the xen target\'s PVH domains, which have no PIRQ emulation (XEN_X86_EMU_USE_PIRQ)');
   if (flavor === 'kvm') drop('xenstore', 'xenstore is served by the VMM (QEMU): the model-kvm target follows the kernel');
   drop('kvm.plain', 'plain-KVM checks need the kvm target');
   return { has, missing, properties: { target: flavor === 'xen' ? 'model' : 'model-kvm', flavor } };

@@ -72,7 +72,7 @@ export interface QemuInfo {
 export function qemuCapabilities(info: QemuInfo): Capabilities {
   const has = new Set<string>(['guest.mode64', 'guest.mode32', 'flavor.kvm', 'hypercall.intercept', 'hypercall.page', 'hypercall.cpl',
     'shared_info', 'vcpu_info', 'runstate', 'evtchn.2l', 'evtchn.send', 'evtchn.upcall_vector', 'evtchn.callback_vector', 'sched.poll',
-    'timer', 'gnttab.v1', 'xenstore']);
+    'timer', 'gnttab.v1', 'xenstore', 'physdev.pirq']);
   const missing = new Map<string, string>(Object.entries(NOT_PROVIDED));
   completeCapabilities(has, missing, {
     vendor: info.vendor, pageWriter: 'KVM', hostOps: QEMU_HOST_OPS, driver: 'qemu',

@@ -18,6 +18,7 @@ import { xenAddon } from './native.js';
 const NOT_PROVIDED: Record<string, string> = {
   'time.control': 'time on real Xen is the hypervisor\'s clock, not controlled by the case',
   'flavor.kvm': 'the xen target is Xen itself',
+  'physdev.pirq': 'the xen target\'s domains are PVH, without PIRQ emulation (XEN_X86_EMU_USE_PIRQ)',
   'kvm.plain': 'plain-KVM checks need the kvm target',
   'hypercall.raw_regs': 'the test guest passes arguments by the calling convention only',
   'hypercall.cpl12': 'the test guest runs its calls at CPL 0 or 3 only',
