@@ -18,7 +18,7 @@ export interface Placed {
 export const sharedInfoPlaced = new WeakMap<Domain, Placed>();
 
 /** Where KVM's shared_info is: where the VMM last pointed it, else the model's placement. */
-function kvmSharedInfoGpa(d: Domain): number | null {
+export function kvmSharedInfoGpa(d: Domain): number | null {
   const p = sharedInfoPlaced.get(d);
   if (p) return p.gpa === null ? null : Number(p.gpa);
   return d.sharedInfoGpa;

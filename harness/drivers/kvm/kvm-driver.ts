@@ -27,14 +27,14 @@ import { takeUpcallsLive, upcallForwarding, upcallVectors } from './upcall-live.
 import { kvmRunstate, raceLive, runstateAreas, runstateDataArg, runstateForwarding, runstateOutOf, setRunstateAddr } from './runstate-live.js';
 import { KVM_XEN_INVALID_GPA, setKernelWritesRunstate } from '../../model/runstate.js';
 import { raceArgs, raceOut } from '../../model/runstate-race.js';
-import { kvmLatchWidth } from '../../model/kvm-shared-info.js';
+import { kvmLatchWidth, kvmSharedInfoGpa } from '../../model/kvm-shared-info.js';
 import { vmAssistEnabled, VMASST_TYPE } from '../../model/vm-assist.js';
 import type { KvmXenGetAttr, KvmXenSetAttr } from '../../model/kvm-attr.js';
 import { assignTarget, ioctlErrno, kvmGetAttr } from './attr-live.js';
 import { applyOffload, offloadSnapshot } from './offload-live.js';
 import { kvmEvtchnSetattr } from '../../model/kvm-evtchn.js';
 import type { KvmEventfd } from './resources.js';
-import { kvmXenSetTimer } from '../../model/kvm-attr.js';
+import { kvmXenSetAttr, kvmXenSetTimer } from '../../model/kvm-attr.js';
 
 /** KVM_CAP_XEN_HVM bits each capability needs (spec/kvm-xen-bugs-and-scope.md). */
 const XEN_CAP_BITS: Record<string, Array<keyof typeof XEN_HVM_FLAG>> = {
@@ -271,7 +271,8 @@ class KvmSession implements Session {
       dom.areas.set('shared_info', d.sharedInfo);
       this.placeSharedInfo(d.sharedInfo);
     }
-    if (this.evtchnSend) dom.hostDelivery = (v, port) => this.deliverByKernel(v.domain.sharedInfoGpa, v.id, port);
+    // Through KVM only while KVM has a shared_info (the VMM may have taken it away: kvm.xen_set_attr).
+    if (this.evtchnSend) dom.hostDelivery = (v, port) => this.deliverByKernel(kvmSharedInfoGpa(v.domain), v.id, port);
     // KVM writes the wallclock into each shared_info it is given (kvm_xen_shared_info_init).
     dom.kernelInitsSharedInfo = true;
     // KVM writes the runstate areas the VMM layer hands it (RUNSTATE_ADDR); its model must not.
@@ -634,8 +635,11 @@ class KvmSession implements Session {
           else if (attr === 'vcpu_info_hva') v.xenSetAttr({ type: 'vcpu_info_hva', hva: hva(value) });
           else v.xenSetAttr({ type: attr, gpa: value });
         });
-        // The VMM layer lays shared_info and vcpu_info out by the width KVM latched.
-        if (attr === 'long_mode' && r.ret === 0n) kvmLatchWidth(this.vmm.domain(this.domid)!, value !== 0n ? 64 : 32, true);
+        // The VMM layer knows what it told KVM, as a VMM does: where KVM now keeps shared_info
+        // and each vcpu_info (so where the events it raises land) and the width it latched,
+        // by the same rules the reference applies (model/kvm-attr.ts kvmXenSetAttr).
+        const vd = this.vmm.domain(this.domid)!;
+        kvmXenSetAttr(vd, vd.vcpu(at.vcpu)!, attr, value);
         return r;
       }
       case 'kvm.xen_hvm_config': {
