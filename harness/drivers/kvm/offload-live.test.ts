@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { buildModel, Guest } from '../../model/evtchn-test-util.js';
-import { VIRQ_TIMER } from '../../model/timer.js';
+import { setTimerOp, VIRQ_TIMER } from '../../model/timer.js';
 import { applyOffload, offloadSnapshot } from './offload-live.js';
 import type { GuestVm } from './addon.js';
 
@@ -48,5 +48,17 @@ describe('what the kvm target hands KVM after a VMM-served hypercall (offload-li
     g.close(t);
     applyOffload(guest, before, offloadSnapshot(d));
     expect(calls).toEqual([{ vcpu: 1, type: 'timer', port: 0, priority: 0xffffffff, expiresNs: 0n }]);
+  });
+
+  it('hands KVM the one-shot deadline the guest armed before it bound VIRQ_TIMER, as QEMU does (fuzz finding on 6.1 and 6.12)', () => {
+    const m = buildModel({ flavor: 'kvm', vcpus: 2 });
+    const d = m.domain(1)!;
+    const g = new Guest(m, d.vcpu(0)!);
+    const { guest, calls } = recorder();
+    setTimerOp(m, d.vcpu(0)!, 1n << 49n);
+    const before = offloadSnapshot(d);
+    const t = g.bindVirq(VIRQ_TIMER, 0);
+    applyOffload(guest, before, offloadSnapshot(d));
+    expect(calls).toEqual([{ vcpu: 0, type: 'timer', port: t, priority: 0xffffffff, expiresNs: 1n << 49n }]);
   });
 });

@@ -8,6 +8,7 @@
 import type { Domain } from '../../model/domain.js';
 import { EVTCHNSTAT, kvmEvtchnEntries, KVM_XEN_EVTCHN_FLAG, type KvmEvtchnEntry } from '../../model/kvm-evtchn.js';
 import { kvmVcpuAttrs } from '../../model/kvm-vcpu.js';
+import { timerOf } from '../../model/timer.js';
 import { KVM_XEN_PRIO_2LEVEL } from '../../model/kvm-attr.js';
 import { DriverError } from '../../errors.js';
 import type { GuestVm } from './addon.js';
@@ -19,10 +20,16 @@ export interface OffloadSnapshot {
   ports: Map<number, Entry>;
   /** per vCPU: the timer port KVM should have */
   timers: bigint[];
+  /** per vCPU: the guest's armed one-shot deadline (its own absolute time), 0 for none */
+  deadlines: bigint[];
 }
 
 export function offloadSnapshot(d: Domain): OffloadSnapshot {
-  return { ports: kvmEvtchnEntries(d), timers: d.vcpus.map((v) => kvmVcpuAttrs(v).timerPort) };
+  return {
+    ports: kvmEvtchnEntries(d),
+    timers: d.vcpus.map((v) => kvmVcpuAttrs(v).timerPort),
+    deadlines: d.vcpus.map((v) => BigInt.asUintN(64, timerOf(v).singleshot ?? 0n)),
+  };
 }
 
 const same = (a: Entry | undefined, b: Entry | undefined): boolean =>
@@ -54,8 +61,11 @@ export function applyOffload(guest: GuestVm, before: OffloadSnapshot, after: Off
   }
   after.timers.forEach((port, i) => {
     if (port === before.timers[i] || i >= guest.vcpus.length) return;
-    // kvm_xen_set_vcpu_timer with no deadline: the VMM layer's own timers run on the
-    // model's clock, which is not the guest's kvmclock, so none is carried over.
-    quietly(() => guest.vcpus[i].xenSetAttr({ type: 'timer', port: Number(port), priority: Number(KVM_XEN_PRIO_2LEVEL), expiresNs: 0n }));
+    // kvm_xen_set_vcpu_timer as QEMU issues it (target/i386/kvm/xen-emu.c): with the
+    // one-shot deadline the guest armed before, which KVM serves from now on (the VMM
+    // layer never fires a timer it handed over). The deadline is the guest's own absolute
+    // time, which is KVM's clock too.
+    const expiresNs = port === 0n ? 0n : after.deadlines[i] ?? 0n;
+    quietly(() => guest.vcpus[i].xenSetAttr({ type: 'timer', port: Number(port), priority: Number(KVM_XEN_PRIO_2LEVEL), expiresNs }));
   });
 }
