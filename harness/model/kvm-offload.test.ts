@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { buildModel, Guest } from './evtchn-test-util.js';
 import { kvmEvtchnEntries, EVTCHNSTAT } from './kvm-evtchn.js';
-import { kvmXenGetAttr, kvmXenSetTimer, KVM_XEN_PRIO_2LEVEL } from './kvm-attr.js';
+import { kvmXenGetAttr, kvmXenSetAttr, kvmXenSetTimer, KVM_XEN_PRIO_2LEVEL } from './kvm-attr.js';
+import { enterGuest } from './domain.js';
 import { setTimerOp, timerOf, VIRQ_TIMER } from './timer.js';
 import { testBit, sharedInfoMem } from './evtchn.js';
 
@@ -70,5 +71,48 @@ describe('what a VMM hands KVM as QEMU does (model-kvm)', () => {
         expect(kvmXenGetAttr(d, g.v, 'timer_expires')).toBe(0n);
       }),
     );
+  });
+});
+
+describe('KVM\'s timer without a shared_info (xen_timer_callback, kvm_xen_inject_timer_irqs)', () => {
+  const NONE = (1n << 64n) - 1n;
+  const setup = () => {
+    const m = buildModel({ flavor: 'kvm' });
+    const d = m.domain(1)!;
+    const g = new Guest(m, d.vcpu(0)!);
+    const si = BigInt(d.sharedInfoGpa! >> 12);
+    return { m, d, g, v: d.vcpu(0)!, si };
+  };
+
+  it('holds an expiry KVM cannot raise and raises it at the vCPU\'s next entry once shared_info is back', () => {
+    const { m, d, g, v, si } = setup();
+    expect(kvmXenSetAttr(d, v, 'shared_info', NONE)).toBe(0n);
+    expect(kvmXenSetTimer(m, v, 1n, KVM_XEN_PRIO_2LEVEL, NONE)).toBe(0n);
+    expect(kvmXenSetAttr(d, v, 'shared_info', si)).toBe(0n);
+    expect(pending(g, 1)).toBe(false);
+    enterGuest(v);
+    expect(pending(g, 1)).toBe(true);
+  });
+
+  it('drops it at an entry still without shared_info, and a new timer forgets it', () => {
+    const { m, d, g, v, si } = setup();
+    kvmXenSetAttr(d, v, 'shared_info', NONE);
+    kvmXenSetTimer(m, v, 1n, KVM_XEN_PRIO_2LEVEL, NONE);
+    enterGuest(v);
+    kvmXenSetAttr(d, v, 'shared_info', si);
+    enterGuest(v);
+    expect(pending(g, 1)).toBe(false);
+    kvmXenSetAttr(d, v, 'shared_info', NONE);
+    kvmXenSetTimer(m, v, 1n, KVM_XEN_PRIO_2LEVEL, NONE);
+    kvmXenSetTimer(m, v, 1n, KVM_XEN_PRIO_2LEVEL, 0n); // port kept, no deadline: timer_pending cleared
+    kvmXenSetAttr(d, v, 'shared_info', si);
+    enterGuest(v);
+    expect(pending(g, 1)).toBe(false);
+  });
+
+  it('with shared_info in place raises the port at once, as before', () => {
+    const { m, g, v } = setup();
+    kvmXenSetTimer(m, v, 1n, KVM_XEN_PRIO_2LEVEL, NONE);
+    expect(pending(g, 1)).toBe(true);
   });
 });

@@ -10,6 +10,7 @@ import { eventChannels } from './event-delivery.js';
 import { HYPERVISOR, registerHypercalls, type HypercallContext } from './hypercall.js';
 import { modelHooks, type Vcpu, type XenModel } from './domain.js';
 import { kvmTimerPort } from './kvm-vcpu.js';
+import { kvmSharedInfoGpa } from './kvm-shared-info.js';
 
 export const VIRQ_TIMER = 0;
 /** MILLISECS(100): where a bogus set_timer_op timeout lands. */
@@ -30,6 +31,11 @@ export interface TimerState {
   poll: bigint | null;
   /** VIRQ_TIMER sends attempted (delivered or dropped by the event-channel layer). */
   virqSent: number;
+  /**
+   * KVM's timer fired while KVM had no shared_info to raise its port in: KVM holds it
+   * (timer_pending) for the vCPU's next entry (xen_timer_callback, kvm_xen_inject_timer_irqs).
+   */
+  kvmHeld: boolean;
 }
 
 const timers = new WeakMap<Vcpu, TimerState>();
@@ -37,7 +43,7 @@ const timers = new WeakMap<Vcpu, TimerState>();
 export function timerOf(v: Vcpu): TimerState {
   let t = timers.get(v);
   if (!t) {
-    t = { singleshot: null, singleshotFired: 0, periodicPeriod: 0n, periodicLast: 0n, periodicNext: null, periodicFired: 0, poll: null, virqSent: 0 };
+    t = { singleshot: null, singleshotFired: 0, periodicPeriod: 0n, periodicLast: 0n, periodicNext: null, periodicFired: 0, poll: null, virqSent: 0, kvmHeld: false };
     timers.set(v, t);
   }
   return t;
@@ -60,11 +66,28 @@ export function sendTimerEvent(m: XenModel, v: Vcpu): void {
     ev = null;
   }
   // KVM's in-kernel timer raises the port the VMM gave it (arch/x86/kvm/xen.c, xen_timer_callback).
+  // Without a shared_info its fast path cannot (-EWOULDBLOCK): the expiry waits for the
+  // vCPU's next entry, and a second expiry meanwhile adds nothing.
   const kvmPort = kvmTimerPort(v);
-  if (kvmPort !== 0) ev?.raisePort(v, kvmPort);
+  if (kvmPort !== 0 && kvmSharedInfoGpa(v.domain) === null) t.kvmHeld = true;
+  else if (kvmPort !== 0) ev?.raisePort(v, kvmPort);
   else ev?.sendVirq(v, VIRQ_TIMER);
   for (const h of timerHooks.afterVirq) h(m, v);
 }
+
+/**
+ * kvm_xen_inject_timer_irqs at a vCPU's entry: a held expiry goes out through the slow
+ * path (kvm_xen_set_evtchn), which raises it if KVM has a shared_info again and drops it
+ * if not; either way it is no longer held.
+ */
+function kvmInjectHeldTimer(v: Vcpu): void {
+  const t = timers.get(v);
+  if (!t?.kvmHeld) return;
+  t.kvmHeld = false;
+  const port = kvmTimerPort(v);
+  if (port !== 0 && kvmSharedInfoGpa(v.domain) !== null) eventChannels().raisePort(v, port);
+}
+modelHooks.guestEntry.push(kvmInjectHeldTimer);
 
 /** set_timer on the one-shot timer: a deadline not in the future fires at once. */
 export function setSingleshot(m: XenModel, v: Vcpu, deadline: bigint): void {
@@ -84,12 +107,15 @@ export function setSingleshot(m: XenModel, v: Vcpu, deadline: bigint): void {
  * deadline in [2^63, 2^64 - now) is far ahead, where Xen's signed s_time_t makes it past.
  */
 export function kvmStartTimer(m: XenModel, v: Vcpu, deadline: bigint): void {
+  timerOf(v).kvmHeld = false; // atomic_set(&timer_pending, 0)
   const delta = BigInt.asIntN(64, deadline - m.now);
   setSingleshot(m, v, delta <= 0n ? m.now : m.now + delta);
 }
 
 export function stopSingleshot(v: Vcpu): void {
-  timerOf(v).singleshot = null;
+  const t = timerOf(v);
+  t.singleshot = null;
+  t.kvmHeld = false; // kvm_xen_stop_timer clears timer_pending too
 }
 
 /** do_set_timer_op(s_time_t timeout). */
