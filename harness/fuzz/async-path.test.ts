@@ -25,6 +25,36 @@ describe('fuzz through the Driver/Session interface', () => {
     expect(f?.signature).toMatch(/^differential\|evtchn\.alloc_many\|/);
     expect(f!.trace.length).toBeLessThanOrEqual(3);
   });
+  it('stops shrinking when told and keeps the failing sequence it had', async () => {
+    const b = BROKEN_MODELS.find((x) => x.variant.name === 'evtchn-limit-off-by-one')!;
+    const target = new ModelDriver('xen', b.variant);
+    const ref = new ModelDriver('xen');
+    let opened = 0;
+    const targets: FuzzTargets = {
+      sync: false,
+      allowed: allowedOps('model', [await target.probe(), await ref.probe()]),
+      openTarget: async (s) => { opened++; return driverSession(await target.open(s)); },
+      openReference: async (s) => driverSession(await ref.open(s)),
+    };
+    const stats = { steps: 0, sequences: 0, ops: new Map<string, number>() };
+    for (let seed = 1; seed < 20; seed++) {
+      let unshrunk: number | undefined;
+      let atFirst = 0;
+      const f = await checkBatch(targets, {
+        seed, runs: 50, maxCommands: 60, stats,
+        onFirstFailure: (raw) => { unshrunk = raw.trace.length; atFirst = opened; },
+        shrinkStopped: () => true,
+      });
+      if (!f) continue;
+      // Not one shrink candidate ran: the finding is the first failing sequence, marked as cut.
+      expect(opened).toBe(atFirst);
+      expect(f.shrinkCut).toBe(true);
+      expect(f.trace.length).toBe(unshrunk);
+      expect(f.signature).toMatch(/^differential\|evtchn\.alloc_many\|/);
+      return;
+    }
+    throw new Error('no finding in 19 seeds');
+  });
   it('runs clean when target and reference agree', async () => {
     const d = new ModelDriver('kvm');
     const targets: FuzzTargets = {

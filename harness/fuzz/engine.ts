@@ -66,6 +66,8 @@ export interface Finding {
   fcSeed: number;
   fcPath: string;
   replayPath?: string;
+  /** Shrinking was stopped (signal, shrink time up) before fast-check finished it. */
+  shrinkCut?: boolean;
 }
 
 export function signature(trace: TraceEntry[], index: number, d: Disagreement): string {
@@ -83,6 +85,12 @@ export interface BatchOptions {
   compareMemory?: boolean;
   /** Stop generating more sequences (SIGINT/SIGTERM, time up). */
   interrupted?: () => boolean;
+  /**
+   * Stop shrinking (SIGINT/SIGTERM, shrink time up): the smallest failing sequence found
+   * so far is the finding. On a live target a replay takes seconds, and fast-check's
+   * shrinking of a long sequence can take hours.
+   */
+  shrinkStopped?: () => boolean;
   /** Replay one counterexample (seed and path of an earlier batch). */
   path?: string;
   /** A signature already in the findings store: counted (onKnown), not shrunk again. */
@@ -170,6 +178,12 @@ function guidedArb(o: ArbOptions, corpus?: Corpus): fc.Arbitrary<Seq> {
 export async function checkBatch(targets: FuzzTargets, o: BatchOptions): Promise<Finding | undefined> {
   let first: string | undefined;
   let last: { f: FindingError; setup: FuzzSetup } | undefined;
+  let shrinkCut = false;
+  const skip = (): boolean => {
+    if (first === undefined) return o.interrupted?.() ?? false;
+    if (o.shrinkStopped?.()) shrinkCut = true;
+    return shrinkCut;
+  };
   const onError = (e: unknown, setup: FuzzSetup): boolean => {
     if (!(e instanceof FindingError)) throw e;
     const sig = signature(e.trace, e.index, e.disagreement);
@@ -211,7 +225,7 @@ export async function checkBatch(targets: FuzzTargets, o: BatchOptions): Promise
   let result;
   if (targets.sync) {
     const prop = fc.property(guidedArb(arbOptions(true), corpus), ([setup, cmds]) => {
-      if (o.interrupted?.() && first === undefined) return true;
+      if (skip()) return true;
       o.stats.sequences++;
       const ss = sessionSetup(setup, targets.xenVersion);
       const t = targets.openTarget(ss) as FuzzSession;
@@ -231,7 +245,7 @@ export async function checkBatch(targets: FuzzTargets, o: BatchOptions): Promise
     result = fc.check(prop, params);
   } else {
     const prop = fc.asyncProperty(guidedArb(arbOptions(false), corpus), async ([setup, cmds]) => {
-      if (o.interrupted?.() && first === undefined) return true;
+      if (skip()) return true;
       o.stats.sequences++;
       const seq = await open(setup);
       let passed = false;
@@ -258,6 +272,6 @@ export async function checkBatch(targets: FuzzTargets, o: BatchOptions): Promise
   const replay = /replayPath="([^"]*)"/.exec(String(result.counterexample?.[0]?.[1] ?? ''))?.[1];
   return {
     signature: signature(f.trace, f.index, f.disagreement), disagreement: f.disagreement, setup, trace: f.trace, index: f.index,
-    fcSeed: result.seed, fcPath: result.counterexamplePath ?? '', replayPath: replay,
+    fcSeed: result.seed, fcPath: result.counterexamplePath ?? '', replayPath: replay, shrinkCut,
   };
 }

@@ -70,7 +70,7 @@ export function findingYaml(f: Finding, ctx: FindingContext, file: string): stri
     steps,
   };
   const head = [
-    '# Found by xconf fuzz; shrunk by fast-check.',
+    f.shrinkCut ? '# Found by xconf fuzz; shrinking by fast-check stopped early (signal or shrink time), not minimal.' : '# Found by xconf fuzz; shrunk by fast-check.',
     `# signature: ${f.signature}`,
     `# ${d.kind}: ${d.field}: expected ${d.expected}, got ${d.actual}`.replace(/\n/g, ' '),
     `# replay: npx xconf run ${file} --target=${ctx.target}`,

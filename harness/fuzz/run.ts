@@ -31,6 +31,8 @@ export interface FuzzRunOptions {
   stopOnFinding?: boolean;
   /** Interval of plain progress lines when not on a TTY. */
   plainEveryMs?: number;
+  /** How long shrinking may go on past timeMs (default min(SHRINK_GRACE_MS, timeMs)). */
+  shrinkGraceMs?: number;
 }
 
 export interface FuzzReport {
@@ -63,6 +65,9 @@ export interface FuzzReport {
   stoppedBy: 'time' | 'signal' | 'finding';
 }
 
+/** How long shrinking may go on past --time (at most; never more than --time itself). */
+export const SHRINK_GRACE_MS = 60_000;
+
 const tick = () => new Promise<void>((r) => setImmediate(r));
 
 export async function runFuzzSession(o: FuzzRunOptions): Promise<FuzzReport> {
@@ -84,6 +89,9 @@ export async function runFuzzSession(o: FuzzRunOptions): Promise<FuzzReport> {
   let stoppedBy: FuzzReport['stoppedBy'] = 'time';
   const elapsed = () => performance.now() - t0;
   const timeUp = () => elapsed() >= o.timeMs;
+  // Shrinking a finding may go on past the session's time by this much, then the smallest
+  // failing sequence found so far is saved (a live replay takes seconds: a full shrink can take hours).
+  const shrinkGraceMs = o.shrinkGraceMs ?? Math.min(SHRINK_GRACE_MS, o.timeMs);
   const show = (force = false) => {
     const now = performance.now();
     // The rate over the last second or more (a forced update right after one keeps the last rate).
@@ -109,6 +117,7 @@ export async function runFuzzSession(o: FuzzRunOptions): Promise<FuzzReport> {
     const f = await checkBatch(o.targets, {
       seed, runs: o.batchRuns ?? 100, maxCommands: o.maxCommands ?? 60, stats, corpus,
       interrupted: () => o.stop.requested || timeUp(),
+      shrinkStopped: () => o.stop.requested || elapsed() >= o.timeMs + shrinkGraceMs,
       isKnown: (sig) => !store.isNew(sig),
       onKnown: (sig) => {
         const s = store.hit(sig)!;
@@ -124,6 +133,7 @@ export async function runFuzzSession(o: FuzzRunOptions): Promise<FuzzReport> {
       seen.set(f.signature, s);
       found.push(f);
       say(`finding: ${f.disagreement.kind} at step ${f.index + 1} of ${f.trace.length} (${f.trace[f.index].step.op}): ${f.disagreement.field}: expected ${f.disagreement.expected}, got ${f.disagreement.actual}`);
+      if (f.shrinkCut) say(`  shrinking stopped (${o.stop.requested ? 'signal' : 'time'}): the smallest failing sequence so far is kept`);
       say(`  saved ${s.file}; replay: npx xconf run ${s.file} --target=${o.target}`);
       if (o.stopOnFinding) { stoppedBy = 'finding'; break; }
     }
