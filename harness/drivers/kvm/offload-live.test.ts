@@ -3,11 +3,15 @@ import { buildModel, Guest } from '../../model/evtchn-test-util.js';
 import { setTimerOp, VIRQ_TIMER } from '../../model/timer.js';
 import { applyOffload, offloadSnapshot } from './offload-live.js';
 import type { GuestVm } from './addon.js';
+import { kvmXenSetTimer } from '../../model/kvm-attr.js';
 
 /** A stand-in for the VM that records the ioctls the VMM layer would issue. */
-function recorder() {
+function recorder(kvmTimer = { port: 0, priority: 0, expiresNs: 0n }) {
   const calls: Array<Record<string, unknown>> = [];
-  const vcpu = (i: number) => ({ xenSetAttr: (a: object) => calls.push({ vcpu: i, ...a }) });
+  const vcpu = (i: number) => ({
+    xenSetAttr: (a: object) => calls.push({ vcpu: i, ...a }),
+    xenGetAttr: (type: string) => ({ type, ...kvmTimer }),
+  });
   const guest = { vm: { xenSetAttr: (a: object) => calls.push({ vm: true, ...a }) }, vcpus: [vcpu(0), vcpu(1)] } as unknown as GuestVm;
   return { guest, calls };
 }
@@ -56,6 +60,19 @@ describe('what the kvm target hands KVM after a VMM-served hypercall (offload-li
     const g = new Guest(m, d.vcpu(0)!);
     const { guest, calls } = recorder();
     setTimerOp(m, d.vcpu(0)!, 1n << 49n);
+    const before = offloadSnapshot(d);
+    const t = g.bindVirq(VIRQ_TIMER, 0);
+    applyOffload(guest, before, offloadSnapshot(d));
+    expect(calls).toEqual([{ vcpu: 0, type: 'timer', port: t, priority: 0xffffffff, expiresNs: 1n << 49n }]);
+  });
+
+  it('keeps the deadline of a timer KVM already held when VIRQ_TIMER is bound (fuzz finding on 6.12, VMM ops)', () => {
+    const m = buildModel({ flavor: 'kvm', vcpus: 2 });
+    const d = m.domain(1)!;
+    const g = new Guest(m, d.vcpu(0)!);
+    // The VMM gave KVM a timer on port 2 armed 2^49 ns (kvm.xen_set_timer): its own record has no deadline.
+    const { guest, calls } = recorder({ port: 2, priority: 0xffffffff, expiresNs: 1n << 49n });
+    kvmXenSetTimer(m, d.vcpu(0)!, 2n, 0xffffffffn, 0n);
     const before = offloadSnapshot(d);
     const t = g.bindVirq(VIRQ_TIMER, 0);
     applyOffload(guest, before, offloadSnapshot(d));

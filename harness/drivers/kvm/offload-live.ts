@@ -65,7 +65,21 @@ export function applyOffload(guest: GuestVm, before: OffloadSnapshot, after: Off
     // one-shot deadline the guest armed before, which KVM serves from now on (the VMM
     // layer never fires a timer it handed over). The deadline is the guest's own absolute
     // time, which is KVM's clock too.
-    const expiresNs = port === 0n ? 0n : after.deadlines[i] ?? 0n;
+    // When KVM already held a timer (a port the VMM gave it before), that timer is the
+    // deadline: the VMM reads it back from KVM first (KVM_XEN_VCPU_ATTR_TYPE_TIMER), since
+    // its own record went stale the moment KVM took the timer.
+    const expiresNs = port === 0n ? 0n : before.timers[i] !== 0n ? kvmTimerExpires(guest, i) : after.deadlines[i] ?? 0n;
     quietly(() => guest.vcpus[i].xenSetAttr({ type: 'timer', port: Number(port), priority: Number(KVM_XEN_PRIO_2LEVEL), expiresNs }));
   });
+}
+
+/** KVM's armed deadline of vCPU i's timer (KVM_XEN_VCPU_ATTR_TYPE_TIMER), 0 if none or unreadable. */
+function kvmTimerExpires(guest: GuestVm, i: number): bigint {
+  try {
+    const a = guest.vcpus[i].xenGetAttr('timer');
+    return a.type === 'timer' ? BigInt(a.expiresNs) : 0n;
+  } catch (e) {
+    if (!(e instanceof DriverError)) throw e;
+    return 0n;
+  }
 }
