@@ -8,6 +8,7 @@
 import fc from 'fast-check';
 import { big, k, step, type Gen } from './step-gen.js';
 import { KVM_HOST_OPS, kvmHostGenerators } from './steps-kvm.js';
+import { UNMAPPED_VA } from '../drivers/kvm/guest.js';
 
 /** An op argument: a number, a list, a list of records, or a name (kvm.xen_get_attr's attr). */
 export type ArgValue = bigint | string | bigint[] | Array<Record<string, bigint>>;
@@ -151,6 +152,14 @@ export function generators(c: StepContext): Array<{ weight: number; arbitrary: G
     w(1, step('vcpu.register_runstate_phys', fc.record({ gpa: addrArb }))),
     w(1, step('vcpu.get_runstate_info', fc.record({ vcpuid: vcpu }))),
     w(1, step('vcpu.register_vcpu_info', fc.record({ mfn: big(fc.constantFrom(FUZZ_FRAMES.area >> 12, 0xfffff)), offset: big(fc.constantFrom(0, 0x40, 0xfc0, 0xfc8, 0x1000)) }))),
+    // Arguments no page maps (drivers/kvm/guest.ts UNMAPPED_VA): -EFAULT from each reader
+    // (the poll's port list, the poll's and the send's own struct), and more ports than
+    // the 128 a poll may name (-EINVAL before any is read).
+    w(1, step('sched.poll', fc.record({ ports_addr: fc.constant(BigInt(UNMAPPED_VA.base)), nr_ports: big(fc.constantFrom(1, 129)), timeout: fc.constant(1000n) }))),
+    w(1, step('hypercall.raw', fc.record({
+      nr: fc.constantFrom(k('HYPERVISOR_event_channel_op'), k('HYPERVISOR_sched_op')),
+      a1: fc.constant(0n), a2: fc.constant(BigInt(UNMAPPED_VA.base)),
+    }).map((r) => ({ ...r, a1: r.nr === k('HYPERVISOR_sched_op') ? k('SCHEDOP_poll') : k('EVTCHNOP_send') })))),
     w(1, step('xen.vm_assist', fc.record({ cmd: big(fc.constantFrom(0, 1, 2)), type: big(fc.constantFrom(5, 2, 31, 32)) }))),
     w(1, step('xen.version', fc.record({ cmd: big(fc.integer({ min: 0, max: 12 })) }))),
     // What only a VMM does to KVM (its attributes, send ports, irqfds): flavour kvm only.
