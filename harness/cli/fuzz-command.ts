@@ -29,6 +29,9 @@ invariants. A finding is saved at once, shrunk, and written as a YAML case that
                     sequences that reach new kernel edges join a corpus that later
                     sequences mutate; edges over time are printed
   --kcov-observe    count KCOV edges without guiding (to compare with --kcov)
+  --corpus-from=PATH  with --kcov: start the corpus from the cases under PATH (e.g.
+                    suites): each case's steps in the fuzz vocabulary, its values
+                    resolved on model-kvm, run first; those reaching new edges are kept
   --no-vmm-ops      leave out what only a VMM does to KVM (kvm.* attributes, send
                     ports, irqfds, hypercall config; runstate.host_*): guest steps only
 
@@ -121,6 +124,7 @@ export async function runFuzz(argv: string[]): Promise<ExitCode> {
     target: { type: 'string', default: 'model' }, against: { type: 'string' }, time: { type: 'string', default: '60s' },
     seed: { type: 'string' }, shard: { type: 'string' }, out: { type: 'string', default: 'fixtures/found' }, junit: { type: 'string' },
     kcov: { type: 'boolean' }, 'kcov-observe': { type: 'boolean' }, 'no-vmm-ops': { type: 'boolean' },
+    'corpus-from': { type: 'string' },
   });
   if (v.help) { process.stdout.write(FUZZ_HELP + '\n'); return EXIT.ok; }
   // Loaded on use: `xconf run` starts without fast-check and the fuzzer.
@@ -135,6 +139,8 @@ export async function runFuzz(argv: string[]): Promise<ExitCode> {
   const kcov = v.kcov ? 'guide' : v['kcov-observe'] ? 'observe' : undefined;
   if (v.kcov && v['kcov-observe']) throw new UsageError('--kcov and --kcov-observe exclude each other (--kcov guides, --kcov-observe only counts)');
   if (kcov && target !== 'kvm') throw new UsageError(`--kcov${kcov === 'observe' ? '-observe' : ''} traces the kernel's KVM: it needs --target=kvm (got ${target})`);
+  if (v['corpus-from'] !== undefined && kcov !== 'guide') throw new UsageError('--corpus-from starts the corpus of a coverage-guided run: it needs --kcov');
+  if (v['corpus-from'] !== undefined && !existsSync(String(v['corpus-from']))) throw new UsageError(`--corpus-from: no such file or directory '${v['corpus-from']}'`);
   let targets;
   try {
     targets = await buildTargets(target, reference);
@@ -155,11 +161,18 @@ export async function runFuzz(argv: string[]): Promise<ExitCode> {
   process.stdout.write(`xconf fuzz: target ${target}, ${reference ? `reference ${reference}` : 'no reference (invariants)'}, seed ${seed}` +
     `${shard.n > 1 ? `, shard ${shard.k}/${shard.n}` : ''}, ${timeMs / 1000}s, ${targets.allowed?.size} ops, findings in ${v.out}/` +
     `${kcov ? `, KCOV ${kcov === 'guide' ? 'guided' : 'observed'}` : ''}\n`);
+  let seeds;
+  if (v['corpus-from'] !== undefined) {
+    const { seedsFromSuites } = await import('../fuzz/seed-corpus.js');
+    const l = await seedsFromSuites([String(v['corpus-from'])], targets.allowed, targets.shape ?? { multi: true, mode32: true });
+    seeds = l.seeds;
+    process.stdout.write(`xconf fuzz: corpus from ${v['corpus-from']}: ${l.seeds.length} sequences from ${l.variants} case variants model-kvm runs (${l.empty} without a step both targets run)\n`);
+  }
   const stop = { requested: false };
   const off = onSignals(stop, process.stdout);
   let report: FuzzReport;
   try {
-    report = await runFuzzSession({ target, reference, timeMs, seed, shard, outDir: String(v.out), targets, out: process.stdout, stop });
+    report = await runFuzzSession({ target, reference, timeMs, seed, shard, outDir: String(v.out), targets, out: process.stdout, stop, seeds });
   } finally {
     off();
   }

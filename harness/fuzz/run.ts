@@ -11,6 +11,7 @@ import { Progress } from './progress.js';
 import { batchSeed, type Shard } from './seeds.js';
 import { Corpus, CoverageTimeline, type CoverageTotals } from './corpus.js';
 import type { StepStats } from './session.js';
+import { runSeeds, type SeedSequence } from './seed-corpus.js';
 
 export interface FuzzRunOptions {
   target: string;
@@ -33,6 +34,8 @@ export interface FuzzRunOptions {
   plainEveryMs?: number;
   /** How long shrinking may go on past timeMs (default min(SHRINK_GRACE_MS, timeMs)). */
   shrinkGraceMs?: number;
+  /** A coverage-guided run's starting corpus (seed-corpus.ts), run first. */
+  seeds?: SeedSequence[];
 }
 
 export interface FuzzReport {
@@ -110,6 +113,11 @@ export async function runFuzzSession(o: FuzzRunOptions): Promise<FuzzReport> {
     progress.clear();
     o.out.write(`${line}\n`);
   };
+  if (o.seeds?.length && corpus) {
+    const r = await runSeeds(o.targets, o.seeds, { stats, corpus, say, stop: () => o.stop.requested || timeUp() });
+    say(`seed corpus: ${r.run} of ${o.seeds.length} sequences from the cases run, ${r.kept} reached new edges and were kept, ${r.disagreed} disagreed (not kept)`);
+    show(true);
+  }
   for (let batch = 0; ; batch++) {
     if (o.stop.requested) { stoppedBy = 'signal'; break; }
     if (timeUp()) break;

@@ -224,6 +224,17 @@ export interface RunCaseOptions {
   xenVersion?: string;
   /** Called as each step starts (isolated runs report progress to the parent with it). */
   onStep?: (index: number, label: string) => void;
+  /** Called with each step's resolved arguments and placement before it runs (the fuzzer's seed corpus). */
+  onResolved?: (step: ResolvedStep) => void;
+}
+
+/** A step as it runs: its op, its arguments with every variable and saved value resolved, where it runs. */
+export interface ResolvedStep {
+  index: number;
+  op: string;
+  args: unknown;
+  place: StepPlacement;
+  setup: SessionSetup;
 }
 
 export function caseTimeoutMs(c: LoadedCase, opts: RunCaseOptions): number {
@@ -275,7 +286,7 @@ export async function runCase(pc: PlannedCase, driver: Driver, caps: Capabilitie
     timer = setTimeout(() => res(result('error', `timeout: case did not finish within ${limit / 1000}s`)), limit);
   });
   try {
-    return await Promise.race([execute(c, setup, vars, driver, steps, result, opts.onStep), timeout]);
+    return await Promise.race([execute(c, setup, vars, driver, steps, result, opts.onStep, opts.onResolved), timeout]);
   } finally {
     clearTimeout(timer);
   }
@@ -285,6 +296,7 @@ async function execute(
   c: LoadedCase, setup: SessionSetup, vars: Vars, driver: Driver, steps: StepRecord[],
   result: (s: CaseResult['status'], m?: string, d?: string) => CaseResult,
   onStep?: (index: number, label: string) => void,
+  onResolved?: (step: ResolvedStep) => void,
 ): Promise<CaseResult> {
   const savedNames = savedVariables(c);
   let session;
@@ -311,6 +323,7 @@ async function execute(
           via: s.via ?? 'auto',
         };
         const args = resolveArgs(s.args, vars);
+        onResolved?.({ index: s.index, op: s.op.name, args, place, setup });
         const action = s.op.encode(args as never, {
           width: setup.mode, scratch: setup.scratch + place.vcpu * 4096, dom: place.dom, vcpu: place.vcpu,
         });

@@ -1,0 +1,52 @@
+// The seed corpus from the cases: values resolved (saved ports, matrix variables),
+// only ops both fuzz targets run, run under the oracles, kept when they reach new edges.
+import { describe, expect, it } from 'vitest';
+import { Corpus, type CoverageTotals } from './corpus.js';
+import { runSeeds, seedsFromSuites } from './seed-corpus.js';
+import type { StepStats } from './session.js';
+import { buildTargets } from './targets.js';
+import { BROKEN_MODELS } from './variants.js';
+
+const totals = (newEdges: number): CoverageTotals =>
+  ({ newEdges, newPcs: newEdges, edges: newEdges, pcs: newEdges, records: 0, overflows: 0, threads: 1, failedThreads: 0 });
+const stats = (): StepStats => ({ steps: 0, sequences: 0, ops: new Map() });
+
+describe('seed corpus from the suites', () => {
+  it('turns a case into a sequence with its saved values and matrix resolved, in its guest width', async () => {
+    const t = await buildTargets('model-kvm', undefined);
+    const l = await seedsFromSuites(['suites/evtchn/2l-already-pending-stops.yaml'], t.allowed, t.shape ?? { multi: true, mode32: true });
+    expect(l.variants).toBe(2);
+    expect(l.seeds.map((s) => s.setup.mode).sort()).toEqual([32, 64]);
+    for (const s of l.seeds) {
+      // memory.write and evtchn.upcall_count are not fuzz ops: the bind and both sends remain.
+      expect(s.steps.map((x) => x.op)).toEqual(['evtchn.bind_ipi', 'evtchn.send', 'evtchn.send']);
+      expect(typeof s.steps[1].args.port).toBe('bigint');
+      expect(s.steps[1].args.port).toBeGreaterThan(0n); // $p, the port bind_ipi returned on model-kvm
+    }
+  });
+
+  it('keeps the seeds that reach new edges, and reports and drops those that disagree', async () => {
+    const t = await buildTargets('model-kvm', undefined);
+    const l = await seedsFromSuites(['suites/evtchn'], t.allowed, t.shape ?? { multi: true, mode32: true });
+    expect(l.seeds.length).toBeGreaterThan(20);
+    // Every third sequence "reaches new edges".
+    let n = 0;
+    t.coverage = { name: 'test', guide: true, collect: () => totals(n++ % 3 === 0 ? 1 : 0) };
+    const corpus = new Corpus();
+    const lines: string[] = [];
+    const r = await runSeeds(t, l.seeds, { stats: stats(), corpus, say: (x) => lines.push(x), stop: () => false });
+    expect(r).toEqual({ run: l.seeds.length, kept: Math.ceil(l.seeds.length / 3), disagreed: 0 });
+    expect(corpus.entries.length).toBe(r.kept);
+
+    // Against a broken model, seeds disagree: reported, not kept.
+    const b = BROKEN_MODELS.find((x) => x.variant.name === 'evtchn-limit-off-by-one')!;
+    const broken = await buildTargets('model', 'model', b.variant);
+    broken.coverage = { name: 'test', guide: true, collect: () => totals(1) };
+    const l2 = await seedsFromSuites(['suites/evtchn'], broken.allowed, broken.shape ?? { multi: true, mode32: true });
+    const c2 = new Corpus();
+    const r2 = await runSeeds(broken, l2.seeds, { stats: stats(), corpus: c2, say: (x) => lines.push(x), stop: () => false });
+    expect(r2.disagreed).toBeGreaterThan(0);
+    expect(c2.entries.length).toBe(r2.run - r2.disagreed);
+    expect(lines.some((x) => /^seed evtchn\/.*: step \d+ \(.*\) .*expected .*, got .* \(not kept\)$/.test(x))).toBe(true);
+  });
+});
