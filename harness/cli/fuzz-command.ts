@@ -164,9 +164,10 @@ export async function runFuzz(argv: string[]): Promise<ExitCode> {
   let seeds;
   if (v['corpus-from'] !== undefined) {
     const { seedsFromSuites } = await import('../fuzz/seed-corpus.js');
-    const l = await seedsFromSuites([String(v['corpus-from'])], targets.allowed, targets.shape ?? { multi: true, mode32: true });
+    const caps = [await targets.driver.probe(), ...(targets.reference ? [await targets.reference.probe()] : [])];
+    const l = await seedsFromSuites([String(v['corpus-from'])], targets.allowed, targets.shape ?? { multi: true, mode32: true }, caps);
     seeds = l.seeds;
-    process.stdout.write(`xconf fuzz: corpus from ${v['corpus-from']}: ${l.seeds.length} sequences from ${l.variants} case variants model-kvm runs (${l.empty} without a step both targets run)\n`);
+    process.stdout.write(`xconf fuzz: corpus from ${v['corpus-from']}: ${l.seeds.length} sequences from ${l.variants} case variants both targets run (${l.empty} without a fuzz-vocabulary step)\n`);
   }
   const stop = { requested: false };
   const off = onSignals(stop, process.stdout);

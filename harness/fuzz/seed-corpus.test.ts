@@ -1,6 +1,7 @@
 // The seed corpus from the cases: values resolved (saved ports, matrix variables),
 // only ops both fuzz targets run, run under the oracles, kept when they reach new edges.
 import { describe, expect, it } from 'vitest';
+import { ModelDriver } from '../drivers/model/model-driver.js';
 import { Corpus, type CoverageTotals } from './corpus.js';
 import { runSeeds, seedsFromSuites } from './seed-corpus.js';
 import type { StepStats } from './session.js';
@@ -23,6 +24,18 @@ describe('seed corpus from the suites', () => {
       expect(typeof s.steps[1].args.port).toBe('bigint');
       expect(s.steps[1].args.port).toBeGreaterThan(0n); // $p, the port bind_ipi returned on model-kvm
     }
+  });
+
+  it('leaves out the cases a target would skip', async () => {
+    const t = await buildTargets('model-kvm', undefined);
+    const shape = t.shape ?? { multi: true, mode32: true };
+    const all = await seedsFromSuites(['suites/hypercall/cpl-nonzero-eperm.yaml'], t.allowed, shape);
+    expect(all.seeds.some((s) => /cpl=1/.test(s.name))).toBe(true);
+    const caps = await new ModelDriver('kvm').probe();
+    caps.has.delete('hypercall.cpl12');
+    const cut = await seedsFromSuites(['suites/hypercall/cpl-nonzero-eperm.yaml'], t.allowed, shape, [caps]);
+    expect(cut.seeds.length).toBeGreaterThan(0);
+    expect(cut.seeds.some((s) => /cpl=[12]\]/.test(s.name))).toBe(false);
   });
 
   it('keeps the seeds that reach new edges, and reports and drops those that disagree', async () => {

@@ -6,6 +6,7 @@
 // kernel edges joins the corpus that later sequences mutate. A seed that disagrees is
 // reported (its case, run with `xconf run`, tells whether the case fails too) and not kept.
 
+import type { Capabilities } from '../drivers/driver.js';
 import { ModelDriver } from '../drivers/model/model-driver.js';
 import { loadPaths } from '../suite/loader.js';
 import { plan } from '../runner/plan.js';
@@ -78,19 +79,24 @@ function fuzzStep(r: ResolvedStep, setup: FuzzSetup): FuzzStep | undefined {
   return { op: r.op, args, dom, vcpu: r.place.vcpu, cpl: r.place.cpl };
 }
 
-/** Seed sequences from the cases under `paths`, cut to the ops both fuzz targets run. */
-export async function seedsFromSuites(paths: string[], allowed: ReadonlySet<string> | undefined, shape: SetupShape): Promise<SeedLoad> {
+/**
+ * Seed sequences from the cases under `paths`, cut to the ops both fuzz targets run; a case
+ * any of `caps` (the targets' capabilities) would skip is left out.
+ */
+export async function seedsFromSuites(
+  paths: string[], allowed: ReadonlySet<string> | undefined, shape: SetupShape, caps: readonly Capabilities[] = [],
+): Promise<SeedLoad> {
   const { cases } = loadPaths(paths, { cache: null });
   const driver = new ModelDriver('kvm');
-  const caps = await driver.probe();
+  const own = await driver.probe();
   const seeds: SeedSequence[] = [];
   let variants = 0;
   let empty = 0;
   for (const pc of plan(cases, {})) {
-    if (skipReason(pc, caps)) continue;
+    if ([own, ...caps].some((c) => skipReason(pc, c))) continue;
     variants++;
     const resolved: ResolvedStep[] = [];
-    await runCase(pc, driver, caps, { onResolved: (r) => resolved.push(r) });
+    await runCase(pc, driver, own, { onResolved: (r) => resolved.push(r) });
     if (!resolved.length) { empty++; continue; }
     const setup = fuzzSetupOf(resolved[0], shape);
     if (setup.mode === 32 && !shape.mode32) { empty++; continue; }
