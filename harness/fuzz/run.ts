@@ -114,7 +114,8 @@ export async function runFuzzSession(o: FuzzRunOptions): Promise<FuzzReport> {
     o.out.write(`${line}\n`);
   };
   if (o.seeds?.length && corpus) {
-    const r = await runSeeds(o.targets, o.seeds, { stats, corpus, say, stop: () => o.stop.requested || timeUp() });
+    // The seeds get half the run at most: the rest is for mutating them.
+    const r = await runSeeds(o.targets, o.seeds, { stats, corpus, say, stop: () => o.stop.requested || elapsed() >= o.timeMs / 2 });
     say(`seed corpus: ${r.run} of ${o.seeds.length} sequences from the cases run, ${r.kept} reached new edges and were kept, ${r.disagreed} disagreed (not kept)`);
     show(true);
   }
