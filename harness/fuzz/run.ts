@@ -115,7 +115,9 @@ export async function runFuzzSession(o: FuzzRunOptions): Promise<FuzzReport> {
   };
   if (o.seeds?.length && corpus) {
     // The seeds get half the run at most: the rest is for mutating them.
-    const r = await runSeeds(o.targets, o.seeds, { stats, corpus, say, stop: () => o.stop.requested || elapsed() >= o.timeMs / 2 });
+    const r = await runSeeds(o.targets, o.seeds, {
+      stats, corpus, say, stop: () => o.stop.requested || elapsed() >= o.timeMs / 2, progress: () => show(),
+    });
     say(`seed corpus: ${r.run} of ${o.seeds.length} sequences from the cases run, ${r.kept} reached new edges and were kept, ${r.disagreed} disagreed (not kept)`);
     show(true);
   }

@@ -126,7 +126,8 @@ export interface SeedRun {
  * those that reach new edges. `say` gets one line per disagreeing seed (the first 10).
  */
 export async function runSeeds(
-  targets: FuzzTargets, seeds: SeedSequence[], o: { stats: StepStats; corpus: Corpus; say: (line: string) => void; stop: () => boolean },
+  targets: FuzzTargets, seeds: SeedSequence[],
+  o: { stats: StepStats; corpus: Corpus; say: (line: string) => void; stop: () => boolean; progress?: () => void },
 ): Promise<SeedRun> {
   const r: SeedRun = { run: 0, kept: 0, disagreed: 0 };
   const cov = targets.coverage;
@@ -153,7 +154,10 @@ export async function runSeeds(
       await t.close();
       await ref?.close();
     }
-    if (!cov) continue;
+    if (!cov) {
+      o.progress?.();
+      continue;
+    }
     const totals = cov.collect();
     o.corpus.last = totals;
     if (passed && totals.newEdges > 0) {
@@ -161,6 +165,7 @@ export async function runSeeds(
       o.corpus.add({ setup: seed.setup, steps: seed.steps, newEdges: totals.newEdges });
       if (o.corpus.entries.length > before) r.kept++;
     }
+    o.progress?.();
   }
   return r;
 }
