@@ -69,4 +69,18 @@ describe('seed corpus from the suites', () => {
     expect(liveClockSteps([st('sched.block'), st('sched.poll', { ports: [1n], timeout: 0n }), st('xen.version', { cmd: 0n })]))
       .toEqual([st('sched.poll', { ports: [1n], timeout: 1000n }), st('xen.version', { cmd: 0n })]);
   });
+
+  it('keeps in the corpus the steps that ran: on a live clock, the polls with their past timeout', async () => {
+    const t = await buildTargets('model-kvm', undefined);
+    t.liveClock = true;
+    t.coverage = { name: 'test', guide: true, collect: () => totals(1) };
+    const l = await seedsFromSuites(['suites/sched/poll-timeout-relative-kvm.yaml'], t.allowed, t.shape ?? { multi: true, mode32: true });
+    const polls = l.seeds.flatMap((s) => s.steps).filter((x) => x.op === 'sched.poll');
+    expect(polls.some((x) => x.args.timeout !== 1000n)).toBe(true);
+    const corpus = new Corpus();
+    await runSeeds(t, l.seeds, { stats: stats(), corpus, say: () => {}, stop: () => false });
+    const kept = corpus.entries.flatMap((e) => e.steps).filter((x) => x.op === 'sched.poll');
+    expect(kept.length).toBeGreaterThan(0);
+    expect(kept.every((x) => x.args.timeout === 1000n)).toBe(true);
+  });
 });

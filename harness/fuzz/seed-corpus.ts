@@ -134,13 +134,15 @@ export async function runSeeds(
   for (const seed of seeds) {
     if (o.stop()) break;
     r.run++;
+    // What runs is what the corpus keeps, so its mutations block no vCPU either.
+    const steps = targets.liveClock ? liveClockSteps(seed.steps) : seed.steps;
     const ss = sessionSetup(seed.setup, targets.xenVersion);
     const t = await targets.openTarget(ss);
     const ref = targets.openReference ? await targets.openReference(ss) : undefined;
     const seq = new FuzzSequence(ss, t, ref, o.stats, true, targets.liveClock);
     let passed = false;
     try {
-      for (const step of targets.liveClock ? liveClockSteps(seed.steps) : seed.steps) {
+      for (const step of steps) {
         if (targets.sync) seq.exec(step);
         else await seq.execAsync(step);
       }
@@ -162,7 +164,7 @@ export async function runSeeds(
     o.corpus.last = totals;
     if (passed && totals.newEdges > 0) {
       const before = o.corpus.entries.length;
-      o.corpus.add({ setup: seed.setup, steps: seed.steps, newEdges: totals.newEdges });
+      o.corpus.add({ setup: seed.setup, steps, newEdges: totals.newEdges });
       if (o.corpus.entries.length > before) r.kept++;
     }
     o.progress?.();
