@@ -137,6 +137,8 @@ export interface AreaSpan {
   name: string;
   gpa: number;
   size: number;
+  /** The layout's width where it differs from the guest's (KVM_XEN_ATTR_TYPE_LONG_MODE set by the VMM). */
+  width?: Width;
 }
 
 const PER_ENTRY = new Set(['evtchn_word', 'grant_v1', 'grant_v2', 'grant_status']);
@@ -151,7 +153,7 @@ export function areaSpans(view: AreaView, dom: number, vcpus: number): AreaSpan[
     for (let i = 0; i < n; i++) {
       const gpa = def.locate(view, i);
       if (gpa === undefined) continue;
-      spans.push({ dom, name: def.indexed ? `${def.name}[${i}]` : def.name, gpa, size: def.layout(view.width).size });
+      spans.push({ dom, name: def.indexed ? `${def.name}[${i}]` : def.name, gpa, size: def.layout(view.width).size, width: view.width });
     }
   }
   return spans;
@@ -173,8 +175,11 @@ export interface ClockRange {
 export function clockRanges(spans: readonly AreaSpan[], width: Width): ClockRange[] {
   const out: ClockRange[] = [];
   const add = (dom: number, from: number, to: number) => out.push({ dom, from, to });
-  const time = VCPU_INFO[width].fields['time.version'].offset;
   for (const s of spans) {
+    // The wallclock and time fields where this area's layout has them: a VMM that sets
+    // KVM's long_mode makes KVM write them in that width's layout (kvm_xen_shared_info_init).
+    const w = s.width ?? width;
+    const time = VCPU_INFO[w].fields['time.version'].offset;
     const name = s.name.replace(/\[\d+\]$/, '');
     if (name === 'vcpu_info') add(s.dom, s.gpa + time, s.gpa + VCPU_INFO_SIZE);
     // A runstate area's times, and its state too: a live scheduler decides when the vCPU
@@ -185,7 +190,7 @@ export function clockRanges(spans: readonly AreaSpan[], width: Width): ClockRang
         const at = s.gpa + i * VCPU_INFO_SIZE;
         add(s.dom, at + time, at + VCPU_INFO_SIZE);
       }
-      const f = SHARED_INFO[width].fields;
+      const f = SHARED_INFO[w].fields;
       add(s.dom, s.gpa + f.wc_version.offset, s.gpa + f.wc_nsec.offset + 4);
       add(s.dom, s.gpa + f.wc_sec_hi.offset, s.gpa + f.wc_sec_hi.offset + 4);
     }

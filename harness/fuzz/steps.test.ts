@@ -105,7 +105,16 @@ describe('live-clock byte mask', () => {
       expect(inside(f.evtchn_pending.offset) || inside(f.evtchn_mask.offset) || inside(3 * 64) || inside(3 * 64 + 8)).toBe(false);
     }
   });
-  it('masks a clock field inside another area that overlaps it, in its own domain only', () => {
+  it('masks the wallclock where the area\'s own layout has it: KVM told another width by the VMM (long_mode)', () => {
+    // A 64-bit guest whose VMM set KVM_XEN_ATTR_TYPE_LONG_MODE to 0: KVM writes the 32-bit layout's wallclock.
+    const ranges = clockRanges([{ ...si, width: 32 }], 64);
+    const inside = (o: number) => ranges.some((r) => si.gpa + o >= r.from && si.gpa + o < r.to);
+    const f32 = SHARED_INFO[32].fields;
+    const f64 = SHARED_INFO[64].fields;
+    expect(inside(f32.wc_version.offset) && inside(f32.wc_sec.offset) && inside(f32.wc_sec_hi.offset)).toBe(true);
+    expect(inside(f64.wc_version.offset)).toBe(false);
+  });
+    it('masks a clock field inside another area that overlaps it, in its own domain only', () => {
     // The fuzzer's finding: a runstate area placed over the last 8 bytes of vcpu_info[1] (its time).
     const vi: AreaSpan = { dom: 1, name: 'vcpu_info[1]', gpa: 0x5fc0, size: 64 };
     const rs: AreaSpan = { dom: 1, name: 'runstate[1]', gpa: 0x5ff8, size: 48 };
