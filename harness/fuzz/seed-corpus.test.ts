@@ -83,4 +83,12 @@ describe('seed corpus from the suites', () => {
     expect(kept.length).toBeGreaterThan(0);
     expect(kept.every((x) => x.args.timeout === 1000n)).toBe(true);
   });
+
+  it('leaves out a hypercall configuration without INTERCEPT_HCALL (KVM\'s own hypercalls are not modelled)', async () => {
+    const t = await buildTargets('model-kvm', undefined);
+    const l = await seedsFromSuites(['suites/kvm-xen/hypercall-blob.yaml'], t.allowed, t.shape ?? { multi: true, mode32: true });
+    const configs = l.seeds.flatMap((s) => s.steps).filter((x) => x.op === 'kvm.xen_hvm_config');
+    expect(configs.length).toBeGreaterThan(0); // the refused and the restoring ones stay
+    expect(configs.every((x) => ((x.args.flags as bigint) & 2n) !== 0n)).toBe(true);
+  });
 });
