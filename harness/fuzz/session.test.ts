@@ -12,13 +12,13 @@ const A = 0x5fc0;
 const B = 0x5800;
 
 /** A session over 64 KiB of memory whose areas are whatever `place` says now. */
-function fake(place: Map<string, number>): FuzzSession & { mem: Uint8Array } {
+function fake(place: Map<string, number>, width: 32 | 64 = 64): FuzzSession & { mem: Uint8Array } {
   const mem = new Uint8Array(0x10000);
   return {
     mem,
     apply: async () => ({ ret: 0n }),
     read: async (_d, gpa, len) => mem.slice(gpa, gpa + len),
-    areas: () => ({ width: 64, get: (k: string) => place.get(k) }),
+    areas: () => ({ width, get: (k: string) => place.get(k) }),
     close: () => {},
   };
 }
@@ -54,5 +54,29 @@ describe('live-clock comparison across steps', () => {
   it('bytes that differ where no clock-written area ever was are a finding', async () => {
     const e = await run(false);
     expect(e).toBeInstanceOf(FindingError);
+  });
+});
+
+describe('live-clock comparison after KVM is told another width', () => {
+  /** A 64-bit guest's shared_info at 0x8000; the target's clock wrote the 32-bit layout's wallclock (0x900..). */
+  async function run(first: FuzzStep): Promise<unknown> {
+    const setup = sessionSetup({ mode: 64, portLimit: 63, maptrackFrames: 1, single: true, vcpus: 1 });
+    const place = new Map<string, number>([['shared_info', 0x8000]]);
+    const target = fake(place);
+    const reference = fake(place);
+    const seq = new FuzzSequence(setup, target, reference, { steps: 0, sequences: 0, ops: new Map() }, true, true);
+    target.mem.fill(0xaa, 0x8000 + 0x904, 0x8000 + 0x90c); // wc_sec, wc_nsec of the 32-bit layout
+    try {
+      await seq.execAsync(first);
+      return undefined;
+    } catch (e) {
+      return e;
+    }
+  }
+  it('leaves out both widths\' wallclock once the sequence set KVM\'s long_mode', async () => {
+    expect(await run({ op: 'kvm.xen_set_attr', args: { attr: 'long_mode', value: 0n }, dom: 1, vcpu: 0, cpl: 0 })).toBeUndefined();
+  });
+  it('compares those bytes when no step changed the width', async () => {
+    expect(await run({ op: 'xen.version', args: { cmd: 0n }, dom: 1, vcpu: 0, cpl: 0 })).toBeInstanceOf(FindingError);
   });
 });

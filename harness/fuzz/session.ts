@@ -70,7 +70,11 @@ export class FuzzSequence {
     };
   }
 
+  /** The VMM set KVM's long_mode in this sequence: KVM may have written either width's layout. */
+  private widthSet = false;
+
   private count(step: FuzzStep): void {
+    if (step.op === 'kvm.xen_set_attr' && step.args.attr === 'long_mode') this.widthSet = true;
     this.stats.steps++;
     this.stats.ops.set(step.op, (this.stats.ops.get(step.op) ?? 0) + 1);
   }
@@ -95,7 +99,12 @@ export class FuzzSequence {
    */
   private clock(ts: AreaSpan[], rs: AreaSpan[]): ClockRange[] {
     if (!this.liveClock) return [];
-    for (const r of [...clockRanges(ts, this.setup.mode), ...clockRanges(rs, this.setup.mode)]) {
+    // After a long_mode attribute KVM writes the wallclock in the width it was told (its
+    // shared_info init), which neither side's layout need show at once: both widths' are left out.
+    const spans = [...ts, ...rs];
+    const flip = (w: 32 | 64): 32 | 64 => (w === 64 ? 32 : 64);
+    const all = this.widthSet ? [...spans, ...spans.map((x) => ({ ...x, width: flip(x.width ?? this.setup.mode) }))] : spans;
+    for (const r of clockRanges(all, this.setup.mode)) {
       const k = `${r.dom}/${r.from}/${r.to}`;
       if (!this.clockSeen.has(k)) this.clockSeen.set(k, r);
     }
