@@ -120,12 +120,27 @@ export async function seedsFromSuites(
   return { seeds, variants, empty };
 }
 
+/** Time arguments (absolute deadlines, a period) of the timer ops. */
+const TIME_ARGS: Record<string, string> = {
+  'timer.set_singleshot': 'timeout', 'timer.set_timer_op': 'timeout', 'timer.set_periodic': 'period_ns', 'kvm.xen_set_timer': 'expires_ns',
+};
+/** The times that mean the same on a live clock and the model's (steps.ts): none, and 6.5 or 9.8 days ahead. */
+const LIVE_TIMES = new Set([0n, 1n << 49n, 3n << 48n, (1n << 64n) - 1n]);
+
 /**
- * On a live clock no step may hold a vCPU for good (as steps.ts generates): SCHEDOP_block
- * goes, and a poll gets a timeout already past.
+ * On a live clock the seeds keep to what steps.ts generates there: no step holds a vCPU for
+ * good (SCHEDOP_block goes, a poll gets a timeout already past), and a timer time is one
+ * both clocks agree on (another becomes 2^49 ns: a deadline a few ms into the model's time
+ * is long past on a kernel up for minutes).
  */
 export function liveClockSteps(steps: FuzzStep[]): FuzzStep[] {
-  return steps.filter((s) => s.op !== 'sched.block').map((s) => (s.op === 'sched.poll' ? { ...s, args: { ...s.args, timeout: 1000n } } : s));
+  return steps.filter((s) => s.op !== 'sched.block').map((s) => {
+    if (s.op === 'sched.poll') return { ...s, args: { ...s.args, timeout: 1000n } };
+    const t = TIME_ARGS[s.op];
+    const v = t === undefined ? undefined : s.args[t];
+    if (typeof v !== 'bigint' || LIVE_TIMES.has(v)) return s;
+    return { ...s, args: { ...s.args, [t]: 1n << 49n } };
+  });
 }
 
 export interface SeedRun {
