@@ -40,10 +40,31 @@ export class VocabularyError extends Error {
 const CACHE = Symbol('compiled');
 type Cached = FuzzStep & { [CACHE]?: { mode: number; scratch: number; c: Compiled } };
 
+/** The keys of an object whose values are all bigints, in order; undefined otherwise. */
+function bigintRecordKeys(v: unknown): string | undefined {
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+  let key = '';
+  for (const k in v) {
+    if (typeof (v as Record<string, unknown>)[k] !== 'bigint') return undefined;
+    key += `${k},`;
+  }
+  return key;
+}
+
+/** `[]` for a list of bigints, `[n]{keys}` for n objects of bigints with the same keys; undefined otherwise. */
+function listShape(v: unknown[]): string | undefined {
+  if (v.every((x) => typeof x === 'bigint')) return '[]';
+  const keys = bigintRecordKeys(v[0]);
+  if (keys === undefined) return undefined;
+  for (let i = 1; i < v.length; i++) if (bigintRecordKeys(v[i]) !== keys) return undefined;
+  return `[${v.length}]{${keys}}`;
+}
+
 /**
  * The shape of a step's arguments when every value is a number the schema takes as it is
- * (a bigint), a boolean or a list of bigints: op, keys in order, and each value's kind
- * (booleans by value). Undefined when some value is anything else.
+ * (a bigint), a boolean, a list of bigints or a list of objects of bigints (gnttab.map_batch):
+ * op, keys in order, and each value's kind (booleans by value, object lists by length and
+ * keys). Undefined when some value is anything else.
  */
 function plainShape(op: string, args: Record<string, unknown>): string | undefined {
   let key = op;
@@ -51,8 +72,11 @@ function plainShape(op: string, args: Record<string, unknown>): string | undefin
     const v = args[k];
     if (typeof v === 'bigint') key += `|${k}`;
     else if (typeof v === 'boolean') key += `|${k}=${v}`;
-    else if (Array.isArray(v) && v.every((x) => typeof x === 'bigint')) key += `|${k}[]`;
-    else return undefined;
+    else if (Array.isArray(v)) {
+      const list = listShape(v);
+      if (list === undefined) return undefined;
+      key += `|${k}${list}`;
+    } else return undefined;
   }
   return key;
 }
@@ -64,16 +88,20 @@ function plainShape(op: string, args: Record<string, unknown>): string | undefin
  */
 const IDENTITY_SHAPES = new Set<string>();
 
+/** Equal values, lists and objects compared element by element (the schema copies them). */
+function sameValue(x: unknown, y: unknown): boolean {
+  if (x === y) return true;
+  if (Array.isArray(x) && Array.isArray(y)) return x.length === y.length && x.every((e, i) => sameValue(e, y[i]));
+  if (x && y && typeof x === 'object' && typeof y === 'object' && !Array.isArray(x) && !Array.isArray(y)) {
+    return sameArgs(x as Record<string, unknown>, y as Record<string, unknown>);
+  }
+  return false;
+}
+
 function sameArgs(a: Record<string, unknown>, b: Record<string, unknown>): boolean {
   const ka = Object.keys(a), kb = Object.keys(b);
   if (ka.length !== kb.length) return false;
-  for (const k of ka) {
-    const x = a[k], y = b[k];
-    if (Array.isArray(x) && Array.isArray(y)) {
-      if (x.length !== y.length || x.some((e, i) => e !== y[i])) return false;
-    } else if (x !== y) return false;
-  }
-  return true;
+  return ka.every((k, i) => k === kb[i] && sameValue(a[k], b[k]));
 }
 
 /** The op's arguments as its encoder takes them: through its schema, unless the shape is known to pass unchanged. */
