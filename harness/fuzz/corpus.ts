@@ -49,17 +49,19 @@ export class Corpus {
 
   constructor(readonly max = 512) {}
 
-  /** Keep a sequence that reached new edges; when full, it replaces the entry that found the fewest. */
-  add(e: CorpusEntry): void {
-    if (e.steps.length === 0 || e.newEdges <= 0) return;
+  /** Keep a sequence that reached new edges; when full, it replaces the entry that found the fewest. Whether it was kept. */
+  add(e: CorpusEntry): boolean {
+    if (e.steps.length === 0 || e.newEdges <= 0) return false;
     this.added++;
     if (this.entries.length < this.max) {
       this.entries.push(e);
-      return;
+      return true;
     }
     let low = 0;
     for (let i = 1; i < this.entries.length; i++) if (this.entries[i].newEdges < this.entries[low].newEdges) low = i;
-    if (this.entries[low].newEdges <= e.newEdges) this.entries[low] = e;
+    if (this.entries[low].newEdges > e.newEdges) return false;
+    this.entries[low] = e;
+    return true;
   }
 }
 

@@ -165,8 +165,6 @@ export interface AreaSpan {
   name: string;
   gpa: number;
   size: number;
-  /** The layout's width where it differs from the guest's (KVM_XEN_ATTR_TYPE_LONG_MODE set by the VMM). */
-  width?: Width;
 }
 
 const PER_ENTRY = new Set(['evtchn_word', 'grant_v1', 'grant_v2', 'grant_status']);
@@ -181,7 +179,7 @@ export function areaSpans(view: AreaView, dom: number, vcpus: number): AreaSpan[
     for (let i = 0; i < n; i++) {
       const gpa = def.locate(view, i);
       if (gpa === undefined) continue;
-      spans.push({ dom, name: def.indexed ? `${def.name}[${i}]` : def.name, gpa, size: def.layout(view.width).size, width: view.width });
+      spans.push({ dom, name: def.indexed ? `${def.name}[${i}]` : def.name, gpa, size: def.layout(view.width).size });
     }
   }
   return spans;
@@ -200,13 +198,12 @@ export interface ClockRange {
  * wallclock, and runstate areas. A target without a controlled clock cannot agree with the
  * model's clock on these bytes, wherever another area overlaps them.
  */
-export function clockRanges(spans: readonly AreaSpan[], width: Width): ClockRange[] {
+export function clockRanges(spans: readonly AreaSpan[], widths: readonly Width[]): ClockRange[] {
   const out: ClockRange[] = [];
   const add = (dom: number, from: number, to: number) => out.push({ dom, from, to });
-  for (const s of spans) {
-    // The wallclock and time fields where this area's layout has them: a VMM that sets
-    // KVM's long_mode makes KVM write them in that width's layout (kvm_xen_shared_info_init).
-    const w = s.width ?? width;
+  // Each width's layout: a VMM that sets KVM's long_mode makes KVM write the wallclock in
+  // the layout of the width it was told (kvm_xen_shared_info_init).
+  for (const w of widths) for (const s of spans) {
     const time = VCPU_INFO[w].fields['time.version'].offset;
     const name = s.name.replace(/\[\d+\]$/, '');
     if (name === 'vcpu_info') add(s.dom, s.gpa + time, s.gpa + VCPU_INFO_SIZE);

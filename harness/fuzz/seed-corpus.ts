@@ -16,7 +16,7 @@ import type { Corpus } from './corpus.js';
 import type { FuzzTargets } from './engine.js';
 import { FindingError, FuzzSequence, type StepStats } from './session.js';
 import { DOMS, sessionSetup, VCPUS, type FuzzSetup, type SetupShape } from './setup.js';
-import type { ArgValue, FuzzStep } from './steps.js';
+import { LIVE_CLOCK_TIMES, LIVE_POLL_TIMEOUT, type ArgValue, type FuzzStep } from './steps.js';
 
 export interface SeedSequence {
   /** The case and variant it came from. */
@@ -124,8 +124,8 @@ export async function seedsFromSuites(
 const TIME_ARGS: Record<string, string> = {
   'timer.set_singleshot': 'timeout', 'timer.set_timer_op': 'timeout', 'timer.set_periodic': 'period_ns', 'kvm.xen_set_timer': 'expires_ns',
 };
-/** The times that mean the same on a live clock and the model's (steps.ts): none, and 6.5 or 9.8 days ahead. */
-const LIVE_TIMES = new Set([0n, 1n << 49n, 3n << 48n, (1n << 64n) - 1n]);
+/** The times that mean the same on a live clock and the model's (steps.ts), and all ones (none, for kvm.xen_set_timer). */
+const LIVE_TIMES = new Set([...LIVE_CLOCK_TIMES, (1n << 64n) - 1n]);
 
 /**
  * On a live clock the seeds keep to what steps.ts generates there: no step holds a vCPU for
@@ -135,7 +135,7 @@ const LIVE_TIMES = new Set([0n, 1n << 49n, 3n << 48n, (1n << 64n) - 1n]);
  */
 export function liveClockSteps(steps: FuzzStep[]): FuzzStep[] {
   return steps.filter((s) => s.op !== 'sched.block').map((s) => {
-    if (s.op === 'sched.poll') return { ...s, args: { ...s.args, timeout: 1000n } };
+    if (s.op === 'sched.poll') return { ...s, args: { ...s.args, timeout: LIVE_POLL_TIMEOUT } };
     const t = TIME_ARGS[s.op];
     const v = t === undefined ? undefined : s.args[t];
     if (typeof v !== 'bigint' || LIVE_TIMES.has(v)) return s;
@@ -190,11 +190,7 @@ export async function runSeeds(
     }
     const totals = cov.collect();
     o.corpus.last = totals;
-    if (passed && totals.newEdges > 0) {
-      const before = o.corpus.entries.length;
-      o.corpus.add({ setup: seed.setup, steps, newEdges: totals.newEdges });
-      if (o.corpus.entries.length > before) r.kept++;
-    }
+    if (passed && o.corpus.add({ setup: seed.setup, steps, newEdges: totals.newEdges })) r.kept++;
     o.progress?.();
   }
   return r;

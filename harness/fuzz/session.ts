@@ -101,10 +101,7 @@ export class FuzzSequence {
     if (!this.liveClock) return [];
     // After a long_mode attribute KVM writes the wallclock in the width it was told (its
     // shared_info init), which neither side's layout need show at once: both widths' are left out.
-    const spans = [...ts, ...rs];
-    const flip = (w: 32 | 64): 32 | 64 => (w === 64 ? 32 : 64);
-    const all = this.widthSet ? [...spans, ...spans.map((x) => ({ ...x, width: flip(x.width ?? this.setup.mode) }))] : spans;
-    for (const r of clockRanges(all, this.setup.mode)) {
+    for (const r of clockRanges([...ts, ...rs], this.widthSet ? [64, 32] : [this.setup.mode])) {
       const k = `${r.dom}/${r.from}/${r.to}`;
       if (!this.clockSeen.has(k)) this.clockSeen.set(k, r);
     }

@@ -92,7 +92,7 @@ describe('live-clock byte mask', () => {
   it('zeroes every vcpu_time_info and the wallclock of shared_info, and nothing an event or a mask sets', () => {
     for (const width of [64, 32] as const) {
       const f = SHARED_INFO[width].fields;
-      const ranges = clockRanges([si], width);
+      const ranges = clockRanges([si], [width]);
       fc.assert(fc.property(fc.uint8Array({ minLength: 4096, maxLength: 4096 }), fc.integer({ min: 0, max: 4095 }), (bytes, at) => {
         const masked = withoutClock(bytes, si, ranges);
         const clock = ranges.some((r) => si.gpa + at >= r.from && si.gpa + at < r.to);
@@ -107,7 +107,7 @@ describe('live-clock byte mask', () => {
   });
   it('masks the wallclock where the area\'s own layout has it: KVM told another width by the VMM (long_mode)', () => {
     // A 64-bit guest whose VMM set KVM_XEN_ATTR_TYPE_LONG_MODE to 0: KVM writes the 32-bit layout's wallclock.
-    const ranges = clockRanges([{ ...si, width: 32 }], 64);
+    const ranges = clockRanges([si], [32]);
     const inside = (o: number) => ranges.some((r) => si.gpa + o >= r.from && si.gpa + o < r.to);
     const f32 = SHARED_INFO[32].fields;
     const f64 = SHARED_INFO[64].fields;
@@ -118,7 +118,7 @@ describe('live-clock byte mask', () => {
     // The fuzzer's finding: a runstate area placed over the last 8 bytes of vcpu_info[1] (its time).
     const vi: AreaSpan = { dom: 1, name: 'vcpu_info[1]', gpa: 0x5fc0, size: 64 };
     const rs: AreaSpan = { dom: 1, name: 'runstate[1]', gpa: 0x5ff8, size: 48 };
-    const ranges = clockRanges([vi, rs], 64);
+    const ranges = clockRanges([vi, rs], [64]);
     const masked = withoutClock(new Uint8Array(48).fill(0xaa), rs, ranges);
     expect([...masked.subarray(0, 8)]).toEqual(Array(8).fill(0)); // vcpu_info[1].time's tail
     expect([...masked.subarray(8)]).toEqual(Array(40).fill(0)); // the runstate's own times

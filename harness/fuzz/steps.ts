@@ -82,6 +82,11 @@ export interface StepContext {
 }
 
 
+/** Timer times that mean the same on a live clock and the model's: none, 2^49 ns (6.5 days) and 3 * 2^48 ns (9.8 days) ahead. */
+export const LIVE_CLOCK_TIMES = [0n, 1n << 49n, 3n << 48n] as const;
+/** A poll's timeout on a live clock: already past, so no poll holds a vCPU for good. */
+export const LIVE_POLL_TIMEOUT = 1000n;
+
 /** Every op the fuzzer generates, with its weight. */
 export function generators(c: StepContext): Array<{ weight: number; arbitrary: Gen }> {
   const port = portArb(c.portLimit);
@@ -92,7 +97,7 @@ export function generators(c: StepContext): Array<{ weight: number; arbitrary: G
   // fires a deadline 2^50 ns or more ahead after 100 ms (Xen's Linux workaround,
   // xen/common/sched/core.c do_set_timer_op; KVM's kvm_xen_hcall_set_timer_op the same),
   // which a live clock reaches during a long step and the model's does not.
-  const timeout = c.liveClock ? fc.constantFrom(0n, 1n << 49n, 3n << 48n) : timeArb;
+  const timeout = c.liveClock ? fc.constantFrom(...LIVE_CLOCK_TIMES) : timeArb;
   const [self, peer] = c.doms;
   const domArg = big(fc.constantFrom(k('DOMID_SELF'), self, peer, ...(c.ownDom0 ? [] : [0]), 0x7ff4).map(Number));
   const vcpu = vcpuArgArb(c.vcpus);
@@ -135,7 +140,7 @@ export function generators(c: StepContext): Array<{ weight: number; arbitrary: G
     // Scheduling, timers and time.
     // The timeout is absolute system time: on a live clock only one already past (the poll
     // returns at once) is safe; no timeout, or 2^40 ns of uptime, would hold the vCPU.
-    w(2, step('sched.poll', fc.record({ ports: fc.array(port, { minLength: 1, maxLength: 3 }), timeout: c.liveClock ? fc.constant(1000n) : fc.constantFrom(0n, 1000n, 1n << 40n) }))),
+    w(2, step('sched.poll', fc.record({ ports: fc.array(port, { minLength: 1, maxLength: 3 }), timeout: c.liveClock ? fc.constant(LIVE_POLL_TIMEOUT) : fc.constantFrom(0n, 1000n, 1n << 40n) }))),
     ...(c.liveClock ? [] : [w(1, step('sched.block'))]),
     w(1, step('sched.yield')),
     w(2, step('timer.set_singleshot', fc.record({ timeout, vcpuid: vcpu }))),
