@@ -5,7 +5,7 @@
 // (vmx_init_hypercall_page / svm_init_hypercall_page), xen/arch/x86/msr.c
 // (guest_wrmsr_xen), arch/x86/kvm/xen.c (kvm_xen_write_hypercall_page).
 
-import { kvmBlobPage } from './kvm-config.js';
+import { kvmBlobPage, kvmInterceptsHypercalls, kvmOwnHypercall } from './kvm-config.js';
 import { kvmLatchWidth } from './kvm-shared-info.js';
 import { latchSharedInfoLayout } from './time.js';
 import { err } from './errno.js';
@@ -141,6 +141,11 @@ export function hypercall(model: XenModel, vcpu: Vcpu, regs: Regs): HypercallRes
     const ret = mode === 64 ? BigInt.asIntN(64, raw) : BigInt.asIntN(32, raw);
     return { ret, args };
   };
+  // A KVM whose VMM left INTERCEPT_HCALL out answers with its own handler (kvm_emulate_hypercall).
+  if (model.flavor === 'kvm' && !kvmInterceptsHypercalls(vcpu.domain)) {
+    const cut = (v: bigint | undefined) => (mode === 64 ? BigInt.asUintN(64, v ?? 0n) : BigInt.asUintN(64, v ?? 0n) & MASK32);
+    return finish(kvmOwnHypercall(nr, [cut(regs.rbx), cut(regs.rcx), cut(regs.rdx), cut(regs.rsi)], vcpu.cpl));
+  }
   // Xen: any hypercall from CPL > 0 fails with -EPERM. KVM forwards CPL > 0
   // calls to the VMM, and QEMU (target/i386/kvm/xen-emu.c) answers -EPERM too.
   if (vcpu.cpl > 0 && !hasBug(model, 'cpl_accepted')) return finish(err('EPERM'));

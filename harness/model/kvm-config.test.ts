@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { buildModel } from './evtchn-test-util.js';
-import { KVM_XEN_HVM_CONFIG_EVTCHN_SEND, KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL, kvmSetHvmConfig } from './kvm-config.js';
+import { KVM_XEN_HVM_CONFIG_EVTCHN_SEND, KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL, KvmHypercallNotModelled, kvmSetHvmConfig } from './kvm-config.js';
 import { kvmIrqRouteSend } from './kvm-evtchn.js';
-import { wrmsr, XEN_HYPERCALL_MSR } from './hypercall.js';
+import { HYPERVISOR, hypercall, wrmsr, XEN_HYPERCALL_MSR } from './hypercall.js';
 
 const P2 = 0xffffffffn;
 
@@ -35,6 +35,34 @@ describe('model of KVM_XEN_HVM_CONFIG and the hypercall blob (arch/x86/kvm/xen.c
     expect(kvmSetHvmConfig(d, { flags: KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL, blobGpa: 0, blobPages: 0 })).toBe(0n);
     expect(wrmsr(m, v, XEN_HYPERCALL_MSR, 0x300000n)).toEqual({ ok: true });
     expect(d.memory.u8(0x300000)).toBe(0xb8); // mov $nr, %eax
+  });
+
+  it('without INTERCEPT_HCALL every hypercall is KVM\'s own (kvm_emulate_hypercall); with it again, Xen\'s', () => {
+    const m = buildModel({ flavor: 'kvm' });
+    const d = m.domain(1)!;
+    const v = d.vcpu(0)!;
+    const xenVersion = { rax: BigInt(HYPERVISOR.xen_version), rdi: 0n };
+    const xen = hypercall(m, v, xenVersion).ret;
+    expect(xen > 0n).toBe(true);
+    expect(kvmSetHvmConfig(d, { flags: KVM_XEN_HVM_CONFIG_EVTCHN_SEND, blobGpa: 0, blobPages: 0 })).toBe(0n);
+    // Xen's numbers are not KVM's: -KVM_ENOSYS, memory_op (12 = KVM_HC_MAP_GPA_RANGE) too.
+    expect(hypercall(m, v, xenVersion).ret).toBe(-1000n);
+    expect(hypercall(m, v, { rax: BigInt(HYPERVISOR.memory_op) }).ret).toBe(-1000n);
+    for (const nr of [1n, 5n, 11n]) expect(hypercall(m, v, { rax: nr }).ret).toBe(0n);
+    expect(hypercall(m, v, { rax: 9n, rcx: 1n }).ret).toBe(-95n); // not the wall clock pairing
+    expect(() => hypercall(m, v, { rax: 9n, rcx: 0n })).toThrow(KvmHypercallNotModelled);
+    expect(() => hypercall(m, v, { rax: 10n })).toThrow(KvmHypercallNotModelled);
+    // 32-bit: the number is cut to 32 bits and so is the answer (rax = (u32)-1000).
+    v.mode = 32;
+    expect(hypercall(m, v, { rax: (1n << 32n) | 1n }).ret).toBe(0n);
+    expect(hypercall(m, v, { rax: 17n }).ret).toBe(-1000n);
+    v.mode = 64;
+    expect(hypercall(m, v, { rax: (1n << 32n) | 1n }).ret).toBe(-1000n);
+    v.cpl = 3;
+    expect(hypercall(m, v, { rax: 1n }).ret).toBe(-1n); // -KVM_EPERM before the number
+    v.cpl = 0;
+    expect(kvmSetHvmConfig(d, { flags: KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL, blobGpa: 0, blobPages: 0 })).toBe(0n);
+    expect(hypercall(m, v, xenVersion).ret).toBe(xen);
   });
 
   it('an irqfd route refuses other priorities but not ports past the limit, whose events are dropped, nor unknown vCPUs', () => {
