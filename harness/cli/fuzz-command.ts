@@ -33,7 +33,8 @@ invariants. A finding is saved at once, shrunk, and written as a YAML case that
                     suites): each case's steps in the fuzz vocabulary, its values
                     resolved on model-kvm, run first; those reaching new edges are kept
   --no-vmm-ops      leave out what only a VMM does to KVM (kvm.* attributes, send
-                    ports, irqfds, hypercall config; runstate.host_*): guest steps only
+                    ports, irqfds, hypercall config and its MSR write; runstate.host_*):
+                    guest steps only
 
 Exit codes: 0 no new finding, 1 a new finding, 2 usage error, 3 driver/environment
 error (also: --kcov without /sys/kernel/debug/kcov), 4 the target can run none of the fuzz ops (skipped). Ctrl-C or SIGTERM stops

@@ -1,5 +1,8 @@
 // The seed corpus from the cases: values resolved (saved ports, matrix variables),
 // only ops both fuzz targets run, run under the oracles, kept when they reach new edges.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ModelDriver } from '../drivers/model/model-driver.js';
 import { Corpus, type CoverageTotals } from './corpus.js';
@@ -93,11 +96,36 @@ describe('seed corpus from the suites', () => {
     expect(kept.every((x) => x.args.timeout === 1000n)).toBe(true);
   });
 
-  it('leaves out a hypercall configuration without INTERCEPT_HCALL (KVM\'s own hypercalls are not modelled)', async () => {
+  it('keeps a hypercall configuration without INTERCEPT_HCALL and its MSR writes, which agree on model-kvm', async () => {
     const t = await buildTargets('model-kvm', undefined);
+    t.coverage = { name: 'test', guide: true, collect: () => totals(1) };
     const l = await seedsFromSuites(['suites/kvm-xen/hypercall-blob.yaml'], t.allowed, t.shape ?? { multi: true, mode32: true });
-    const configs = l.seeds.flatMap((s) => s.steps).filter((x) => x.op === 'kvm.xen_hvm_config');
-    expect(configs.length).toBeGreaterThan(0); // the refused and the restoring ones stay
-    expect(configs.every((x) => ((x.args.flags as bigint) & 2n) !== 0n)).toBe(true);
+    expect(l.seeds.length).toBe(2);
+    for (const s of l.seeds) {
+      const ops = s.steps.map((x) => x.op);
+      expect(ops.filter((op) => op === 'msr.write').length).toBe(4);
+      expect(s.steps.some((x) => x.op === 'kvm.xen_hvm_config' && x.args.flags === 0n && x.args.blob_pages === 2n)).toBe(true);
+    }
+    const corpus = new Corpus();
+    const r = await runSeeds(t, l.seeds, { stats: stats(), corpus, say: () => {}, stop: () => false });
+    expect(r).toEqual({ run: 2, kept: 2, disagreed: 0 });
+  });
+
+  it('drops an MSR write aimed at the hypercall page the guest calls', async () => {
+    const t = await buildTargets('model-kvm', undefined);
+    const dir = mkdtempSync(join(tmpdir(), 'xconf-seed-'));
+    try {
+      writeFileSync(join(dir, 'msr.yaml'), [
+        'description: the MSR aimed at the guest\'s own hypercall page, then elsewhere',
+        'steps:',
+        '  - { op: msr.write, args: { value: 0x81000 } }',
+        '  - { op: msr.write, args: { value: 0x90000 } }',
+        '',
+      ].join('\n'));
+      const l = await seedsFromSuites([dir], t.allowed, t.shape ?? { multi: true, mode32: true });
+      expect(l.seeds.map((s) => s.steps.map((x) => x.args.value))).toEqual([[0x90000n]]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -20,6 +20,13 @@ const NONE = (1n << 64n) - 1n;
 /** The setup's shared_info page (harness/runner/run-case.ts DEFAULTS) and the vCPU time copy the suites use. */
 const SHARED_INFO = 0x80000n;
 const TIME_INFO = 0x90000n;
+/**
+ * The hypercall configuration's pages: a two-page blob the VMM hands KVM (the fuzz setup's
+ * granted frames, so its bytes are whatever the grants left there), and the page the
+ * hypercall MSR is pointed at, away from the hypercall page the guest calls (setup.ts).
+ */
+const BLOB = 0x300000n;
+const MSR_PAGE = 0x380000n;
 
 /**
  * Optional KVM features some values need. kvm.shared_info_hva: the *_hva attributes
@@ -28,11 +35,15 @@ const TIME_INFO = 0x90000n;
  */
 export const KVM_FEATURE_CAPS = ['kvm.shared_info_hva', 'runstate.update_flag'];
 
-/** Host ops: no CPL applies to them (steps.ts HOST_OPS). */
+/**
+ * Host ops: no CPL applies to them (steps.ts HOST_OPS). msr.write is the guest's half of
+ * the hypercall configuration (the drivers write the MSR at CPL 0): it comes and goes
+ * with kvm.xen_hvm_config (--no-vmm-ops leaves both out).
+ */
 export const KVM_HOST_OPS = [
   'kvm.xen_get_attr', 'kvm.xen_set_attr', 'kvm.xen_set_upcall_vector', 'kvm.xen_set_vcpu_id', 'kvm.xen_set_timer',
   'kvm.xen_evtchn_assign', 'kvm.xen_evtchn_update', 'kvm.xen_evtchn_deassign', 'kvm.xen_evtchn_reset', 'kvm.eventfd_read',
-  'kvm.irqfd_send', 'kvm.xen_hvm_config',
+  'kvm.irqfd_send', 'kvm.xen_hvm_config', 'msr.write',
   'runstate.host_set_addr', 'runstate.host_set_current', 'runstate.host_set_data', 'runstate.host_adjust',
 ];
 
@@ -95,7 +106,16 @@ export function kvmHostGenerators(
     w(1, step('kvm.xen_evtchn_reset')),
     w(1, step('kvm.eventfd_read', fc.record({ send_port: sendPort }))),
     w(2, step('kvm.irqfd_send', fc.record({ port, vcpu, priority: fc.constantFrom(KVM_XEN_PRIO_2LEVEL, 1n) }))),
-    w(1, step('kvm.xen_hvm_config', fc.record({ flags }))),
+    w(1, step('kvm.xen_hvm_config', fc.oneof(
+      fc.record({ flags }),
+      // No INTERCEPT_HCALL: the MSR write copies a blob page (kvm_xen_write_hypercall_page)
+      // and every hypercall is KVM's own (-KVM_ENOSYS) until a config intercepts again.
+      fc.record({ flags: fc.constantFrom(0n, k('KVM_XEN_HVM_CONFIG_EVTCHN_SEND')), blob_gpa: fc.constant(BLOB), blob_pages: fc.constantFrom(1n, 2n) }),
+      fc.record({ flags: fc.constant(k('KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL')), blob_gpa: fc.constant(BLOB), blob_pages: fc.constant(1n) }),
+    ) as fc.Arbitrary<Record<string, ArgValue>>)),
+    // Page 0 (KVM's stubs, or the blob's first page), 1 (#GP with KVM's own page) and 2 (past a
+    // blob); in a guest whose width differs from KVM's latched one, the write switches it.
+    w(1, step('msr.write', fc.record({ value: fc.constantFrom(MSR_PAGE, MSR_PAGE | 1n, MSR_PAGE | 2n) }))),
     // Away from where the guest puts its vcpu_info (offsets 0, 0x40, 0xfc0.. of the area page):
     // KVM writes the runstate at each entry with its own clock, which inside a vcpu_info span
     // would be compared byte for byte (found by the fuzzer itself on 6.12).
