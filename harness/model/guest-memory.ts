@@ -141,6 +141,15 @@ export class GuestMemory {
 
   /** Little-endian unsigned read of up to 4 bytes as a number. */
   private readN(gpa: number, size: 1 | 2 | 4): number {
+    const off = gpa & (PAGE_SIZE - 1);
+    if (off + size <= PAGE_SIZE && gpa >= 0 && gpa + size <= this.size && Number.isSafeInteger(gpa)) {
+      // Within one page of RAM (almost every access): straight from the page, no copy.
+      const page = this.pages.get(gpa >>> PAGE_SHIFT);
+      if (!page) return 0;
+      if (size === 1) return page[off];
+      if (size === 2) return page[off] | (page[off + 1] << 8);
+      return (page[off] | (page[off + 1] << 8) | (page[off + 2] << 16) | (page[off + 3] << 24)) >>> 0;
+    }
     const b = this.read(gpa, size);
     let n = 0;
     for (let i = size - 1; i >= 0; i--) n = n * 256 + b[i];
@@ -148,6 +157,7 @@ export class GuestMemory {
   }
 
   readU(gpa: number, size: 1 | 2 | 4 | 8): bigint {
+    if (size <= 4) return BigInt(this.readN(gpa, size as 1 | 2 | 4));
     const b = this.read(gpa, size);
     if (size <= 4) {
       let n = 0;
@@ -160,14 +170,28 @@ export class GuestMemory {
   }
 
   writeU(gpa: number, size: 1 | 2 | 4 | 8, value: bigint | number): void {
-    const b = new Uint8Array(size);
     if (size <= 4 && typeof value === 'number' && Number.isSafeInteger(value)) {
       // Small stores of plain numbers: the same bytes without BigInt arithmetic.
       let n = value >= 0 ? value % 2 ** (size * 8) : (2 ** (size * 8) + (value % 2 ** (size * 8))) % 2 ** (size * 8);
+      const off = gpa & (PAGE_SIZE - 1);
+      if (off + size <= PAGE_SIZE && gpa >= 0 && gpa + size <= this.size && Number.isSafeInteger(gpa) && !this.observers.length) {
+        // Within one page of RAM, nobody observing: the store write() makes, without the byte array.
+        const pfn = gpa >>> PAGE_SHIFT;
+        let page = this.pages.get(pfn);
+        if (page === HOLE_PAGE) return;
+        if (!page) {
+          page = new Uint8Array(PAGE_SIZE);
+          this.pages.set(pfn, page);
+        }
+        for (let i = 0; i < size; i++) { page[off + i] = n & 0xff; n = Math.floor(n / 256); }
+        return;
+      }
+      const b = new Uint8Array(size);
       for (let i = 0; i < size; i++) { b[i] = n & 0xff; n = Math.floor(n / 256); }
       this.write(gpa, b);
       return;
     }
+    const b = new Uint8Array(size);
     let v = BigInt.asUintN(size * 8, BigInt(value));
     for (let i = 0; i < size; i++) {
       b[i] = Number(v & 0xffn);

@@ -130,17 +130,21 @@ export function hypercallArgs(mode: Width, r: Regs): bigint[] {
   return [g(r.rbx) & MASK32, g(r.rcx) & MASK32, g(r.rdx) & MASK32, g(r.rsi) & MASK32, g(r.rdi) & MASK32];
 }
 
+/** rax as the guest sees it after the call (sign-extended from 32 bits in compat mode). */
+function result(mode: Width, v: bigint | number, args: bigint[]): HypercallResult {
+  // A small integer return (every handler's errno or count) is its own sign extension.
+  if (typeof v === 'number' && v >= -0x8000_0000 && v <= 0x7fff_ffff && Number.isInteger(v)) return { ret: BigInt(v), args };
+  const raw = BigInt(v);
+  return { ret: mode === 64 ? BigInt.asIntN(64, raw) : BigInt.asIntN(32, raw), args };
+}
+
 /** Execute one hypercall instruction on a vCPU (hvm_hypercall). */
 export function hypercall(model: XenModel, vcpu: Vcpu, regs: Regs): HypercallResult {
   enterGuest(vcpu);
   const mode = vcpu.mode;
   const nr = mode === 64 ? BigInt.asUintN(64, regs.rax) : BigInt.asUintN(64, regs.rax) & MASK32;
   const args = hypercallArgs(mode, regs);
-  const finish = (v: bigint | number): HypercallResult => {
-    const raw = BigInt(v);
-    const ret = mode === 64 ? BigInt.asIntN(64, raw) : BigInt.asIntN(32, raw);
-    return { ret, args };
-  };
+  const finish = (v: bigint | number): HypercallResult => result(mode, v, args);
   // A KVM whose VMM left INTERCEPT_HCALL out answers with its own handler (kvm_emulate_hypercall).
   if (model.flavor === 'kvm' && !kvmInterceptsHypercalls(vcpu.domain)) {
     const cut = (v: bigint | undefined) => (mode === 64 ? BigInt.asUintN(64, v ?? 0n) : BigInt.asUintN(64, v ?? 0n) & MASK32);
@@ -148,14 +152,14 @@ export function hypercall(model: XenModel, vcpu: Vcpu, regs: Regs): HypercallRes
   }
   // Xen: any hypercall from CPL > 0 fails with -EPERM. KVM forwards CPL > 0
   // calls to the VMM, and QEMU (target/i386/kvm/xen-emu.c) answers -EPERM too.
-  if (vcpu.cpl > 0 && !hasBug(model, 'cpl_accepted')) return finish(err('EPERM'));
+  if (vcpu.cpl > 0 && !hasBug(model, 'cpl_accepted')) return result(mode, err('EPERM'), args);
   const handler = nr < 64n ? hypercallHandlers.get(Number(nr)) : undefined;
-  if (!handler) return finish(err('ENOSYS'));
+  if (!handler) return result(mode, err('ENOSYS'), args);
   const ctx = new HypercallContext(model, vcpu);
   try {
-    return finish(handler(ctx, args));
+    return result(mode, handler(ctx, args), args);
   } catch (e) {
-    if (e instanceof GuestFault) return finish(err('EFAULT'));
+    if (e instanceof GuestFault) return result(mode, err('EFAULT'), args);
     throw e;
   }
 }

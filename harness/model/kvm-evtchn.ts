@@ -309,8 +309,9 @@ export function kvmSetPending2l(v: Vcpu, ch: Channel): void {
  * exit; the pending request cancels the re-entry after a userspace one).
  */
 export function kvmEnterGuest(v: Vcpu): void {
+  if (v.domain.model.flavor !== 'kvm') return;
   const a = kvmVcpuAttrs(v);
-  if (v.domain.model.flavor !== 'kvm' || a.heldSel === 0n || kvmHoldsSelector(v)) return;
+  if (a.heldSel === 0n || kvmHoldsSelector(v)) return;
   const vi = kvmVcpuInfoAt(v);
   const sel = selectorAt(v, vi);
   if (sel === null) return;

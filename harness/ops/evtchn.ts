@@ -181,13 +181,17 @@ export const evtchnOpRaw = defineOp({
 // ---------------------------------------------------------------------------
 // Guest- and host-side actions.
 
+/** The registers of an event_channel_op(cmd, gpa) in a vCPU mode's calling convention. */
+function evtchnOpRegs(mode: 32 | 64, cmd: number, gpa: number): Regs {
+  return mode === 64
+    ? { rax: BigInt(HYPERVISOR.event_channel_op), rdi: BigInt(cmd), rsi: BigInt(gpa) }
+    : { rax: BigInt(HYPERVISOR.event_channel_op), rbx: BigInt(cmd), rcx: BigInt(gpa) };
+}
+
 /** Issue one event_channel_op from a vCPU with its struct at `gpa`, as guest code would. */
 export function guestEvtchnOp(m: XenModel, v: Vcpu, cmd: number, gpa: number, struct: Uint8Array): { ret: bigint; out: Uint8Array } {
   v.domain.memory.write(gpa, struct);
-  const regs: Regs = v.mode === 64
-    ? { rax: BigInt(HYPERVISOR.event_channel_op), rdi: BigInt(cmd), rsi: BigInt(gpa) }
-    : { rax: BigInt(HYPERVISOR.event_channel_op), rbx: BigInt(cmd), rcx: BigInt(gpa) };
-  const r = hypercall(m, v, regs);
+  const r = hypercall(m, v, evtchnOpRegs(v.mode, cmd, gpa));
   return { ret: r.ret, out: v.domain.memory.read(gpa, struct.length) };
 }
 
@@ -416,13 +420,21 @@ export const allocMany = defineOp({
   encode: (a, ctx): Action => ({ kind: 'host', op: 'evtchn.alloc_many', args: { ...a, scratch: BigInt(ctx.scratch) } }),
   model(m, a, at) {
     const args = a as typeof a & { scratch: bigint };
+    const v = at.vcpu;
+    const gpa = Number(args.scratch);
+    // The guest's struct is the same for every call (port is OUT): built once, written
+    // before each call as the guest's loop does; each call is a whole modelled hypercall.
+    const struct = new StructWriter(8).u16(0, DOMID_SELF).u16(2, args.remote_dom ?? DOMID_SELF).bytes;
+    const regs64 = evtchnOpRegs(64, EVTCHNOP.alloc_unbound, gpa);
+    const regs32 = evtchnOpRegs(32, EVTCHNOP.alloc_unbound, gpa);
     let n = 0n;
     let last = 0n;
     for (let i = 0n; i < args.count; i++) {
-      const w = new StructWriter(8).u16(0, DOMID_SELF).u16(2, args.remote_dom ?? DOMID_SELF);
-      const r = guestEvtchnOp(m, at.vcpu, EVTCHNOP.alloc_unbound, Number(args.scratch), w.bytes);
+      v.domain.memory.write(gpa, struct);
+      const r = hypercall(m, v, v.mode === 64 ? regs64 : regs32);
       if (r.ret !== 0n) return { ret: r.ret, out: { allocated: n, last } };
-      last = reader(r.out).u32(4);
+      // The port the call wrote back (what reading the struct's OUT field gives).
+      last = BigInt(v.domain.memory.u32(gpa + 4));
       n++;
     }
     return { ret: 0n, out: { allocated: n, last } };
