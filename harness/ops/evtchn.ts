@@ -427,17 +427,19 @@ export const allocMany = defineOp({
     const struct = new StructWriter(8).u16(0, DOMID_SELF).u16(2, args.remote_dom ?? DOMID_SELF).bytes;
     const regs64 = evtchnOpRegs(64, EVTCHNOP.alloc_unbound, gpa);
     const regs32 = evtchnOpRegs(32, EVTCHNOP.alloc_unbound, gpa);
-    let n = 0n;
-    let last = 0n;
-    for (let i = 0n; i < args.count; i++) {
+    // Counted in numbers (BigInt increments cost more than the call): a count past 2^53
+    // runs until the first error either way.
+    const count = args.count <= 0n ? 0 : args.count > BigInt(Number.MAX_SAFE_INTEGER) ? Infinity : Number(args.count);
+    let n = 0;
+    let last = 0;
+    for (; n < count; n++) {
       v.domain.memory.write(gpa, struct);
       const r = hypercall(m, v, v.mode === 64 ? regs64 : regs32);
-      if (r.ret !== 0n) return { ret: r.ret, out: { allocated: n, last } };
+      if (r.ret !== 0n) return { ret: r.ret, out: { allocated: BigInt(n), last: BigInt(last) } };
       // The port the call wrote back (what reading the struct's OUT field gives).
-      last = BigInt(v.domain.memory.u32(gpa + 4));
-      n++;
+      last = v.domain.memory.u32(gpa + 4);
     }
-    return { ret: 0n, out: { allocated: n, last } };
+    return { ret: 0n, out: { allocated: BigInt(n), last: BigInt(last) } };
   },
 });
 
