@@ -83,10 +83,11 @@ function plainShape(op: string, args: Record<string, unknown>): string | undefin
 
 /**
  * Shapes whose schema gave back exactly the arguments it was given (every op's numbers are
- * int(): a bigint parses to itself). Steps of such a shape skip the schema: the first step
- * of each shape still goes through it, and a shape it changes or refuses is never added.
+ * int(): a bigint parses to itself), perhaps in its own key order (the schema's), which is
+ * kept here (null: the step's own order). Steps of such a shape skip the schema: the first
+ * step of each shape still goes through it, and a shape it changes or refuses is never added.
  */
-const IDENTITY_SHAPES = new Set<string>();
+const IDENTITY_SHAPES = new Map<string, readonly string[] | null>();
 
 /** Equal values, lists and objects compared element by element (the schema copies them). */
 function sameValue(x: unknown, y: unknown): boolean {
@@ -104,15 +105,38 @@ function sameArgs(a: Record<string, unknown>, b: Record<string, unknown>): boole
   return ka.every((k, i) => k === kb[i] && sameValue(a[k], b[k]));
 }
 
+/**
+ * How the schema's output `a` is the input `b`: null when equal in the same key order,
+ * the output's key order when only the order of b's own keys differs, undefined otherwise.
+ */
+function sameArgsOrder(a: Record<string, unknown>, b: Record<string, unknown>): readonly string[] | null | undefined {
+  if (sameArgs(a, b)) return null;
+  const ka = Object.keys(a), kb = Object.keys(b);
+  if (ka.length !== kb.length) return undefined;
+  return ka.every((k) => Object.hasOwn(b, k) && sameValue(a[k], b[k])) ? ka : undefined;
+}
+
 /** The op's arguments as its encoder takes them: through its schema, unless the shape is known to pass unchanged. */
 function checkedArgs(step: FuzzStep, op: NonNullable<ReturnType<typeof ops.get>>): Record<string, unknown> {
   const raw = step.args as Record<string, unknown>;
   const shape = plainShape(step.op, raw);
-  if (shape !== undefined && IDENTITY_SHAPES.has(shape)) return raw;
+  if (shape !== undefined) {
+    const order = IDENTITY_SHAPES.get(shape);
+    if (order === null) return raw;
+    if (order !== undefined) {
+      // The same values in the schema's key order, as it would give them.
+      const out: Record<string, unknown> = {};
+      for (const k of order) out[k] = raw[k];
+      return out;
+    }
+  }
   const parsed = op.args.safeParse(step.args);
   if (!parsed.success) throw new VocabularyError(`${step.op}: ${parsed.error.issues[0]?.message ?? 'bad arguments'}`);
   const args = resolve(parsed.data) as Record<string, unknown> | undefined;
-  if (shape !== undefined && args !== undefined && sameArgs(args, raw)) IDENTITY_SHAPES.add(shape);
+  if (shape !== undefined && args !== undefined) {
+    const order = sameArgsOrder(args, raw);
+    if (order !== undefined) IDENTITY_SHAPES.set(shape, order);
+  }
   return args as Record<string, unknown>;
 }
 
