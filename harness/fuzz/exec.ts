@@ -41,53 +41,97 @@ const CACHE = Symbol('compiled');
 type Cached = FuzzStep & { [CACHE]?: { mode: number; scratch: number; c: Compiled } };
 
 /** The keys of an object whose values are all bigints, in order; undefined otherwise. */
-function bigintRecordKeys(v: unknown): string | undefined {
+function bigintRecordKeys(v: unknown): string[] | undefined {
   if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
-  let key = '';
+  const keys: string[] = [];
   for (const k in v) {
     if (typeof (v as Record<string, unknown>)[k] !== 'bigint') return undefined;
-    key += `${k},`;
+    keys.push(k);
   }
-  return key;
+  return keys;
 }
 
-/** `[]` for a list of bigints, `[n]{keys}` for n objects of bigints with the same keys; undefined otherwise. */
-function listShape(v: unknown[]): string | undefined {
-  if (v.every((x) => typeof x === 'bigint')) return '[]';
+/** Whether v is an object whose values are all bigints, with exactly these keys in this order. */
+function isBigintRecord(v: unknown, keys: readonly string[]): boolean {
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return false;
+  let i = 0;
+  for (const k in v) {
+    if (k !== keys[i++] || typeof (v as Record<string, unknown>)[k] !== 'bigint') return false;
+  }
+  return i === keys.length;
+}
+
+/**
+ * A value's kind in a shape: a bigint ('n'), a boolean (by value), a list of bigints ('l'),
+ * or a list of n objects of bigints with the same keys (gnttab.map_batch).
+ */
+type Kind = 'n' | boolean | 'l' | { n: number; keys: readonly string[] };
+
+function kindOf(v: unknown): Kind | undefined {
+  if (typeof v === 'bigint') return 'n';
+  if (typeof v === 'boolean') return v;
+  if (!Array.isArray(v)) return undefined;
+  if (v.every((x) => typeof x === 'bigint')) return 'l';
   const keys = bigintRecordKeys(v[0]);
   if (keys === undefined) return undefined;
-  for (let i = 1; i < v.length; i++) if (bigintRecordKeys(v[i]) !== keys) return undefined;
-  return `[${v.length}]{${keys}}`;
+  for (let i = 1; i < v.length; i++) if (!isBigintRecord(v[i], keys)) return undefined;
+  return { n: v.length, keys };
+}
+
+function fits(v: unknown, kind: Kind): boolean {
+  if (kind === 'n') return typeof v === 'bigint';
+  if (typeof kind === 'boolean') return v === kind;
+  if (!Array.isArray(v)) return false;
+  if (kind === 'l') {
+    for (const x of v) if (typeof x !== 'bigint') return false;
+    return true;
+  }
+  // n >= 1 objects: never a list of bigints.
+  if (v.length !== kind.n) return false;
+  for (const x of v) if (!isBigintRecord(x, kind.keys)) return false;
+  return true;
 }
 
 /**
  * The shape of a step's arguments when every value is a number the schema takes as it is
- * (a bigint), a boolean, a list of bigints or a list of objects of bigints (gnttab.map_batch):
- * op, keys in order, and each value's kind (booleans by value, object lists by length and
- * keys). Undefined when some value is anything else.
+ * (a bigint), a boolean, a list of bigints or a list of objects of bigints: keys in order
+ * and each value's kind. Undefined when some value is anything else.
  */
-function plainShape(op: string, args: Record<string, unknown>): string | undefined {
-  let key = op;
+interface Shape {
+  keys: readonly string[];
+  kinds: readonly Kind[];
+}
+
+function shapeOf(args: Record<string, unknown>): Shape | undefined {
+  const keys: string[] = [];
+  const kinds: Kind[] = [];
   for (const k in args) {
-    const v = args[k];
-    if (typeof v === 'bigint') key += `|${k}`;
-    else if (typeof v === 'boolean') key += `|${k}=${v}`;
-    else if (Array.isArray(v)) {
-      const list = listShape(v);
-      if (list === undefined) return undefined;
-      key += `|${k}${list}`;
-    } else return undefined;
+    const kind = kindOf(args[k]);
+    if (kind === undefined) return undefined;
+    keys.push(k);
+    kinds.push(kind);
   }
-  return key;
+  return { keys, kinds };
+}
+
+/** Whether args have this shape (compared in place: no key string is built per step). */
+function hasShape(args: Record<string, unknown>, s: Shape): boolean {
+  let i = 0;
+  for (const k in args) {
+    if (k !== s.keys[i] || !fits(args[k], s.kinds[i])) return false;
+    i++;
+  }
+  return i === s.keys.length;
 }
 
 /**
- * Shapes whose schema gave back exactly the arguments it was given (every op's numbers are
- * int(): a bigint parses to itself), perhaps in its own key order (the schema's), which is
- * kept here (null: the step's own order). Steps of such a shape skip the schema: the first
- * step of each shape still goes through it, and a shape it changes or refuses is never added.
+ * Shapes, per op, whose schema gave back exactly the arguments it was given (every op's
+ * numbers are int(): a bigint parses to itself), perhaps in its own key order (the
+ * schema's), which `order` keeps (null: the step's own order). Steps of such a shape skip
+ * the schema: the first step of each shape still goes through it, and a shape it changes
+ * or refuses is never added.
  */
-const IDENTITY_SHAPES = new Map<string, readonly string[] | null>();
+const IDENTITY_SHAPES = new Map<string, Array<Shape & { order: readonly string[] | null }>>();
 
 /** Equal values, lists and objects compared element by element (the schema copies them). */
 function sameValue(x: unknown, y: unknown): boolean {
@@ -119,23 +163,28 @@ function sameArgsOrder(a: Record<string, unknown>, b: Record<string, unknown>): 
 /** The op's arguments as its encoder takes them: through its schema, unless the shape is known to pass unchanged. */
 function checkedArgs(step: FuzzStep, op: NonNullable<ReturnType<typeof ops.get>>): Record<string, unknown> {
   const raw = step.args as Record<string, unknown>;
-  const shape = plainShape(step.op, raw);
-  if (shape !== undefined) {
-    const order = IDENTITY_SHAPES.get(shape);
-    if (order === null) return raw;
-    if (order !== undefined) {
+  const known = IDENTITY_SHAPES.get(step.op);
+  if (known !== undefined) {
+    for (const s of known) {
+      if (!hasShape(raw, s)) continue;
+      if (s.order === null) return raw;
       // The same values in the schema's key order, as it would give them.
       const out: Record<string, unknown> = {};
-      for (const k of order) out[k] = raw[k];
+      for (const k of s.order) out[k] = raw[k];
       return out;
     }
   }
   const parsed = op.args.safeParse(step.args);
   if (!parsed.success) throw new VocabularyError(`${step.op}: ${parsed.error.issues[0]?.message ?? 'bad arguments'}`);
   const args = resolve(parsed.data) as Record<string, unknown> | undefined;
+  const shape = shapeOf(raw);
   if (shape !== undefined && args !== undefined) {
     const order = sameArgsOrder(args, raw);
-    if (order !== undefined) IDENTITY_SHAPES.set(shape, order);
+    if (order !== undefined) {
+      let list = IDENTITY_SHAPES.get(step.op);
+      if (!list) IDENTITY_SHAPES.set(step.op, (list = []));
+      list.push({ ...shape, order });
+    }
   }
   return args as Record<string, unknown>;
 }
