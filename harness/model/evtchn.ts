@@ -11,6 +11,7 @@ import { err } from './errno.js';
 import { hasBug } from './variant.js';
 import { DOMID_SELF, modelHooks, type Domain, type Vcpu, type XenModel } from './domain.js';
 import { GuestMemory, PAGE_SIZE } from './guest-memory.js';
+import { setU32 } from './le-bytes.js';
 import { HYPERVISOR, registerHypercalls, type GuestStruct, type HypercallContext } from './hypercall.js';
 import { provideEventChannels } from './event-delivery.js';
 import { ops2l } from './evtchn-2l.js';
@@ -556,9 +557,35 @@ function setPriority(ctx: HypercallContext, port: number, prio: number): number 
 }
 
 /** do_event_channel_op. Structs are identical in 64-bit and compat (spec 3.1). */
+/** The struct EVTCHNOP_alloc_unbound copies back (reused: a store copies from it). */
+const allocUnboundOut = new Uint8Array(8);
+
+/**
+ * EVTCHNOP_alloc_unbound as inOut runs it, written out (evtchn.alloc_many loops on it):
+ * copy_from_guest of the 8-byte struct (dom and remote_dom are all of it that is read),
+ * then on success copy_to_guest of the whole struct as copied in, with port set.
+ */
+function allocUnboundOp(ctx: HypercallContext, arg: bigint): number {
+  const gva = Number(arg);
+  const mem = ctx.domain.memory;
+  if (!Number.isSafeInteger(gva) || !mem.contains(gva, 8)) return err('EFAULT');
+  const head = mem.u32(gva);
+  const r = allocUnbound(ctx, head & 0xffff, head >>> 16);
+  kvmEnterGuest(ctx.vcpu);
+  if (r < 0) return r;
+  const b = allocUnboundOut;
+  setU32(b, 0, head);
+  setU32(b, 4, r >>> 0);
+  mem.write(gva, b);
+  return 0;
+}
+
 export function eventChannelOp(ctx: HypercallContext, args: bigint[]): number {
-  const cmd = Number(BigInt.asIntN(32, args[0]));
+  const a0 = args[0];
+  // The command as an int (a small one without a BigInt of its own).
+  const cmd = a0 >= 0n && a0 <= 0x7fff_ffffn ? Number(a0) : Number(BigInt.asIntN(32, a0));
   const arg = args[1];
+  if (cmd === EVTCHNOP.alloc_unbound) return allocUnboundOp(ctx, arg);
   // copy_from_guest, the operation, then (on success only) copy_to_guest of the whole struct.
   const inOut = (size: number, fn: (a: GuestStruct) => number, write?: (a: GuestStruct, r: number) => void): number => {
     const a = ctx.view(arg, size);
@@ -574,17 +601,6 @@ export function eventChannelOp(ctx: HypercallContext, args: bigint[]): number {
     return 0;
   };
   switch (cmd) {
-    case EVTCHNOP.alloc_unbound: {
-      // inOut written out (the hottest op: a guest loop of them, evtchn.alloc_many).
-      const a = ctx.view(arg, 8);
-      if (!a) return err('EFAULT');
-      const r = allocUnbound(ctx, a.u16(0), a.u16(2));
-      kvmEnterGuest(ctx.vcpu);
-      if (r < 0) return r;
-      a.setU32(4, r);
-      if (!a.commit()) return err('EFAULT');
-      return 0;
-    }
     case EVTCHNOP.bind_interdomain:
       return inOut(12, (a) => bindInterdomain(ctx, a.u16(0), a.u32(4)), (a, p) => a.setU32(8, p));
     case EVTCHNOP.bind_virq:

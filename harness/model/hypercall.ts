@@ -125,9 +125,25 @@ const MASK32 = 0xffffffffn;
 
 /** Arguments per the calling convention of the vCPU's current mode (spec/xen-abi.md 1.2). */
 export function hypercallArgs(mode: Width, r: Regs): bigint[] {
-  const g = (v: bigint | undefined): bigint => BigInt.asUintN(64, v ?? 0n);
-  if (mode === 64) return [g(r.rdi), g(r.rsi), g(r.rdx), g(r.r10), g(r.r8)];
-  return [g(r.rbx) & MASK32, g(r.rcx) & MASK32, g(r.rdx) & MASK32, g(r.rsi) & MASK32, g(r.rdi) & MASK32];
+  if (mode === 64) return [u64(r.rdi), u64(r.rsi), u64(r.rdx), u64(r.r10), u64(r.r8)];
+  return [u32(r.rbx), u32(r.rcx), u32(r.rdx), u32(r.rsi), u32(r.rdi)];
+}
+
+const MASK64 = 0xffff_ffff_ffff_ffffn;
+
+/**
+ * A register as a 64-bit unsigned value (absent: 0). One already in range (every register
+ * a step sets) is itself: no new BigInt per argument of every call.
+ */
+function u64(v: bigint | undefined): bigint {
+  if (v === undefined) return 0n;
+  return v >= 0n && v <= MASK64 ? v : BigInt.asUintN(64, v);
+}
+
+/** Its low 32 bits, unsigned. */
+function u32(v: bigint | undefined): bigint {
+  if (v === undefined) return 0n;
+  return v >= 0n && v <= MASK32 ? v : BigInt.asUintN(64, v) & MASK32;
 }
 
 /** rax as the guest sees it after the call (sign-extended from 32 bits in compat mode). */
@@ -142,11 +158,11 @@ function result(mode: Width, v: bigint | number, args: bigint[]): HypercallResul
 export function hypercall(model: XenModel, vcpu: Vcpu, regs: Regs): HypercallResult {
   enterGuest(vcpu);
   const mode = vcpu.mode;
-  const nr = mode === 64 ? BigInt.asUintN(64, regs.rax) : BigInt.asUintN(64, regs.rax) & MASK32;
+  const nr = mode === 64 ? u64(regs.rax) : u32(regs.rax);
   const args = hypercallArgs(mode, regs);
-  const finish = (v: bigint | number): HypercallResult => result(mode, v, args);
   // A KVM whose VMM left INTERCEPT_HCALL out answers with its own handler (kvm_emulate_hypercall).
   if (model.flavor === 'kvm' && !kvmInterceptsHypercalls(vcpu.domain)) {
+    const finish = (v: bigint | number): HypercallResult => result(mode, v, args);
     const cut = (v: bigint | undefined) => (mode === 64 ? BigInt.asUintN(64, v ?? 0n) : BigInt.asUintN(64, v ?? 0n) & MASK32);
     return finish(kvmOwnHypercall(nr, [cut(regs.rbx), cut(regs.rcx), cut(regs.rdx), cut(regs.rsi)], vcpu.cpl));
   }

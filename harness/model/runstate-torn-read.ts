@@ -93,6 +93,13 @@ export function same(a: Uint8Array, b: Uint8Array): boolean {
   return true;
 }
 
+/** The image of each byte's first value (Uint8Array.from with a mapper is far slower). */
+function firstOfEach(sets: number[][]): Uint8Array {
+  const img = new Uint8Array(sets.length);
+  for (let b = 0; b < sets.length; b++) img[b] = sets[b][0];
+  return img;
+}
+
 function analyse(r: Replay, committed: Uint8Array[], guard: Guard, report: TornReport): void {
   const isCommitted = (img: Uint8Array) => committed.some((c) => same(c, img));
   const n = r.steps.length + 1;
@@ -160,7 +167,7 @@ function analyse(r: Replay, committed: Uint8Array[], guard: Guard, report: TornR
         found = true;
         // Build the example only once: the count already proves a torn snapshot exists.
         if (report.example === undefined) {
-          torn = Uint8Array.from(sets, (st) => st[0]);
+          torn = firstOfEach(sets);
           for (let b = 0; b < size && isCommitted(torn); b++) {
             for (const alt of sets[b]) {
               const prev = torn[b];
@@ -174,7 +181,7 @@ function analyse(r: Replay, committed: Uint8Array[], guard: Guard, report: TornR
         // Enumerate the (at most committed.length) combinations in order, the
         // last byte varying fastest, until one is not committed.
         const pick = new Array<number>(size).fill(0);
-        const img = Uint8Array.from(sets, (st) => st[0]);
+        const img = firstOfEach(sets);
         for (;;) {
           if (!isCommitted(img)) { torn = img; break; }
           let b = size - 1;
