@@ -8,6 +8,9 @@ import { GuestMemory, PAGE_SIZE } from './guest-memory.js';
 import { XEN_LEGACY_MAX_VCPUS, VCPU_INFO_SIZE, type Width } from './memory-layout.js';
 import { isIssuedVariant, type ModelVariant } from './variant.js';
 
+/** shared_info's contents before it is first placed (never written to: a store copies from it). */
+const ZERO_PAGE = new Uint8Array(PAGE_SIZE);
+
 export const DOMID_SELF = 0x7ff0;
 export const DOMID_IO = 0x7ff1;
 export const DOMID_XEN = 0x7ff2;
@@ -127,7 +130,7 @@ export class Domain {
     // from the physmap, a hole (xen/arch/x86/mm.c xenmem_add_to_physmap_one: "Unmap from
     // old location"; real Xen 4.17 then reads ~0 there). Under KVM the VMM's overlay
     // page moves and the guest's RAM below shows again (zeroes, as it was never used).
-    const contents = old === null ? new Uint8Array(PAGE_SIZE) : this.memory.read(old, PAGE_SIZE);
+    const contents = old === null ? ZERO_PAGE : this.memory.read(old, PAGE_SIZE);
     if (old !== null && old !== gpa) {
       if (this.model.config.flavor === 'xen') this.memory.unmapFrame(old / PAGE_SIZE);
       else this.memory.fill(old, PAGE_SIZE, 0);

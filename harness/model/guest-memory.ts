@@ -23,6 +23,21 @@ export interface StoreRecord {
 /** What a guest reads from a frame with nothing behind it (an HVM access to a p2m hole reads ~0). */
 const HOLE_PAGE = new Uint8Array(PAGE_SIZE).fill(0xff);
 
+/**
+ * A fresh zeroed page. Pages are carved out of larger buffers, 16 at a time: one
+ * allocation of zeroed memory instead of one per page (sequences populate many pages).
+ */
+const CHUNK_PAGES = 16;
+let chunk: ArrayBuffer | undefined;
+let chunkUsed = CHUNK_PAGES;
+function newPage(): Uint8Array {
+  if (chunkUsed === CHUNK_PAGES) {
+    chunk = new ArrayBuffer(CHUNK_PAGES * PAGE_SIZE);
+    chunkUsed = 0;
+  }
+  return new Uint8Array(chunk!, PAGE_SIZE * chunkUsed++, PAGE_SIZE);
+}
+
 export class GuestMemory {
   private readonly pages = new Map<number, Uint8Array>();
   /** Frames with nothing behind them: reads give all-ones, writes are dropped. */
@@ -83,7 +98,7 @@ export class GuestMemory {
       let page = this.pages.get(pfn);
       if (page === HOLE_PAGE) return;
       if (!page) {
-        page = new Uint8Array(PAGE_SIZE);
+        page = newPage();
         this.pages.set(pfn, page);
       }
       if (bytes.length <= 8) for (let i = 0; i < bytes.length; i++) page[off0 + i] = bytes[i];
@@ -99,7 +114,7 @@ export class GuestMemory {
       const n = Math.min(bytes.length - done, PAGE_SIZE - off);
       let page = this.pages.get(pfn);
       if (!page) {
-        page = new Uint8Array(PAGE_SIZE);
+        page = newPage();
         this.pages.set(pfn, page);
       }
       if (page !== HOLE_PAGE) page.set(bytes.subarray(done, done + n), off);
@@ -180,7 +195,7 @@ export class GuestMemory {
         let page = this.pages.get(pfn);
         if (page === HOLE_PAGE) return;
         if (!page) {
-          page = new Uint8Array(PAGE_SIZE);
+          page = newPage();
           this.pages.set(pfn, page);
         }
         for (let i = 0; i < size; i++) { page[off + i] = n & 0xff; n = Math.floor(n / 256); }
