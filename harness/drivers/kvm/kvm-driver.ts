@@ -235,6 +235,12 @@ class KvmSession implements Session {
   private readonly eventfds = new Map<number, KvmEventfd>();
   /** Events the VMM layer handed to KVM during the current step (deliverByKernel). */
   private kernelDeliveries = 0;
+  /**
+   * KVM writes its own hypercall page on the MSR write (INTERCEPT_HCALL, as the session
+   * starts); after a config without it the write copies the VMM's blob, and the guest
+   * keeps calling the page it had (model/hypercall.ts wrmsr alike).
+   */
+  private kvmWritesHypercallPage = true;
 
   constructor(
     private readonly guest: GuestVm,
@@ -467,7 +473,7 @@ class KvmSession implements Session {
           // KVM latched the writer's width (kvm_xen_write_hypercall_page, whatever the page
           // index); the VMM layer lays its areas out by it.
           kvmLatchWidth(this.vmm.domain(this.domid)!, this.setup.mode, false);
-          if (!fault) {
+          if (!fault && this.kvmWritesHypercallPage) {
             this.areaMap.set('hypercall_page', Number(action.value & ~0xfffn));
             for (let i = 0; i < this.guest.vcpus.length; i++) this.guest.setHypercallPage(i, Number(action.value & ~0xfffn));
           }
@@ -646,9 +652,11 @@ class KvmSession implements Session {
         // The blob is the VMM's memory: here the host mapping of the guest page(s) named.
         const pages = n('blob_pages');
         const hva = pages > 0 ? this.guest.vm.hva(n('blob_gpa')) : 0n;
-        return this.ioctlRet(() => this.guest.vm.xenHvmConfig({
+        const r = this.ioctlRet(() => this.guest.vm.xenHvmConfig({
           flags: n('flags'), msr: n('msr'), blobAddr32: hva, blobAddr64: hva, blobSize32: pages, blobSize64: pages,
         }));
+        if (r.ret === 0n) this.kvmWritesHypercallPage = (n('flags') & XEN_HVM_FLAG.INTERCEPT_HCALL) !== 0;
+        return r;
       }
       case 'kvm.irqfd_send': {
         const route = { gsi: IRQFD_GSI, type: 'xen_evtchn' as const, port: n('port'), vcpu: n('vcpu'), priority: n('priority') };
