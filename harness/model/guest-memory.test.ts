@@ -42,6 +42,26 @@ describe('guest memory fast paths', () => {
     }), { numRuns: 40 });
   });
 
+  it('property: a subclass whose read and write go elsewhere (a VM\'s memory) sees every access, small ones too', () => {
+    class Elsewhere extends GuestMemory {
+      readonly bytes = new Uint8Array(SIZE);
+      override read(gpa: number, len: number): Uint8Array {
+        return this.bytes.slice(gpa, gpa + len);
+      }
+      override write(gpa: number, b: Uint8Array): void {
+        this.bytes.set(b, gpa);
+      }
+    }
+    fc.assert(fc.property(gpaFor(4), fc.constantFrom(1, 2, 4) as fc.Arbitrary<1 | 2 | 4>, fc.integer({ min: 0, max: 0xffffffff }), (gpa, size, value) => {
+      const m = new Elsewhere(SIZE);
+      m.writeU(gpa, size, value % 2 ** (size * 8));
+      expect(Array.from(m.bytes.subarray(gpa, gpa + size))).toEqual(refBytes(size, value % 2 ** (size * 8)));
+      m.bytes.set([0x78, 0x56, 0x34, 0x12], gpa);
+      expect(m.u32(gpa)).toBe(0x12345678);
+      expect(m.readU(gpa, size)).toBe(BigInt([0x78, 0x5678, 0, 0x12345678][size - 1]));
+    }));
+  });
+
   it('a read returns a copy, never a view of guest memory', () => {
     const m = new GuestMemory(SIZE);
     m.writeU(0x10, 4, 0x11223344);

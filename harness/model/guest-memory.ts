@@ -44,11 +44,18 @@ export class GuestMemory {
   private holes?: Set<number>;
   /** Observers of every store, in order (torn-read checks replay them). */
   private readonly observers: Array<(s: StoreRecord) => void> = [];
+  /**
+   * The pages here are the guest's memory: read() and write() are this class's own. A
+   * subclass whose read or write goes elsewhere (the kvm target's VMM layer reads the VM's
+   * memory, a shadow model the real guest's) gets no shortcut past them.
+   */
+  private readonly direct: boolean;
 
   constructor(readonly size: number) {
     if (!Number.isSafeInteger(size) || size <= 0 || size % PAGE_SIZE !== 0) {
       throw new RangeError(`guest memory size must be a positive multiple of ${PAGE_SIZE}`);
     }
+    this.direct = this.read === GuestMemory.prototype.read && this.write === GuestMemory.prototype.write;
   }
 
   contains(gpa: number, len: number): boolean {
@@ -157,7 +164,7 @@ export class GuestMemory {
   /** Little-endian unsigned read of up to 4 bytes as a number. */
   private readN(gpa: number, size: 1 | 2 | 4): number {
     const off = gpa & (PAGE_SIZE - 1);
-    if (off + size <= PAGE_SIZE && gpa >= 0 && gpa + size <= this.size && Number.isSafeInteger(gpa)) {
+    if (this.direct && off + size <= PAGE_SIZE && gpa >= 0 && gpa + size <= this.size && Number.isSafeInteger(gpa)) {
       // Within one page of RAM (almost every access): straight from the page, no copy.
       const page = this.pages.get(gpa >>> PAGE_SHIFT);
       if (!page) return 0;
@@ -189,7 +196,7 @@ export class GuestMemory {
       // Small stores of plain numbers: the same bytes without BigInt arithmetic.
       let n = value >= 0 ? value % 2 ** (size * 8) : (2 ** (size * 8) + (value % 2 ** (size * 8))) % 2 ** (size * 8);
       const off = gpa & (PAGE_SIZE - 1);
-      if (off + size <= PAGE_SIZE && gpa >= 0 && gpa + size <= this.size && Number.isSafeInteger(gpa) && !this.observers.length) {
+      if (this.direct && off + size <= PAGE_SIZE && gpa >= 0 && gpa + size <= this.size && Number.isSafeInteger(gpa) && !this.observers.length) {
         // Within one page of RAM, nobody observing: the store write() makes, without the byte array.
         const pfn = gpa >>> PAGE_SHIFT;
         let page = this.pages.get(pfn);
