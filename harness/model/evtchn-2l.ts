@@ -6,7 +6,7 @@
 
 import { modelHooks, type Domain, type Vcpu } from './domain.js';
 import { SHARED_INFO } from './memory-layout.js';
-import { kvmHoldsSelector, kvmVcpuAttrs } from './kvm-vcpu.js';
+import { kvmHoldSelectorBit, kvmHoldsSelector, kvmVcpuAttrs } from './kvm-vcpu.js';
 import {
   checkPollers, evtchnState, markEventsPending, sharedInfoMem, testAndClearBit, testAndSetBit, testBit,
   type Channel, type PortOps,
@@ -42,7 +42,7 @@ export function pendingSelAddress(v: Vcpu): number | null {
 function raiseSelector(v: Vcpu, port: number): void {
   const word = Math.floor(port / wordBits(v.domain));
   if (kvmHoldsSelector(v)) {
-    kvmVcpuAttrs(v).heldSel |= 1n << BigInt(word);
+    kvmHoldSelectorBit(v, word);
     return;
   }
   const sel = pendingSelAddress(v);
@@ -50,13 +50,14 @@ function raiseSelector(v: Vcpu, port: number): void {
 }
 
 /**
- * kvm_xen_inject_pending_events, at a vCPU's entry: the selector bits KVM held go into
- * vcpu_info once it has one again, with the upcall (and its vector).
+ * kvm_xen_inject_pending_events, at a vCPU's entry that delivers: the selector bits KVM
+ * held go into vcpu_info once it has one again, with the upcall (and its vector).
  */
 export function kvmFlushHeldSelector(v: Vcpu): void {
   if (v.domain.model.flavor !== 'kvm') return;
   const a = kvmVcpuAttrs(v);
-  if (a.heldSel === 0n || a.vcpuInfoOff) return;
+  // Only at an entry that delivers (kvm-evtchn.ts kvmEnterGuest, run first, decides).
+  if (a.heldSel === 0n || a.vcpuInfoOff || !a.due) return;
   const sel = pendingSelAddress(v);
   if (sel === null) return;
   for (let w = 0; w < wordBits(v.domain); w++) if ((a.heldSel >> BigInt(w)) & 1n) testAndSetBit(v.domain.memory, sel, w);

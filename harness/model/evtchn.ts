@@ -586,13 +586,15 @@ export function eventChannelOp(ctx: HypercallContext, args: bigint[]): number {
   const cmd = a0 >= 0n && a0 <= 0x7fff_ffffn ? Number(a0) : Number(BigInt.asIntN(32, a0));
   const arg = args[1];
   if (cmd === EVTCHNOP.alloc_unbound) return allocUnboundOp(ctx, arg);
+  // On KVM: the operation was served in-kernel (an exit after which KVM delivers what it holds).
+  let inKernel = false;
   // copy_from_guest, the operation, then (on success only) copy_to_guest of the whole struct.
   const inOut = (size: number, fn: (a: GuestStruct) => number, write?: (a: GuestStruct, r: number) => void): number => {
     const a = ctx.view(arg, size);
     if (!a) return err('EFAULT');
     const r = fn(a);
-    // On KVM the caller then resumes the guest, which takes what KVM held for it.
-    kvmEnterGuest(ctx.vcpu);
+    // On KVM the caller then resumes the guest, which may take what KVM held for it.
+    kvmEnterGuest(ctx.vcpu, inKernel);
     if (r < 0) return r;
     if (write) {
       write(a, r);
@@ -615,6 +617,7 @@ export function eventChannelOp(ctx: HypercallContext, args: bigint[]): number {
       // On KVM, a port the VMM registered with KVM_XEN_ATTR_TYPE_EVTCHN is served in-kernel.
       return inOut(4, (a) => {
         const k = ctx.domain.model.flavor === 'kvm' ? kvmEvtchnSend(ctx.domain, a.u32(0)) : null;
+        inKernel = k !== null;
         return k === null ? sendPort(ctx.domain, a.u32(0)) : Number(k);
       });
     case EVTCHNOP.status: {

@@ -8,7 +8,7 @@ import {
   channel, checkPollers, ECS, evtchnState, markEventsPending, newChannel, sharedInfoMem, testAndSetBit, testBit,
   upcallAssertHooks, vcpuEvtchn, type Channel,
 } from './evtchn.js';
-import { kvmHoldsSelector, kvmVcpuAttrs } from './kvm-vcpu.js';
+import { kvmHoldSelectorBit, kvmHoldsSelector, kvmVcpuAttrs } from './kvm-vcpu.js';
 import { sharedInfoPlaced } from './kvm-shared-info.js';
 import { SHARED_INFO } from './memory-layout.js';
 
@@ -284,7 +284,7 @@ export function kvmSetPending2l(v: Vcpu, ch: Channel): void {
     const vi = kvmVcpuInfoAt(v);
     const sel = selectorAt(v, vi);
     if (kvmHoldsSelector(v) || (sel !== null && staleVcpuInfo.has(v))) {
-      kvmVcpuAttrs(v).heldSel |= 1n << BigInt(word);
+      kvmHoldSelectorBit(v, word);
     } else if (sel !== null && !testAndSetBit(d.memory, sel, word)) {
       kvmMarkUpcall(v, vi!);
     }
@@ -302,16 +302,23 @@ export function kvmSetPending2l(v: Vcpu, ch: Channel): void {
  * clock update at the entry (kvm_guest_time_update) or a VM-wide callback vector
  * (__kvm_xen_has_interrupt) would refresh it, neither modelled.
  *
- * Also called when the vCPU goes back into the guest after a hypercall (evtchn.ts): what
- * KVM held for it meanwhile (an event the call raised on it, in-kernel or through the
- * VMM's KVM_XEN_HVM_EVTCHN_SEND, whose kick left KVM_REQ_UNBLOCK pending) is delivered
- * before the guest runs on (vcpu_run: kvm_xen_inject_pending_events after each in-kernel
- * exit; the pending request cancels the re-entry after a userspace one).
+ * vcpu_run delivers only after an exit KVM handled in-kernel (`inKernelExit`: the
+ * caller's EVTCHNOP_send served from KVM's table, or the guest halting to wait for its
+ * upcalls) and on the entry the kick of a newly held bit cancels (the first entry after
+ * it; a failed delivery there leaves the bits held and the kick spent). Otherwise the
+ * guest runs on with them held: after the VMM gives vcpu_info back, its next VMM-served
+ * hypercall delivers nothing (found by the fuzzer on 6.12; replayed on 6.1 and 6.12). A
+ * host interrupt's exit also delivers them, at a moment the model cannot know; the
+ * in-kernel SCHEDOP_poll / yield and timer hypercalls would too, not modelled here.
+ * Also called when the vCPU goes back into the guest after an event channel hypercall
+ * (evtchn.ts).
  */
-export function kvmEnterGuest(v: Vcpu): void {
+export function kvmEnterGuest(v: Vcpu, inKernelExit = false): void {
   if (v.domain.model.flavor !== 'kvm') return;
   const a = kvmVcpuAttrs(v);
-  if (a.heldSel === 0n || kvmHoldsSelector(v)) return;
+  a.due = a.heldSel !== 0n && (a.kick || inKernelExit);
+  a.kick = false;
+  if (!a.due || kvmHoldsSelector(v)) return;
   const vi = kvmVcpuInfoAt(v);
   const sel = selectorAt(v, vi);
   if (sel === null) return;

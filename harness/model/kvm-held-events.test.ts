@@ -21,18 +21,37 @@ function setup(flavor: 'kvm' | 'xen', mode: 64 | 32 = 64) {
 }
 
 describe('model-kvm: events KVM holds while it has no vcpu_info (kvm_xen_set_evtchn_fast, kvm_xen_inject_pending_events)', () => {
-  it('sets only the pending bit, holds the selector, and delivers it at the first entry once vcpu_info is back', () => {
+  it('sets only the pending bit, holds the selector, and delivers it at the entry its kick cancels once vcpu_info is back', () => {
     for (const mode of [64, 32] as const) {
       const { d, v, sel, upcall, pending, enter } = setup('kvm', mode);
       expect(kvmXenSetAttr(d, v, 'vcpu_info', KVM_XEN_INVALID)).toBe(0n);
       expect(kvmRaisePort(v, 70)).toBe(true);
       expect(pending(70)).toBe(1);
       expect([sel(), upcall()]).toEqual([0n, 0]);
-      enter(); // no vcpu_info yet: still held
-      expect([sel(), upcall()]).toEqual([0n, 0]);
       expect(kvmXenSetAttr(d, v, 'vcpu_info', BigInt(SI))).toBe(0n);
       expect([sel(), upcall()]).toEqual([0n, 0]); // not before the vCPU runs
       enter();
+      expect([sel(), upcall()]).toEqual([1n << BigInt(Math.floor(70 / mode)), 1]);
+      expect(kvmVcpuAttrs(v).heldSel).toBe(0n);
+    }
+  });
+
+  it('a kick spent while vcpu_info was away: VMM-served hypercalls deliver nothing, the next in-kernel exit does', () => {
+    for (const mode of [64, 32] as const) {
+      const { d, v, sel, upcall, enter } = setup('kvm', mode);
+      kvmXenSetAttr(d, v, 'vcpu_info', KVM_XEN_INVALID);
+      kvmRaisePort(v, 70);
+      enter(); // the kick cancels this entry; delivery fails without vcpu_info; the kick is spent
+      expect([sel(), upcall()]).toEqual([0n, 0]);
+      kvmXenSetAttr(d, v, 'vcpu_info', BigInt(SI));
+      enter(); // no kick, a userspace exit: the guest runs on with the bit held
+      enter();
+      expect([sel(), upcall()]).toEqual([0n, 0]);
+      expect(kvmVcpuAttrs(v).heldSel).not.toBe(0n);
+      kvmRaisePort(v, 70); // already pending: no new bit held, no kick
+      enter();
+      expect([sel(), upcall()]).toEqual([0n, 0]);
+      expect(takeUpcalls(v).vectors).toEqual([]); // the guest halts to wait: KVM delivers at that exit
       expect([sel(), upcall()]).toEqual([1n << BigInt(Math.floor(70 / mode)), 1]);
       expect(kvmVcpuAttrs(v).heldSel).toBe(0n);
     }

@@ -16,6 +16,14 @@ export interface KvmVcpuAttrs {
    * vcpu_info, flushed into it at the vCPU's next entry (kvm_xen_inject_pending_events).
    */
   heldSel: bigint;
+  /**
+   * KVM_REQ_UNBLOCK with the kick that came with a newly held bit: the vCPU's next entry
+   * is cancelled and the bits are delivered then (vcpu_enter_guest: kvm_vcpu_exit_request;
+   * vcpu_run: kvm_xen_inject_pending_events). Any entry consumes it, delivered or not.
+   */
+  kick: boolean;
+  /** Whether the entry being made delivers the held bits (set by kvmEnterGuest for the entry hooks after it). */
+  due: boolean;
 }
 const vcpuAttrs = new WeakMap<Vcpu, KvmVcpuAttrs>();
 
@@ -27,7 +35,7 @@ export function kvmVcpuAttrs(v: Vcpu): KvmVcpuAttrs {
     // live on both): every vCPU would be Xen vCPU 0. The VMM sets each vCPU's id to its
     // index at start, as QEMU does (kvm_xen_init_vcpu in target/i386/kvm/xen-emu.c), so
     // a case starts with ids 0, 1, ... No timer.
-    a = { vcpuId: BigInt(v.id), timerPort: 0n, vcpuInfoOff: false, heldSel: 0n };
+    a = { vcpuId: BigInt(v.id), timerPort: 0n, vcpuInfoOff: false, heldSel: 0n, kick: false, due: false };
     vcpuAttrs.set(v, a);
   }
   return a;
@@ -45,4 +53,24 @@ export function kvmTimerPort(v: Vcpu): number {
 /** KVM holds a selector bit for this vCPU rather than write vcpu_info (kvm_xen_set_evtchn_fast). */
 export function kvmHoldsSelector(v: Vcpu): boolean {
   return v.domain.model.flavor === 'kvm' && (vcpuAttrs.get(v)?.vcpuInfoOff ?? false);
+}
+
+/**
+ * kvm_xen_set_evtchn_fast without a usable vcpu_info: the selector bit is held in-kernel,
+ * and a bit that was not held yet kicks the vCPU (KVM_REQ_UNBLOCK).
+ */
+export function kvmHoldSelectorBit(v: Vcpu, word: number): void {
+  const a = kvmVcpuAttrs(v);
+  const bit = 1n << BigInt(word);
+  if ((a.heldSel & bit) !== 0n) return;
+  a.heldSel |= bit;
+  a.kick = true;
+}
+
+/**
+ * The vCPU is about to wait in the guest for its upcalls (evtchn.take_upcalls): it halts,
+ * and KVM delivers what it holds at that in-kernel exit, as for a kick.
+ */
+export function kvmWaitExit(v: Vcpu): void {
+  if (v.domain.model.flavor === 'kvm') kvmVcpuAttrs(v).kick = true;
 }

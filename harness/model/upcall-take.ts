@@ -17,6 +17,7 @@
 
 import { enterGuest, type Vcpu } from './domain.js';
 import { callbackAsserted, callbackVector, hvmVcpu } from './hvm-op.js';
+import { kvmWaitExit } from './kvm-vcpu.js';
 
 export interface TakenUpcalls {
   /** Vectors the handler ran for, in order. */
@@ -25,6 +26,7 @@ export interface TakenUpcalls {
 
 /** Take every upcall pending for `v` now, as the guest with interrupts enabled does. */
 export function takeUpcalls(v: Vcpu): TakenUpcalls {
+  kvmWaitExit(v); // the guest halts to wait: KVM delivers what it held at that exit
   enterGuest(v); // the guest runs: what a kernel held for the vCPU comes now
   const vectors: number[] = [];
   const vi = v.vcpuInfoAddress();
