@@ -88,19 +88,21 @@ export class ModelSession implements Session {
 
   /** Registers at the instruction, per the calling convention; `via: page` executes the stub. */
   private registers(action: Action & { kind: 'hypercall' }, mode: 32 | 64, p: StepPlacement): Regs | { fault: string } {
-    const names64 = ['rdi', 'rsi', 'rdx', 'r10', 'r8', 'r9'] as const;
-    const names32 = ['rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rbp'] as const;
-    const regs: Regs = { rax: BigInt(action.nr) };
-    action.args.forEach((v, i) => { (regs as unknown as Record<string, bigint>)[(mode === 64 ? names64 : names32)[i]] = v; });
-    for (const [k, v] of Object.entries(action.regs ?? {})) (regs as unknown as Record<string, bigint>)[k] = v as bigint;
+    const nr = BigInt(action.nr);
+    const regs: Regs = { rax: nr };
+    const names = mode === 64 ? ARG_REGS_64 : ARG_REGS_32;
+    const r = regs as unknown as Record<string, bigint>;
+    for (let i = 0; i < action.args.length; i++) r[names[i]] = action.args[i];
+    if (action.regs) for (const k in action.regs) r[k] = (action.regs as Record<string, bigint>)[k];
     if (p.via === 'page') {
       const dom = this.model.domain(p.dom)!;
       if (dom.hypercallPageGpa === null) return { fault: 'no hypercall page: write the hypercall MSR first' };
       // Execute the stub as the CPU would: mov eax, imm32; vmcall/vmmcall.
-      const stub = dom.memory.read(dom.hypercallPageGpa + Number(BigInt(action.nr) & 0x7fn) * 32, 9);
-      if (stub[0] === 0x0f && stub[1] === 0x0b) return { fault: 'UD' };
-      if (stub[0] !== 0xb8 || stub[5] !== 0x0f || stub[6] !== 0x01) return { fault: stub[0] === 0xcc ? 'BP' : 'UD' };
-      regs.rax = BigInt(stub[1] | (stub[2] << 8) | (stub[3] << 16) | (stub[4] << 24)) | (regs.rax & ~0xffffffffn);
+      const at = dom.hypercallPageGpa + Number(nr & 0x7fn) * 32;
+      const b = (i: number) => dom.memory.u8(at + i);
+      if (b(0) === 0x0f && b(1) === 0x0b) return { fault: 'UD' };
+      if (b(0) !== 0xb8 || b(5) !== 0x0f || b(6) !== 0x01) return { fault: b(0) === 0xcc ? 'BP' : 'UD' };
+      regs.rax = BigInt(b(1) | (b(2) << 8) | (b(3) << 16) | (b(4) << 24)) | (regs.rax & ~0xffffffffn);
       if (mode === 32) regs.rax &= 0xffffffffn;
     }
     return regs;
@@ -121,6 +123,10 @@ export class ModelSession implements Session {
 
   async [Symbol.asyncDispose](): Promise<void> {}
 }
+
+/** The argument registers of the hypercall convention, 64-bit and 32-bit. */
+const ARG_REGS_64 = ['rdi', 'rsi', 'rdx', 'r10', 'r8', 'r9'] as const;
+const ARG_REGS_32 = ['rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rbp'] as const;
 
 export class ModelDriver implements Driver {
   readonly name: string;
