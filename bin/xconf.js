@@ -1,4 +1,6 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=64
+// A young generation of 64 MiB semi-spaces: a fuzz run makes short-lived objects by the million,
+// and fewer scavenges give about 7% more steps per second (model fuzz, seed 1, 3 runs each).
 // Entry point: runs the bundled CLI (dist/bundle/, built by `npm ci` through the prepare script).
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
