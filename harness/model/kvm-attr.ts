@@ -9,7 +9,7 @@ import type { Domain, Vcpu, XenModel } from './domain.js';
 import { kvmLatchWidth, kvmSharedInfoInit, sharedInfoPlaced, type Placed } from './kvm-shared-info.js';
 import { callbackVector, hvmVcpu } from './hvm-op.js';
 import { kvmVcpuAttrs as attrsOf } from './kvm-vcpu.js';
-import { kvmStartTimer, stopSingleshot, timerOf } from './timer.js';
+import { kvmInjectHeldTimer, kvmStartTimer, stopSingleshot, timerOf } from './timer.js';
 import { runstateOf } from './runstate.js';
 import { VMASST_TYPE, vmAssistEnabled } from './vm-assist.js';
 import { VCPU_INFO_SIZE, VCPU_TIME_INFO } from './memory-layout.js';
@@ -106,6 +106,9 @@ function backed(d: Domain, gpa: bigint, len: number): boolean {
 /** The value KVM_XEN_*_GET_ATTR reports for `attr` (the timer as its three fields). */
 /** The attribute's value, or null where KVM answers -ENOENT (kvm_xen_vcpu_get_attr: RUNSTATE_ADDR without an area). */
 export function kvmXenGetAttr(d: Domain, v: Vcpu, attr: KvmXenGetAttr): bigint | null {
+  // The three timer fields are one KVM_XEN_VCPU_ATTR_TYPE_TIMER read, which first delivers
+  // an expiry held for want of a shared_info.
+  if (attr === 'timer_port' || attr === 'timer_priority' || attr === 'timer_expires') kvmInjectHeldTimer(v);
   switch (attr) {
     case 'long_mode':
       return d.width === 64 ? 1n : 0n;

@@ -94,6 +94,19 @@ describe('KVM\'s timer without a shared_info (xen_timer_callback, kvm_xen_inject
     expect(pending(g, 1)).toBe(true);
   });
 
+  it('reading the timer attribute delivers a held expiry first, with no entry (6.12 kvm_xen_vcpu_get_attr)', () => {
+    for (const attr of ['timer_port', 'timer_priority', 'timer_expires'] as const) {
+      const { m, d, g, v, si } = setup();
+      kvmXenSetAttr(d, v, 'shared_info', NONE);
+      kvmXenSetTimer(m, v, 1n, KVM_XEN_PRIO_2LEVEL, NONE);
+      kvmXenSetAttr(d, v, 'shared_info', si);
+      expect(pending(g, 1)).toBe(false);
+      kvmXenGetAttr(d, v, attr);
+      expect(pending(g, 1)).toBe(true);
+      expect(kvmXenGetAttr(d, v, 'timer_expires')).toBe(0n);
+    }
+  });
+
   it('drops it at an entry still without shared_info, and a new timer forgets it', () => {
     const { m, d, g, v, si } = setup();
     kvmXenSetAttr(d, v, 'shared_info', NONE);

@@ -78,9 +78,11 @@ export function sendTimerEvent(m: XenModel, v: Vcpu): void {
 /**
  * kvm_xen_inject_timer_irqs at a vCPU's entry: a held expiry goes out through the slow
  * path (kvm_xen_set_evtchn), which raises it if KVM has a shared_info again and drops it
- * if not; either way it is no longer held.
+ * if not; either way it is no longer held. KVM_XEN_VCPU_GET_ATTR of the timer does the
+ * same first (Linux 6.12 kvm_xen_vcpu_get_attr: the snapshot is never left with an expiry
+ * lurking in timer_pending; Linux 6.1 does not, a known divergence).
  */
-function kvmInjectHeldTimer(v: Vcpu): void {
+export function kvmInjectHeldTimer(v: Vcpu): void {
   const t = timers.get(v);
   if (!t?.kvmHeld) return;
   t.kvmHeld = false;
