@@ -154,6 +154,8 @@ export const modelHooks = {
   destroy: [] as Array<(model: XenModel, d: Domain) => void>,
   /** Before a vCPU runs guest code (a hypercall, an MSR write): KVM delivers what it held. */
   guestEntry: [] as Array<(v: Vcpu) => void>,
+  /** After an exit KVM handled in-kernel, before the vCPU goes back into the guest: KVM delivers what it held. */
+  inKernelExit: [] as Array<(v: Vcpu) => void>,
   /** After shared_info is placed or moved (XENMEM_add_to_physmap, or the setup's placement). */
   sharedInfoPlaced: [] as Array<(d: Domain, gpa: number) => void>,
 };

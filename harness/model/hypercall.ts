@@ -12,7 +12,7 @@ import { err } from './errno.js';
 import { hasBug } from './variant.js';
 import { GuestFault, PAGE_SIZE } from './guest-memory.js';
 import { getI16, getI32, getU16, getU32, getU64, getU8, setU16, setU32, setU64, setU8 } from './le-bytes.js';
-import { enterGuest, type Domain, type Vcpu, type XenModel } from './domain.js';
+import { enterGuest, modelHooks, type Domain, type Vcpu, type XenModel } from './domain.js';
 import type { Width } from './memory-layout.js';
 
 export const HYPERVISOR = {
@@ -164,7 +164,10 @@ export function hypercall(model: XenModel, vcpu: Vcpu, regs: Regs): HypercallRes
   if (model.flavor === 'kvm' && !kvmInterceptsHypercalls(vcpu.domain)) {
     const finish = (v: bigint | number): HypercallResult => result(mode, v, args);
     const cut = (v: bigint | undefined) => (mode === 64 ? BigInt.asUintN(64, v ?? 0n) : BigInt.asUintN(64, v ?? 0n) & MASK32);
-    return finish(kvmOwnHypercall(nr, [cut(regs.rbx), cut(regs.rcx), cut(regs.rdx), cut(regs.rsi)], vcpu.cpl));
+    const r = finish(kvmOwnHypercall(nr, [cut(regs.rbx), cut(regs.rcx), cut(regs.rdx), cut(regs.rsi)], vcpu.cpl));
+    // An exit KVM handled in-kernel: vcpu_run delivers what it holds before the guest runs on.
+    for (const h of modelHooks.inKernelExit) h(vcpu);
+    return r;
   }
   // Xen: any hypercall from CPL > 0 fails with -EPERM. KVM forwards CPL > 0
   // calls to the VMM, and QEMU (target/i386/kvm/xen-emu.c) answers -EPERM too.

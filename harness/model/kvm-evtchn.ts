@@ -303,8 +303,8 @@ export function kvmSetPending2l(v: Vcpu, ch: Channel): void {
  * (__kvm_xen_has_interrupt) would refresh it, neither modelled.
  *
  * vcpu_run delivers only after an exit KVM handled in-kernel (`inKernelExit`: the
- * caller's EVTCHNOP_send served from KVM's table, or the guest halting to wait for its
- * upcalls) and on the entry the kick of a newly held bit cancels (the first entry after
+ * caller's EVTCHNOP_send served from KVM's table, a hypercall KVM answers itself without
+ * INTERCEPT_HCALL, or the guest halting to wait for its upcalls) and on the entry the kick of a newly held bit cancels (the first entry after
  * it; a failed delivery there leaves the bits held and the kick spent). Otherwise the
  * guest runs on with them held: after the VMM gives vcpu_info back, its next VMM-served
  * hypercall delivers nothing (found by the fuzzer on 6.12; replayed on 6.1 and 6.12). A
@@ -328,4 +328,5 @@ export function kvmEnterGuest(v: Vcpu, inKernelExit = false): void {
   kvmMarkUpcall(v, vi!);
 }
 modelHooks.guestEntry.unshift(kvmEnterGuest);
+modelHooks.inKernelExit.push((v) => kvmEnterGuest(v, true));
 

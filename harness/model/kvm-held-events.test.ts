@@ -4,6 +4,7 @@ import { buildModel } from './evtchn-test-util.js';
 import { kvmRaisePort } from './kvm-evtchn.js';
 import { kvmXenSetAttr, kvmXenSetUpcallVector, KVM_XEN_INVALID } from './kvm-attr.js';
 import { kvmVcpuAttrs } from './kvm-vcpu.js';
+import { kvmSetHvmConfig } from './kvm-config.js';
 import { hypercall, HYPERVISOR } from './hypercall.js';
 import { takeUpcalls } from './upcall-take.js';
 
@@ -55,6 +56,19 @@ describe('model-kvm: events KVM holds while it has no vcpu_info (kvm_xen_set_evt
       expect([sel(), upcall()]).toEqual([1n << BigInt(Math.floor(70 / mode)), 1]);
       expect(kvmVcpuAttrs(v).heldSel).toBe(0n);
     }
+  });
+
+  it('a hypercall KVM answers itself (no INTERCEPT_HCALL) is an in-kernel exit: it delivers what was held', () => {
+    const { d, v, sel, upcall, enter } = setup('kvm');
+    kvmXenSetAttr(d, v, 'vcpu_info', KVM_XEN_INVALID);
+    kvmRaisePort(v, 5);
+    enter(); // the kick spent without a vcpu_info
+    kvmXenSetAttr(d, v, 'vcpu_info', BigInt(SI));
+    enter();
+    expect([sel(), upcall()]).toEqual([0n, 0]);
+    expect(kvmSetHvmConfig(d, { flags: 0n, blobGpa: 0, blobPages: 0 })).toBe(0n);
+    expect(enter().ret).toBe(-1000n);
+    expect([sel(), upcall()]).toEqual([1n, 1]);
   });
 
   it('the guest taking its upcalls is an entry too: the held selector comes with the per-vCPU vector', () => {
