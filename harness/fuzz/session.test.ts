@@ -3,7 +3,7 @@
 // under a vcpu_info registered there later).
 import { describe, expect, it } from 'vitest';
 import '../model/runstate.js'; // registers the runstate area
-import type { FuzzSession } from './exec.js';
+import type { Compiled, FuzzSession } from './exec.js';
 import { FindingError, FuzzSequence, type StepStats } from './session.js';
 import { sessionSetup } from './setup.js';
 import type { FuzzStep } from './steps.js';
@@ -78,5 +78,33 @@ describe('live-clock comparison after KVM is told another width', () => {
   });
   it('compares those bytes when no step changed the width', async () => {
     expect(await run({ op: 'xen.version', args: { cmd: 0n }, dom: 1, vcpu: 0, cpl: 0 })).toBeInstanceOf(FindingError);
+  });
+});
+
+describe('a handler scan after KVM is told another width, on a live clock', () => {
+  /** The target's scan also found the ports under the 32-bit wallclock (0x900.. of shared_info at 0x8000). */
+  async function run(targetExtra: bigint[], setWidth = true): Promise<unknown> {
+    const setup = sessionSetup({ mode: 64, portLimit: 63, maptrackFrames: 1, single: true, vcpus: 1 });
+    const place = new Map<string, number>([['shared_info', 0x8000]]);
+    // Every step but the scan answers 0 on both sides.
+    const scan = (extra: bigint[]) => async (c: Compiled) =>
+      (c.action.kind === 'host' && c.action.op === 'evtchn.run_upcall' ? { out: { handled: [5n, ...extra] } } : { ret: 0n });
+    const target = { ...fake(place), apply: scan(targetExtra) };
+    const reference = { ...fake(place), apply: scan([]) };
+    const seq = new FuzzSequence(setup, target, reference, { steps: 0, sequences: 0, ops: new Map() }, false, true);
+    try {
+      if (setWidth) await seq.execAsync({ op: 'kvm.xen_set_attr', args: { attr: 'long_mode', value: 0n }, dom: 1, vcpu: 0, cpl: 0 });
+      await seq.execAsync({ op: 'evtchn.run_upcall', args: {}, dom: 1, vcpu: 0, cpl: 0 });
+      return undefined;
+    } catch (e) {
+      return e;
+    }
+  }
+  it('leaves out ports whose pending bits the clock wrote (compat wc_version at 0x900: 64-bit ports 2048..)', async () => {
+    expect(await run([2048n, 2081n, 2143n])).toBeUndefined();
+  });
+  it('a port elsewhere is still a finding, and so is one under the clock when no step changed the width', async () => {
+    expect(await run([2048n, 9n])).toBeInstanceOf(FindingError);
+    expect(await run([2048n], false)).toBeInstanceOf(FindingError);
   });
 });

@@ -8,6 +8,10 @@ import type { SessionSetup } from '../drivers/driver.js';
 import { areaSpans, clockRanges, compile, VocabularyError, withoutClock, type AreaSpan, type ClockRange, type FuzzSession } from './exec.js';
 import { checkInvariants, compareAreas, compareOutcomes, type Disagreement, type InvariantView } from './oracles.js';
 import type { FuzzStep } from './steps.js';
+import { SHARED_INFO } from '../model/memory-layout.js';
+
+/** evtchn_pending in shared_info: the same offset in both layouts, after the 32 vcpu_info. */
+const EVTCHN_PENDING_OFFSET = SHARED_INFO[64].fields.evtchn_pending.offset;
 
 export interface TraceEntry {
   step: FuzzStep;
@@ -108,6 +112,22 @@ export class FuzzSequence {
     return [...this.clockSeen.values()];
   }
 
+  /**
+   * A 2-level handler's scan with a live clock: the ports whose pending bit lies where the
+   * clock writes are left out. After the VMM changes KVM's width, KVM writes the other
+   * layout's wallclock, which in this layout falls inside evtchn_pending (the compat
+   * wc_version at 0x900 is 64-bit port 2048 on): the guest scans live clock bits as events
+   * (seen on 6.12). The outcome is compared without them; the trace keeps it whole.
+   */
+  private withoutClockPorts(o: Outcome, dom: number, clock: readonly ClockRange[]): Outcome {
+    const handled = (o.out as { handled?: unknown } | undefined)?.handled;
+    const si = this.target.areas(dom).get('shared_info');
+    if (!Array.isArray(handled) || si === undefined) return o;
+    const pending = si + EVTCHN_PENDING_OFFSET;
+    const ticks = (port: number) => clock.some((r) => r.dom === dom && pending + (port >> 3) >= r.from && pending + (port >> 3) < r.to);
+    return { ...o, out: { ...o.out, handled: handled.filter((p) => !ticks(Number(p))) } };
+  }
+
   private spans(s: FuzzSession): AreaSpan[] {
     const out: AreaSpan[] = [];
     for (const d of this.setup.domains) out.push(...areaSpans(s.areas(d.id), d.id, d.vcpus));
@@ -174,7 +194,11 @@ export class FuzzSequence {
     } catch (e) {
       this.fail({ ...exceptionFinding(e), field: 'reference exception' }, step, {});
     }
-    let d = compareOutcomes(o, r, this.liveClock, step.op);
+    let d: Disagreement | undefined;
+    if (this.liveClock && this.widthSet && step.op === 'evtchn.run_upcall') {
+      const clock = this.clock(this.spans(this.target), this.spans(ref));
+      d = compareOutcomes(this.withoutClockPorts(o, step.dom, clock), this.withoutClockPorts(r, step.dom, clock), this.liveClock, step.op);
+    } else d = compareOutcomes(o, r, this.liveClock, step.op);
     if (!d && this.compareMemory) {
       const ts = this.spans(this.target);
       const rs = this.spans(ref);
