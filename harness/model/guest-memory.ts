@@ -96,18 +96,23 @@ export class GuestMemory {
     return out;
   }
 
+  /** The page a store to frame `pfn` goes to, made on first use (HOLE_PAGE for a hole: the store is dropped). */
+  private pageToWrite(pfn: number): Uint8Array {
+    let page = this.pages.get(pfn);
+    if (!page) {
+      page = newPage();
+      this.pages.set(pfn, page);
+    }
+    return page;
+  }
+
   write(gpa: number, bytes: Uint8Array): void {
     this.check(gpa, bytes.length);
     const off0 = gpa & (PAGE_SIZE - 1);
     if (off0 + bytes.length <= PAGE_SIZE) {
       // Within one page: store straight into it.
-      const pfn = gpa >>> PAGE_SHIFT;
-      let page = this.pages.get(pfn);
+      const page = this.pageToWrite(gpa >>> PAGE_SHIFT);
       if (page === HOLE_PAGE) return;
-      if (!page) {
-        page = newPage();
-        this.pages.set(pfn, page);
-      }
       if (bytes.length <= 8) for (let i = 0; i < bytes.length; i++) page[off0 + i] = bytes[i];
       else page.set(bytes, off0);
       this.notify(gpa, bytes);
@@ -119,11 +124,7 @@ export class GuestMemory {
       const pfn = a >>> PAGE_SHIFT;
       const off = a & (PAGE_SIZE - 1);
       const n = Math.min(bytes.length - done, PAGE_SIZE - off);
-      let page = this.pages.get(pfn);
-      if (!page) {
-        page = newPage();
-        this.pages.set(pfn, page);
-      }
+      const page = this.pageToWrite(pfn);
       if (page !== HOLE_PAGE) page.set(bytes.subarray(done, done + n), off);
       done += n;
     }
@@ -198,13 +199,8 @@ export class GuestMemory {
       const off = gpa & (PAGE_SIZE - 1);
       if (this.direct && off + size <= PAGE_SIZE && gpa >= 0 && gpa + size <= this.size && Number.isSafeInteger(gpa) && !this.observers.length) {
         // Within one page of RAM, nobody observing: the store write() makes, without the byte array.
-        const pfn = gpa >>> PAGE_SHIFT;
-        let page = this.pages.get(pfn);
+        const page = this.pageToWrite(gpa >>> PAGE_SHIFT);
         if (page === HOLE_PAGE) return;
-        if (!page) {
-          page = newPage();
-          this.pages.set(pfn, page);
-        }
         for (let i = 0; i < size; i++) { page[off + i] = n & 0xff; n = Math.floor(n / 256); }
         return;
       }
