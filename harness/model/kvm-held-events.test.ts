@@ -71,6 +71,18 @@ describe('model-kvm: events KVM holds while it has no vcpu_info (kvm_xen_set_evt
     expect([sel(), upcall()]).toEqual([1n, 1]);
   });
 
+  it('so is a SCHEDOP_yield, which KVM serves in-kernel', () => {
+    const { m, d, v, sel, upcall, enter } = setup('kvm');
+    kvmXenSetAttr(d, v, 'vcpu_info', KVM_XEN_INVALID);
+    kvmRaisePort(v, 5);
+    enter();
+    kvmXenSetAttr(d, v, 'vcpu_info', BigInt(SI));
+    enter();
+    expect([sel(), upcall()]).toEqual([0n, 0]);
+    expect(hypercall(m, v, { rax: BigInt(HYPERVISOR.sched_op), rdi: 0n, rsi: 0n }).ret).toBe(0n);
+    expect([sel(), upcall()]).toEqual([1n, 1]);
+  });
+
   it('the guest taking its upcalls is an entry too: the held selector comes with the per-vCPU vector', () => {
     const { d, v, sel, upcall } = setup('kvm');
     expect(kvmXenSetUpcallVector(v, 0xf3n)).toBe(0n);

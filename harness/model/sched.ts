@@ -271,6 +271,8 @@ export function schedOp(ctx: HypercallContext, args: bigint[]): number {
   switch (cmd) {
     case SCHEDOP.yield:
       schedOf(ctx.vcpu).yields++;
+      // KVM serves a CPL 0 yield in-kernel (kvm_xen_hcall_sched_op): held events come after it.
+      if (ctx.vcpu.cpl === 0) for (const h of modelHooks.inKernelExit) h(ctx.vcpu);
       return 0;
     case SCHEDOP.block:
       return block(ctx);
