@@ -556,7 +556,6 @@ function setPriority(ctx: HypercallContext, port: number, prio: number): number 
   return ops.setPriority(d, ch, prio);
 }
 
-/** do_event_channel_op. Structs are identical in 64-bit and compat (spec 3.1). */
 /** The struct EVTCHNOP_alloc_unbound copies back (reused: a store copies from it). */
 const allocUnboundOut = new Uint8Array(8);
 
@@ -580,6 +579,7 @@ function allocUnboundOp(ctx: HypercallContext, arg: bigint): number {
   return 0;
 }
 
+/** do_event_channel_op. Structs are identical in 64-bit and compat (spec 3.1). */
 export function eventChannelOp(ctx: HypercallContext, args: bigint[]): number {
   const a0 = args[0];
   // The command as an int (a small one without a BigInt of its own).

@@ -162,9 +162,8 @@ export function hypercall(model: XenModel, vcpu: Vcpu, regs: Regs): HypercallRes
   const args = hypercallArgs(mode, regs);
   // A KVM whose VMM left INTERCEPT_HCALL out answers with its own handler (kvm_emulate_hypercall).
   if (model.flavor === 'kvm' && !kvmInterceptsHypercalls(vcpu.domain)) {
-    const finish = (v: bigint | number): HypercallResult => result(mode, v, args);
-    const cut = (v: bigint | undefined) => (mode === 64 ? BigInt.asUintN(64, v ?? 0n) : BigInt.asUintN(64, v ?? 0n) & MASK32);
-    const r = finish(kvmOwnHypercall(nr, [cut(regs.rbx), cut(regs.rcx), cut(regs.rdx), cut(regs.rsi)], vcpu.cpl));
+    const cut = mode === 64 ? u64 : u32;
+    const r = result(mode, kvmOwnHypercall(nr, [cut(regs.rbx), cut(regs.rcx), cut(regs.rdx), cut(regs.rsi)], vcpu.cpl), args);
     // An exit KVM handled in-kernel: vcpu_run delivers what it holds before the guest runs on.
     for (const h of modelHooks.inKernelExit) h(vcpu);
     return r;
