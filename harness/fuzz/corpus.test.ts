@@ -89,6 +89,28 @@ describe('coverage-guided fuzzing', () => {
     expect(corpus.added).toBeGreaterThan(0);
   });
 
+  it('on a live clock, a mutation never parts a bogus set_timer_op timeout from the stop after it', async () => {
+    const { t, runs } = await tracedModel(true);
+    t.liveClock = true;
+    const st = (op: string, args: FuzzStep['args']): FuzzStep => ({ op, args, dom: 1, vcpu: 0, cpl: 0 });
+    const bogus = st('timer.set_timer_op', { timeout: -1n });
+    const stop = st('timer.set_timer_op', { timeout: 0n });
+    const setup = { mode: 64 as const, portLimit: 1023, maptrackFrames: 1 };
+    const corpus = new Corpus(4);
+    corpus.add({ setup, steps: [bogus, stop, st('xen.version', { cmd: 0n }), bogus, stop], newEdges: 1 });
+    const stats: StepStats = { steps: 0, sequences: 0, ops: new Map() };
+    const f = await checkBatch(t, { seed: 7, runs: 60, maxCommands: 6, stats, corpus, compareMemory: false });
+    console.log("FINDING", f && JSON.stringify(f, (_k, v) => (typeof v === "bigint" ? String(v) : v)).slice(0, 600));
+    const key = (s: FuzzStep) => stepKey(compile(s, sessionSetup(setup)).action as never);
+    const [b, s0] = [key(bogus), key(stop)];
+    const withBogus = runs.filter((r) => r.includes(b));
+    console.log("RUNS", runs.length, withBogus.length, runs.map((r) => r.length).join(","));
+    expect(withBogus.length).toBeGreaterThan(0);
+    // Prefixes cut after a bogus timeout were run too, with it as 2^49 ns.
+    expect(runs.some((r) => r[0] === key(st('timer.set_timer_op', { timeout: 1n << 49n })))).toBe(true);
+    for (const r of withBogus) r.forEach((a, i) => { if (a === b && r[i + 1] !== s0) console.log(runs.indexOf(r), r.length, r.map((x) => x.slice(0, 60)).join("\n")); if (a === b) expect(r[i + 1]).toBe(s0); });
+  });
+
   it('the corpus is bounded and keeps the entries that found the most', () => {
     const c = new Corpus(3);
     const setup = { mode: 64 } as never;

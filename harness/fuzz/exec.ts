@@ -200,7 +200,9 @@ export function compile(step: FuzzStep, setup: SessionSetup): Compiled {
     width: setup.mode, scratch: setup.scratch + step.vcpu * 4096, dom: step.dom, vcpu: step.vcpu,
   });
   const c = { action, place };
-  // A plain symbol-keyed property: not enumerated, not serialised, and far cheaper than defineProperty.
+  // A plain symbol-keyed property: left out of JSON and Object.keys, and far cheaper than
+  // defineProperty. An object spread does copy it: a step made from another by spreading
+  // would run as the old one, so new steps are built field by field (live-clock.ts withArg).
   (step as Cached)[CACHE] = { mode: setup.mode, scratch: setup.scratch, c };
   return c;
 }

@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ModelDriver } from '../drivers/model/model-driver.js';
 import { Corpus, type CoverageTotals } from './corpus.js';
-import { liveClockSteps, runSeeds, seedsFromSuites } from './seed-corpus.js';
+import { runSeeds, seedsFromSuites } from './seed-corpus.js';
+import { liveClockSteps } from './live-clock.js';
 import type { StepStats } from './session.js';
 import { buildTargets } from './targets.js';
 import { BROKEN_MODELS } from './variants.js';
@@ -80,6 +81,27 @@ describe('seed corpus from the suites', () => {
       st('timer.set_singleshot', { timeout: 1n << 49n, vcpuid: 1n }), st('timer.set_timer_op', { timeout: 0n }),
       st('kvm.xen_set_timer', { port: 2n, expires_ns: 1n << 49n }), st('timer.set_periodic', { period_ns: 1n << 49n, vcpuid: 0n }),
     ]);
+  });
+
+  it('on a live clock, keeps a bogus set_timer_op timeout only right before the step that stops it', () => {
+    const st = (op: string, args = {}, vcpu = 0) => ({ op, args, dom: 1, vcpu, cpl: 0 });
+    const stop = st('timer.set_timer_op', { timeout: 0n });
+    for (const bogus of [-1n, (1n << 64n) - 1n, 1n << 62n, 1n << 51n]) {
+      const b = st('timer.set_timer_op', { timeout: bogus });
+      expect(liveClockSteps([b, stop])).toEqual([b, stop]);
+      // Alone, last, with a step between, or stopped from another vCPU: 2^49 ns like any other time.
+      const far = st('timer.set_timer_op', { timeout: 1n << 49n });
+      expect(liveClockSteps([b])).toEqual([far]);
+      expect(liveClockSteps([b, st('xen.version', { cmd: 0n }), stop])).toEqual([far, st('xen.version', { cmd: 0n }), stop]);
+      expect(liveClockSteps([b, st('timer.set_timer_op', { timeout: 0n }, 1)])).toEqual([far, st('timer.set_timer_op', { timeout: 0n }, 1)]);
+      // A SCHEDOP_block between them goes, and with it what parted them.
+      expect(liveClockSteps([b, st('sched.block'), stop])).toEqual([b, stop]);
+    }
+    // Under 2^51 ns it is not taken for bogus (the live clock's uptime could tip it): 2^49.
+    expect(liveClockSteps([st('timer.set_timer_op', { timeout: 1n << 50n }), stop])[0].args.timeout).toBe(1n << 49n);
+    // The one-shot VCPUOP has no workaround: all ones is a deadline already past, kept.
+    const shot = st('timer.set_singleshot', { timeout: (1n << 64n) - 1n, vcpuid: 0n });
+    expect(liveClockSteps([shot])).toEqual([shot]);
   });
 
   it('keeps in the corpus the steps that ran: on a live clock, the polls with their past timeout', async () => {

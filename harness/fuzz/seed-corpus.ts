@@ -16,7 +16,8 @@ import type { Corpus } from './corpus.js';
 import type { FuzzTargets } from './engine.js';
 import { FindingError, FuzzSequence, type StepStats } from './session.js';
 import { DOMS, sessionSetup, VCPUS, type FuzzSetup, type SetupShape } from './setup.js';
-import { LIVE_CLOCK_TIMES, LIVE_POLL_TIMEOUT, type ArgValue, type FuzzStep } from './steps.js';
+import { liveClockSteps } from './live-clock.js';
+import type { ArgValue, FuzzStep } from './steps.js';
 
 export interface SeedSequence {
   /** The case and variant it came from. */
@@ -131,29 +132,6 @@ export async function seedsFromSuites(
     seeds.push({ name: pc.name, setup, steps });
   }
   return { seeds, variants, empty };
-}
-
-/** Time arguments (absolute deadlines, a period) of the timer ops. */
-const TIME_ARGS: Record<string, string> = {
-  'timer.set_singleshot': 'timeout', 'timer.set_timer_op': 'timeout', 'timer.set_periodic': 'period_ns', 'kvm.xen_set_timer': 'expires_ns',
-};
-/** The times that mean the same on a live clock and the model's (steps.ts), and all ones (none, for kvm.xen_set_timer). */
-const LIVE_TIMES = new Set([...LIVE_CLOCK_TIMES, (1n << 64n) - 1n]);
-
-/**
- * On a live clock the seeds keep to what steps.ts generates there: no step holds a vCPU for
- * good (SCHEDOP_block goes, a poll gets a timeout already past), and a timer time is one
- * both clocks agree on (another becomes 2^49 ns: a deadline a few ms into the model's time
- * is long past on a kernel up for minutes).
- */
-export function liveClockSteps(steps: FuzzStep[]): FuzzStep[] {
-  return steps.filter((s) => s.op !== 'sched.block').map((s) => {
-    if (s.op === 'sched.poll') return { ...s, args: { ...s.args, timeout: LIVE_POLL_TIMEOUT } };
-    const t = TIME_ARGS[s.op];
-    const v = t === undefined ? undefined : s.args[t];
-    if (typeof v !== 'bigint' || LIVE_TIMES.has(v)) return s;
-    return { ...s, args: { ...s.args, [t]: 1n << 49n } };
-  });
 }
 
 export interface SeedRun {
