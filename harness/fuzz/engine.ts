@@ -10,7 +10,7 @@ import type { FuzzSession } from './exec.js';
 import { FindingError, FuzzSequence, type StepStats, type TraceEntry } from './session.js';
 import { sessionSetup, setupArbFor, stepContext, type FuzzSetup, type SetupShape } from './setup.js';
 import { stepArb, type FuzzStep } from './steps.js';
-import { liveClockSteps } from './live-clock.js';
+import { liveSteps } from './live-steps.js';
 import type { Disagreement } from './oracles.js';
 import type { Corpus, CoverageSource } from './corpus.js';
 
@@ -156,8 +156,8 @@ function sequenceArb(o: ArbOptions): fc.Arbitrary<Seq> {
 function mutationArb(corpus: Corpus, o: ArbOptions): fc.Arbitrary<Seq> {
   return fc.nat().chain((i) => {
     const e = corpus.entries[i % corpus.entries.length];
-    // On a live clock a cut can part a bogus timer from the step that stops it (live-clock.ts).
-    const cut = (steps: FuzzStep[]) => (o.liveClock ? liveClockSteps(steps) : steps);
+    // On a live clock a cut can part a bogus timer from the step that stops it (live-steps.ts).
+    const cut = (steps: FuzzStep[]) => (o.liveClock ? liveSteps(steps) : steps);
     const kept = fc.oneof(
       { weight: 3, arbitrary: fc.integer({ min: 1, max: e.steps.length }).map((n) => cut(e.steps.slice(0, n))) },
       { weight: 1, arbitrary: fc.subarray(e.steps, { minLength: 1 }).map(cut) },

@@ -202,7 +202,7 @@ export function compile(step: FuzzStep, setup: SessionSetup): Compiled {
   const c = { action, place };
   // A plain symbol-keyed property: left out of JSON and Object.keys, and far cheaper than
   // defineProperty. An object spread does copy it: a step made from another by spreading
-  // would run as the old one, so new steps are built field by field (live-clock.ts withArg).
+  // would run as the old one, so new steps are built field by field (live-steps.ts withArg).
   (step as Cached)[CACHE] = { mode: setup.mode, scratch: setup.scratch, c };
   return c;
 }

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { ModelDriver } from '../drivers/model/model-driver.js';
 import { Corpus, type CoverageTotals } from './corpus.js';
 import { runSeeds, seedsFromSuites } from './seed-corpus.js';
-import { liveClockSteps } from './live-clock.js';
+import { liveSteps } from './live-steps.js';
 import type { StepStats } from './session.js';
 import { buildTargets } from './targets.js';
 import { BROKEN_MODELS } from './variants.js';
@@ -70,11 +70,11 @@ describe('seed corpus from the suites', () => {
 
   it('on a live clock, leaves out SCHEDOP_block, gives polls a timeout already past and timers times both clocks agree on', () => {
     const st = (op: string, args = {}) => ({ op, args, dom: 1, vcpu: 0, cpl: 0 });
-    expect(liveClockSteps([st('sched.block'), st('sched.poll', { ports: [1n], timeout: 0n }), st('xen.version', { cmd: 0n })]))
+    expect(liveSteps([st('sched.block'), st('sched.poll', { ports: [1n], timeout: 0n }), st('xen.version', { cmd: 0n })]))
       .toEqual([st('sched.poll', { ports: [1n], timeout: 1000n }), st('xen.version', { cmd: 0n })]);
     // Timer times both clocks agree on stay; others become 2^49 ns (found on 6.12: a seeded
     // one-shot at 1000 ns fired on KVM's clock, not on the model's).
-    expect(liveClockSteps([
+    expect(liveSteps([
       st('timer.set_singleshot', { timeout: 1000n, vcpuid: 1n }), st('timer.set_timer_op', { timeout: 0n }),
       st('kvm.xen_set_timer', { port: 2n, expires_ns: 1n << 49n }), st('timer.set_periodic', { period_ns: 10_000_000n, vcpuid: 0n }),
     ])).toEqual([
@@ -88,20 +88,49 @@ describe('seed corpus from the suites', () => {
     const stop = st('timer.set_timer_op', { timeout: 0n });
     for (const bogus of [-1n, (1n << 64n) - 1n, 1n << 62n, 1n << 51n]) {
       const b = st('timer.set_timer_op', { timeout: bogus });
-      expect(liveClockSteps([b, stop])).toEqual([b, stop]);
+      expect(liveSteps([b, stop])).toEqual([b, stop]);
       // Alone, last, with a step between, or stopped from another vCPU: 2^49 ns like any other time.
       const far = st('timer.set_timer_op', { timeout: 1n << 49n });
-      expect(liveClockSteps([b])).toEqual([far]);
-      expect(liveClockSteps([b, st('xen.version', { cmd: 0n }), stop])).toEqual([far, st('xen.version', { cmd: 0n }), stop]);
-      expect(liveClockSteps([b, st('timer.set_timer_op', { timeout: 0n }, 1)])).toEqual([far, st('timer.set_timer_op', { timeout: 0n }, 1)]);
+      expect(liveSteps([b])).toEqual([far]);
+      expect(liveSteps([b, st('xen.version', { cmd: 0n }), stop])).toEqual([far, st('xen.version', { cmd: 0n }), stop]);
+      expect(liveSteps([b, st('timer.set_timer_op', { timeout: 0n }, 1)])).toEqual([far, st('timer.set_timer_op', { timeout: 0n }, 1)]);
       // A SCHEDOP_block between them goes, and with it what parted them.
-      expect(liveClockSteps([b, st('sched.block'), stop])).toEqual([b, stop]);
+      expect(liveSteps([b, st('sched.block'), stop])).toEqual([b, stop]);
     }
     // Under 2^51 ns it is not taken for bogus (the live clock's uptime could tip it): 2^49.
-    expect(liveClockSteps([st('timer.set_timer_op', { timeout: 1n << 50n }), stop])[0].args.timeout).toBe(1n << 49n);
+    expect(liveSteps([st('timer.set_timer_op', { timeout: 1n << 50n }), stop])[0].args.timeout).toBe(1n << 49n);
     // The one-shot VCPUOP has no workaround: all ones is a deadline already past, kept.
     const shot = st('timer.set_singleshot', { timeout: (1n << 64n) - 1n, vcpuid: 0n });
-    expect(liveClockSteps([shot])).toEqual([shot]);
+    expect(liveSteps([shot])).toEqual([shot]);
+  });
+
+  it('on a live clock, keeps a hypercall configuration without the MSR only right before one that gives it back', () => {
+    const st = (op: string, args = {}, dom = 1) => ({ op, args, dom, vcpu: 0, cpl: 0 });
+    const flags = 2n | 32n;
+    const off = st('kvm.xen_hvm_config', { flags, msr: 0n });
+    const back = st('kvm.xen_hvm_config', { flags });
+    const kept = st('kvm.xen_hvm_config', { flags, msr: 0x40000000n });
+    expect(liveSteps([off, back])).toEqual([off, back]);
+    expect(liveSteps([off, st('kvm.xen_hvm_config', { flags, msr: 0x40000000n })])[0]).toEqual(off);
+    // Alone, parted from it, given back on another domain, or by a configuration KVM refuses
+    // (a blob with INTERCEPT_HCALL, an unknown flag): it keeps the MSR.
+    expect(liveSteps([off])).toEqual([kept]);
+    expect(liveSteps([off, st('xen.version', { cmd: 0n }), back])[0]).toEqual(kept);
+    expect(liveSteps([off, st('kvm.xen_hvm_config', { flags }, 2)])[0]).toEqual(kept);
+    expect(liveSteps([off, st('kvm.xen_hvm_config', { flags: 2n, blob_gpa: 0x300000n, blob_pages: 1n })])[0]).toEqual(kept);
+    expect(liveSteps([off, st('kvm.xen_hvm_config', { flags: 1n << 9n })])[0]).toEqual(kept);
+    // Another MSR is as time-dependent as none.
+    expect(liveSteps([st('kvm.xen_hvm_config', { flags, msr: 0x40000200n })])).toEqual([kept]);
+  });
+
+  it('on a live target, a callback vector becomes vector 0 (the test guest would take it forever)', () => {
+    const st = (op: string, args = {}) => ({ op, args, dom: 1, vcpu: 0, cpl: 0 });
+    const cb = (value: bigint) => st('hvm.set_param', { index: 0n, value });
+    expect(liveSteps([cb((2n << 56n) | 0xf3n)])).toEqual([cb(2n << 56n)]);
+    // Vector 0, no callback, a GSI or another parameter: as they are.
+    for (const keep of [cb(2n << 56n), cb(0n), cb(5n), st('hvm.set_param', { index: 1n, value: (2n << 56n) | 0xf3n })]) {
+      expect(liveSteps([keep])).toEqual([keep]);
+    }
   });
 
   it('keeps in the corpus the steps that ran: on a live clock, the polls with their past timeout', async () => {
@@ -127,9 +156,12 @@ describe('seed corpus from the suites', () => {
       const ops = s.steps.map((x) => x.op);
       expect(ops.filter((op) => op === 'msr.write').length).toBe(4);
       expect(s.steps.some((x) => x.op === 'kvm.xen_hvm_config' && x.args.flags === 0n && x.args.blob_pages === 2n)).toBe(true);
-      // The moment without the hypercall MSR is left out (KVM's static key drops later).
-      expect(s.steps.filter((x) => x.op === 'kvm.xen_hvm_config').map((x) => x.args.msr)).not.toContain(0n);
-      expect(s.steps.filter((x) => x.op === 'kvm.xen_hvm_config').length).toBe(4);
+      // The moment without the hypercall MSR stays, the MSR given back right after it:
+      // on a live clock too (live-steps.ts), as KVM takes its static key back before the drop.
+      const configs = s.steps.filter((x) => x.op === 'kvm.xen_hvm_config');
+      expect(configs.map((x) => x.args.msr)).toContain(0n);
+      expect(configs.length).toBe(5);
+      expect(liveSteps(s.steps)).toEqual(s.steps);
     }
     const corpus = new Corpus();
     const r = await runSeeds(t, l.seeds, { stats: stats(), corpus, say: () => {}, stop: () => false });

@@ -10,13 +10,12 @@ import type { Capabilities } from '../drivers/driver.js';
 import { ModelDriver } from '../drivers/model/model-driver.js';
 import { loadPaths } from '../suite/loader.js';
 import { plan } from '../runner/plan.js';
-import { XEN_HYPERCALL_MSR } from '../model/hypercall.js';
 import { DEFAULTS, runCase, skipReason, type ResolvedStep } from '../runner/run-case.js';
 import type { Corpus } from './corpus.js';
 import type { FuzzTargets } from './engine.js';
 import { FindingError, FuzzSequence, type StepStats } from './session.js';
 import { DOMS, sessionSetup, VCPUS, type FuzzSetup, type SetupShape } from './setup.js';
-import { liveClockSteps } from './live-clock.js';
+import { liveSteps } from './live-steps.js';
 import type { ArgValue, FuzzStep } from './steps.js';
 
 export interface SeedSequence {
@@ -77,21 +76,8 @@ function rewritesOwnPage(r: ResolvedStep): boolean {
   return typeof value === 'bigint' && Number(value & ~0xfffn) === DEFAULTS.hypercallPage;
 }
 
-/**
- * A hypercall configuration without the hypercall MSR (suites/kvm-xen/hypercall-blob.yaml
- * sets msr 0 for a moment): KVM turns its Xen support off through a static key it drops
- * about a second later (kvm_xen_hvm_config: static_branch_slow_dec_deferred), so whether
- * the next hypercalls are Xen's or KVM's own depends on time. The fuzz vocabulary keeps
- * the MSR.
- */
-function dropsXenMsr(r: ResolvedStep): boolean {
-  if (r.op !== 'kvm.xen_hvm_config') return false;
-  const msr = (r.args as { msr?: bigint } | undefined)?.msr;
-  return msr !== undefined && BigInt(msr) !== BigInt(XEN_HYPERCALL_MSR);
-}
-
 function fuzzStep(r: ResolvedStep, setup: FuzzSetup): FuzzStep | undefined {
-  if (rewritesOwnPage(r) || dropsXenMsr(r)) return undefined;
+  if (rewritesOwnPage(r)) return undefined;
   const vcpus = setup.vcpus ?? VCPUS;
   const dom = r.place.dom;
   if (!(DOMS as readonly number[]).includes(dom) || (setup.single && dom !== DOMS[0])) return undefined;
@@ -154,7 +140,7 @@ export async function runSeeds(
     if (o.stop()) break;
     r.run++;
     // What runs is what the corpus keeps, so its mutations block no vCPU either.
-    const steps = targets.liveClock ? liveClockSteps(seed.steps) : seed.steps;
+    const steps = targets.liveClock ? liveSteps(seed.steps) : seed.steps;
     const ss = sessionSetup(seed.setup, targets.xenVersion);
     const t = await targets.openTarget(ss);
     const ref = targets.openReference ? await targets.openReference(ss) : undefined;
