@@ -12,6 +12,7 @@ import { DOMID_SELF, type Domain, type Vcpu } from './domain.js';
 import { HYPERVISOR, registerHypercalls, type HypercallContext } from './hypercall.js';
 import { hvmDelivery, upcallAssertHooks } from './evtchn.js';
 import { latchSharedInfoLayout } from './time.js';
+import { kvmLatchWidth } from './kvm-shared-info.js';
 
 export const HVMOP = { set_param: 0, get_param: 1, set_evtchn_upcall_vector: 23 } as const;
 export const HVM_PARAM = { CALLBACK_IRQ: 0 } as const;
@@ -145,8 +146,13 @@ function setParam(ctx: HypercallContext, arg: bigint): number {
   if ((type === CALLBACK.gsi && value === 0n) || type > CALLBACK.vector) type = CALLBACK.none;
   s.callbackType = type;
   s.callbackRaw = value;
-  // hvm_latch_shinfo_size: the caller's mode latches the shared_info layout.
-  if (d === ctx.domain) latchSharedInfoLayout(d, ctx.vcpu.mode);
+  // hvm_latch_shinfo_size: the caller's mode latches the shared_info layout. On KVM the
+  // VMM tells KVM (QEMU's handle_set_param: xen_set_long_mode, KVM_XEN_ATTR_TYPE_LONG_MODE,
+  // after every HVM_PARAM_CALLBACK_IRQ), which re-initialises shared_info in that layout.
+  if (d === ctx.domain) {
+    if (d.model.flavor === 'kvm') kvmLatchWidth(d, ctx.vcpu.mode, true);
+    else latchSharedInfoLayout(d, ctx.vcpu.mode);
+  }
   return 0;
 }
 

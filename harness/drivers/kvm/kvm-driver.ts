@@ -351,6 +351,7 @@ class KvmSession implements Session {
       ? { rax: input, rdi: p[0], rsi: p[1], rdx: p[2], r10: p[3], r8: p[4], r9: p[5] }
       : { rax: input, rbx: p[0], rcx: p[1], rdx: p[2], rsi: p[3], rdi: p[4], rbp: p[5] };
     const before = dom.sharedInfoGpa;
+    const widthBefore = dom.width;
     const vcpuInfoBefore = dom.vcpus.map((x) => x.vcpuInfoGpa);
     const vectorsBefore = upcallVectors(dom);
     const updateFlagBefore = vmAssistEnabled(dom, VMASST_TYPE.runstate_update_flag);
@@ -360,6 +361,11 @@ class KvmSession implements Session {
       return hypercall(this.vmm, v, regs).ret;
     } finally {
       v.cpl = 0;
+      // HVM_PARAM_CALLBACK_IRQ latches the guest's width (Xen's hvm_latch_shinfo_size),
+      // which KVM learns from the VMM: QEMU's handle_set_param calls xen_set_long_mode
+      // (KVM_XEN_ATTR_TYPE_LONG_MODE) after it. The VMM layer's width follows KVM's
+      // (kvm.xen_set_attr, the MSR write), so a change here is one KVM has not been told.
+      if (dom.width !== widthBefore) this.guest.vm.xenSetAttr({ type: 'long_mode', longMode: dom.width === 64 });
       // The guest moved shared_info (XENMEM_add_to_physmap): tell KVM, as QEMU does.
       if (dom.sharedInfoGpa !== null && dom.sharedInfoGpa !== before) this.placeSharedInfo(dom.sharedInfoGpa);
       // VCPUOP_register_vcpu_info is the VMM's; KVM delivers to the new place once told
