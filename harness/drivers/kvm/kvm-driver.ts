@@ -479,9 +479,16 @@ class KvmSession implements Session {
           // KVM latched the writer's width (kvm_xen_write_hypercall_page, whatever the page
           // index); the VMM layer lays its areas out by it.
           kvmLatchWidth(this.vmm.domain(this.domid)!, this.setup.mode, false);
+          const page = Number(action.value & ~0xfffn);
           if (!fault && this.kvmWritesHypercallPage) {
-            this.areaMap.set('hypercall_page', Number(action.value & ~0xfffn));
-            for (let i = 0; i < this.guest.vcpus.length; i++) this.guest.setHypercallPage(i, Number(action.value & ~0xfffn));
+            this.areaMap.set('hypercall_page', page);
+            for (let i = 0; i < this.guest.vcpus.length; i++) this.guest.setHypercallPage(i, page);
+          } else if (!fault && this.areaMap.get('hypercall_page') === page) {
+            // A blob page copied over the page the guest calls through: its stubs are gone
+            // (the blob is the VMM's bytes; in the fuzz, whatever the grants left there).
+            // The guest calls with its own instruction from now on, which KVM takes exactly
+            // as it takes the stubs' (it intercepts vmcall/vmmcall, not the page).
+            this.areaMap.delete('hypercall_page');
           }
         }
         return { fault, servedBy: 'kernel' };
