@@ -114,6 +114,7 @@ function summary(r: FuzzReport): string {
       ` (${r.stoppedBy === 'signal' ? 'stopped by signal' : 'time up'})`,
     `  ${r.stepsPerSecond.toLocaleString('en-US')} steps/s (${r.stepsPerCpuSecond.toLocaleString('en-US')} per CPU-second), op coverage ${r.opsCovered}/${r.opsTotal}`,
     `  ${fresh.length} new finding(s), ${r.findings.length - fresh.length} known finding(s) seen again`,
+    ...(r.adopted ? [`  ${r.adopted} step(s) where KVM had delivered held events at an exit of its own; the reference delivered them too`] : []),
     ...coverageLines(r),
   ];
   for (const f of r.findings) lines.push(`  ${f.fresh ? 'NEW  ' : 'known'} ${f.signature}: npx xconf run ${f.file} --target=${r.target}`);

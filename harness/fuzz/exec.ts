@@ -10,7 +10,9 @@ import { constants } from '../ops/index.js';
 import { areaDefs, type AreaView } from '../model/areas.js';
 import { SHARED_INFO, VCPU_INFO, VCPU_INFO_SIZE, XEN_LEGACY_MAX_VCPUS, type Width } from '../model/memory-layout.js';
 import type { Session, SessionSetup } from '../drivers/driver.js';
-import type { ModelSession } from '../drivers/model/model-driver.js';
+import { ModelSession } from '../drivers/model/model-driver.js';
+import { kvmEnterGuest } from '../model/kvm-evtchn.js';
+import { kvmVcpuAttrs } from '../model/kvm-vcpu.js';
 import type { FuzzStep } from './steps.js';
 
 export interface Compiled {
@@ -213,6 +215,12 @@ export interface FuzzSession {
   read(dom: number, gpa: number, len: number): Uint8Array | Promise<Uint8Array>;
   areas(dom: number): AreaView;
   close(): void | PromiseLike<void>;
+  /**
+   * A model-kvm reference only: deliver the selector bits KVM holds for the vCPU as an
+   * exit KVM handles in-kernel would (a host interrupt's, which no model can foresee).
+   * Whether there were bits and they went into the vcpu_info.
+   */
+  deliverHeld?(dom: number, vcpu: number): boolean;
 }
 
 export function modelSession(s: ModelSession): FuzzSession {
@@ -221,6 +229,7 @@ export function modelSession(s: ModelSession): FuzzSession {
     read: (dom, gpa, len) => s.model.domain(dom)!.memory.read(gpa, len),
     areas: (dom) => s.areas(dom),
     close: () => {},
+    deliverHeld: (dom, vcpu) => deliverHeld(s, dom, vcpu),
   };
 }
 
@@ -230,7 +239,15 @@ export function driverSession(s: Session): FuzzSession {
     read: (dom, gpa, len) => s.read(dom, gpa, len),
     areas: (dom) => s.areas(dom),
     close: () => s[Symbol.asyncDispose](),
+    ...(s instanceof ModelSession ? { deliverHeld: (dom: number, vcpu: number) => deliverHeld(s, dom, vcpu) } : {}),
   };
+}
+
+function deliverHeld(s: ModelSession, dom: number, vcpu: number): boolean {
+  const v = s.model.flavor === 'kvm' ? s.model.domain(dom)?.vcpu(vcpu) : undefined;
+  if (!v || kvmVcpuAttrs(v).heldSel === 0n) return false;
+  kvmEnterGuest(v, true);
+  return kvmVcpuAttrs(v).heldSel === 0n;
 }
 
 /** A guest-visible area the model defines: where it is and how big. */

@@ -52,6 +52,8 @@ export interface FuzzReport {
   stepsPerCpuSecond: number;
   opsCovered: number;
   opsTotal: number;
+  /** Steps where the reference took held events KVM delivered at an exit no model foresees (session.ts). */
+  adopted: number;
   findings: StoredFinding[];
   /** The shrunk findings of this session (new signatures only). */
   found: Finding[];
@@ -160,7 +162,7 @@ export async function runFuzzSession(o: FuzzRunOptions): Promise<FuzzReport> {
     steps: stats.steps, sequences: stats.sequences,
     stepsPerSecond: Math.round((stats.steps * 1000) / Math.max(1, ms)),
     stepsPerCpuSecond: Math.round((stats.steps * 1e6) / Math.max(1, cpu.user + cpu.system)),
-    opsCovered: stats.ops.size, opsTotal, findings: [...seen.values()], found, stoppedBy,
+    opsCovered: stats.ops.size, opsTotal, adopted: stats.adopted ?? 0, findings: [...seen.values()], found, stoppedBy,
     coverage: cov && corpus ? {
       source: cov.name, guided: cov.guide,
       totals: corpus.last ?? { newEdges: 0, newPcs: 0, edges: 0, pcs: 0, records: 0, overflows: 0, threads: 0, failedThreads: 0 },
