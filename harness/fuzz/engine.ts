@@ -156,7 +156,7 @@ function sequenceArb(o: ArbOptions): fc.Arbitrary<Seq> {
 function mutationArb(corpus: Corpus, o: ArbOptions): fc.Arbitrary<Seq> {
   return fc.nat().chain((i) => {
     const e = corpus.entries[i % corpus.entries.length];
-    // On a live clock a cut can part a bogus timer from the step that stops it (live-steps.ts).
+    // On a live clock a cut can part a step from the one that undoes it (live-steps.ts).
     const cut = (steps: FuzzStep[]) => (o.liveClock ? liveSteps(steps) : steps);
     const kept = fc.oneof(
       { weight: 3, arbitrary: fc.integer({ min: 1, max: e.steps.length }).map((n) => cut(e.steps.slice(0, n))) },

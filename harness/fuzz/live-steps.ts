@@ -23,11 +23,9 @@ const LIVE_TIMES = new Set([...LIVE_CLOCK_TIMES, (1n << 64n) - 1n]);
  * the live one gets there during a long step, the model's never does. 2^51 and more
  * (negative ones included, as unsigned) leaves room for the live clock's uptime.
  */
-export function bogusTimerOp(s: FuzzStep): boolean {
+function bogusTimerOp(s: FuzzStep): boolean {
   const t = s.op === 'timer.set_timer_op' ? s.args.timeout : undefined;
-  if (typeof t !== 'bigint') return false;
-  const u = BigInt.asUintN(64, t);
-  return u >= 1n << 51n;
+  return typeof t === 'bigint' && BigInt.asUintN(64, t) >= 1n << 51n;
 }
 
 /** `next` takes the timer of `s`'s vCPU down at once: set_timer_op(0) from the same place. */
