@@ -6,7 +6,8 @@
 
 import type { Outcome, OutValue } from '../ops/types.js';
 import { describeRet } from '../model/errno.js';
-import { fieldOffset, SHARED_INFO, type Width } from '../model/memory-layout.js';
+import { elementSize, fieldOffset, SHARED_INFO, VCPU_INFO, XEN_LEGACY_MAX_VCPUS, VCPU_INFO_SIZE, type StructLayout, type Width } from '../model/memory-layout.js';
+import { areaDefs } from '../model/areas.js';
 import type { AreaSpan } from './exec.js';
 import type { FuzzStep } from './steps.js';
 
@@ -89,9 +90,40 @@ export function compareOutcomes(target: Outcome, ref: Outcome, liveClock = false
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join(' ');
 
-/** Compare the areas both targets placed, byte for byte. */
+/** The field of `layout` holding byte `offset` (the first declared, where two overlap). */
+function fieldIn(layout: StructLayout, offset: number): string | undefined {
+  for (const [name, f] of Object.entries(layout.fields)) {
+    const count = f.count ?? 1;
+    const span = f.type === 'bits' ? Math.ceil(count / 8) : (count - 1) * (f.stride ?? elementSize(f)) + elementSize(f);
+    if (offset >= f.offset && offset < f.offset + span) return name;
+  }
+  return undefined;
+}
+
+/**
+ * The signature class of a difference at `offset` in area `name`: the area and the field
+ * that holds the byte, without indexes (`shared_info.evtchn_pending`,
+ * `vcpu_info.evtchn_pending_sel`), so one bug on many ports or vCPUs is one finding.
+ * Bytes no field covers keep their offset.
+ */
+export function differenceClass(name: string, width: Width, offset: number): string {
+  const base = name.replace(/\[\d+\]/, '');
+  const def = areaDefs.get(base);
+  const layout = def?.layout(width);
+  if (layout) {
+    const field = fieldIn(layout, offset);
+    if (field) return `${base}.${field}`;
+    if (base === 'shared_info' && offset < XEN_LEGACY_MAX_VCPUS * VCPU_INFO_SIZE) {
+      const inner = fieldIn(VCPU_INFO[width], offset % VCPU_INFO_SIZE);
+      if (inner) return `shared_info.vcpu_info.${inner}`;
+    }
+  }
+  return `${base}+${offset}`;
+}
+
+/** Compare the areas both targets placed, byte for byte (fields named in `width`'s layout). */
 export function compareAreas(
-  target: AreaSpan[], ref: AreaSpan[], bytes: (side: 'target' | 'ref', s: AreaSpan) => Uint8Array,
+  target: AreaSpan[], ref: AreaSpan[], bytes: (side: 'target' | 'ref', s: AreaSpan) => Uint8Array, width: Width = 64,
 ): Disagreement | undefined {
   const where = (s: AreaSpan[]) => new Map(s.map((x) => [`${x.dom}/${x.name}`, x]));
   const t = where(target);
@@ -121,7 +153,7 @@ export function compareAreas(
     const path = `${r.dom === -1 ? '' : `dom${r.dom}.`}bytes@0x${(r.gpa + start).toString(16)}:${len}`;
     return {
       kind: 'differential', field: `memory.${r.name}`, expected: hex(eb.subarray(start, start + len)),
-      actual: hex(ab.subarray(start, start + len)), classes: [`${r.name.replace(/\[\d+\]/, '')}+${start}`, 'differs'],
+      actual: hex(ab.subarray(start, start + len)), classes: [differenceClass(r.name, width, first), 'differs'],
       expect: { memory: { [path]: hex(eb.subarray(start, start + len)) } },
     };
   }

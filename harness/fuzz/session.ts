@@ -165,7 +165,7 @@ export class FuzzSequence {
       const ts = this.spans(this.target);
       const rs = this.spans(ref);
       const clock = this.clock(ts, rs);
-      d = compareAreas(ts, rs, (side, s) => this.comparable(readOrEmpty(() => (side === 'ref' ? ref : this.target).read(s.dom, s.gpa, s.size) as Uint8Array), s, clock));
+      d = compareAreas(ts, rs, (side, s) => this.comparable(readOrEmpty(() => (side === 'ref' ? ref : this.target).read(s.dom, s.gpa, s.size) as Uint8Array), s, clock), this.setup.mode);
     }
     if (d) this.fail(d, step, r);
     this.trace.push({ step, outcome: r });
@@ -236,7 +236,7 @@ export class FuzzSequence {
         bytes.set(`${side}/${x.dom}/${x.name}`, this.comparable(b, x, clock));
       }
     }
-    return compareAreas(ts, rs, (side, s) => bytes.get(`${side}/${s.dom}/${s.name}`)!);
+    return compareAreas(ts, rs, (side, s) => bytes.get(`${side}/${s.dom}/${s.name}`)!, this.setup.mode);
   }
 }
 
