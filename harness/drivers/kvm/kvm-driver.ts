@@ -309,6 +309,9 @@ class KvmSession implements Session {
    * An event the VMM layer raised, handed to KVM as QEMU hands it (set_port_pending ->
    * KVM_XEN_HVM_EVTCHN_SEND): the kernel sets the pending bit, the selector and the upcall,
    * and injects the vector. KVM needs shared_info for that; without one the model keeps it.
+   * An event the kernel refuses with -EINVAL (Linux 6.1 for a vCPU without a vcpu_info in
+   * KVM) is lost, as under QEMU: xen_evtchn_send_op and xen_evtchn_set_port do not look at
+   * set_port_pending's result. The kernel answered, so the model does not set the bits.
    */
   private deliverByKernel(sharedInfo: number | null, vcpu: number, port: number): boolean {
     if (sharedInfo === null || vcpu >= this.guest.vcpus.length) return false;
@@ -316,7 +319,9 @@ class KvmSession implements Session {
       this.guest.vm.xenEvtchnSend(port, vcpu);
     } catch (e) {
       if (!(e instanceof DriverError)) throw e;
-      throw new DriverError(`the VMM layer's KVM_XEN_HVM_EVTCHN_SEND of port ${port} to vCPU ${vcpu} failed: ${e.message}`, { code: e.code });
+      if (e.syscall === undefined || e.code !== 'EINVAL') {
+        throw new DriverError(`the VMM layer's KVM_XEN_HVM_EVTCHN_SEND of port ${port} to vCPU ${vcpu} failed: ${e.message}`, { code: e.code });
+      }
     }
     this.kernelDeliveries++;
     return true;
