@@ -151,7 +151,7 @@ export function kvmXenGetAttr(d: Domain, v: Vcpu, attr: KvmXenGetAttr): bigint |
     case 'runstate_addr': {
       // The area KVM writes (RUNSTATE_ADDR), none once deactivated or refused (6.2+:
       // kvm_xen_vcpu_set_attr deactivate_out). Linux 6.1 leaves the cache active at a refused
-      // address and reports it: a 6.1 divergence, not modelled.
+      // address and reports it: a 6.1 divergence (expectations/kvm-6.1.yaml), not modelled.
       const a = runstateOf(v).kvm;
       return a === null ? null : BigInt(a);
     }
