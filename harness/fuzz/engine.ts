@@ -71,8 +71,16 @@ export interface Finding {
   shrinkCut?: boolean;
 }
 
+/**
+ * A finding's dedup key: kind, op, field, and the classes of both sides. An argument that
+ * names what the op acts on (kvm.xen_get_attr's `attr`: a string, never a number) is part
+ * of the op, so a 6.1 difference in one attribute does not count another's as known.
+ */
 export function signature(trace: TraceEntry[], index: number, d: Disagreement): string {
-  return `${d.kind}|${trace[index].step.op}|${d.field}|${d.classes[0]}->${d.classes[1]}`;
+  const step = trace[index].step;
+  const named = Object.entries(step.args).filter(([, v]) => typeof v === 'string').map(([k, v]) => `${k}=${v}`);
+  const op = named.length ? `${step.op}(${named.join(',')})` : step.op;
+  return `${d.kind}|${op}|${d.field}|${d.classes[0]}->${d.classes[1]}`;
 }
 
 export interface BatchOptions {

@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import '../model/runstate.js'; // registers the runstate area
 import { compareAreas, differenceClass } from './oracles.js';
+import { signature } from './engine.js';
 import type { AreaSpan } from './exec.js';
 
 describe('differenceClass', () => {
@@ -53,5 +54,21 @@ describe('compareAreas', () => {
   it('finds no difference in equal bytes', () => {
     const same = new Uint8Array(64).fill(7);
     expect(compareAreas([span('vcpu_info[0]', 0x3000, 64)], [span('vcpu_info[0]', 0x3000, 64)], () => same, 32)).toBeUndefined();
+  });
+});
+
+describe('signature', () => {
+  const d = { kind: 'differential' as const, field: 'ret', expected: '-2', actual: '0', classes: ['-2 (-ENOENT)', 'zero'] as [string, string], expect: {} };
+  const at = (op: string, args: Record<string, unknown>) => [{ step: { op, dom: 1, vcpu: 0, args }, outcome: {} }] as unknown as Parameters<typeof signature>[0];
+
+  it('keeps an argument that names what the op acts on, so two attributes are two findings', () => {
+    const a = signature(at('kvm.xen_get_attr', { attr: 'runstate_addr' }), 0, d);
+    expect(a).toBe('differential|kvm.xen_get_attr(attr=runstate_addr)|ret|-2 (-ENOENT)->zero');
+    expect(signature(at('kvm.xen_get_attr', { attr: 'timer_expires' }), 0, d)).not.toBe(a);
+  });
+
+  it('leaves numbers out: one bug over many values is one finding', () => {
+    expect(signature(at('evtchn.send', { port: 5n }), 0, d)).toBe(signature(at('evtchn.send', { port: 700n }), 0, d));
+    expect(signature(at('evtchn.send', { port: 5n }), 0, d)).toBe('differential|evtchn.send|ret|-2 (-ENOENT)->zero');
   });
 });
