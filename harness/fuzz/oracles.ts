@@ -123,7 +123,7 @@ export function differenceClass(name: string, width: Width, offset: number): str
 
 /** Compare the areas both targets placed, byte for byte (fields named in `width`'s layout). */
 export function compareAreas(
-  target: AreaSpan[], ref: AreaSpan[], bytes: (side: 'target' | 'ref', s: AreaSpan) => Uint8Array, width: Width = 64,
+  target: AreaSpan[], ref: AreaSpan[], bytes: (side: 'target' | 'ref', s: AreaSpan) => Uint8Array, width: Width,
 ): Disagreement | undefined {
   const where = (s: AreaSpan[]) => new Map(s.map((x) => [`${x.dom}/${x.name}`, x]));
   const t = where(target);
