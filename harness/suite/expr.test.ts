@@ -20,7 +20,7 @@ describe('expressions', () => {
     expect(ev('(3 < 4) + (4 <= 4) + (5 > 6) + (2 != 2)')).toBe(2n);
   });
   it('rejects malformed input with an ExprError', () => {
-    for (const s of ['', '1 +', '(1', '1 2', '$', '3x', '1 ** 2']) expect(() => parseExpr(s)).toThrow(ExprError);
+    for (const s of ['', '1 +', '(1', '1 2', '$', '3x', '1 ** 2', '0x', '0x_', '0b_1', '0o_', '0x_ff', '0b2', '0o8']) expect(() => parseExpr(s)).toThrow(ExprError);
     expect(() => ev('$nope')).toThrow(/no value/);
     expect(() => ev('1 / 0')).toThrow(/division/);
   });

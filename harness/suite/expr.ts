@@ -21,7 +21,8 @@ const BIN_PREC: Record<string, number> = {
 type Tok = { t: 'num'; v: bigint } | { t: 'id'; v: string } | { t: 'var'; v: string } | { t: 'op'; v: string };
 
 const SPACE = /\s+/y;
-const NUM = /(0x[0-9a-fA-F_]+|0b[01_]+|0o[0-7_]+|[0-9][0-9_]*)/y;
+// A prefix needs a digit before any '_' (0x_ is not a number; BigInt('0x') would throw).
+const NUM = /(0x[0-9a-fA-F][0-9a-fA-F_]*|0b[01][01_]*|0o[0-7][0-7_]*|[0-9][0-9_]*)/y;
 const VAR = /\$([A-Za-z_][A-Za-z0-9_]*)/y;
 const ID = /[A-Za-z_][A-Za-z0-9_]*/y;
 const TWO = new Set(['<<', '>>', '==', '!=', '<=', '>=']);

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync, mkdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
@@ -115,6 +115,15 @@ describe('loader: hostile input (property)', () => {
     check('description: x\nsteps:\n' + '  - op: memory.check\n    args: '.concat('['.repeat(2000)));
     check('description: x\nsteps:\n  - op: xen.version\n    args: { cmd: 1' + '0'.repeat(400) + ' }\n');
     check('description: x\ntimeout: 1e999\nsteps:\n  - op: memory.check\n');
+  });
+  it('a list or mapping as a key is one problem at the key, with nothing on stderr', () => {
+    const warn = vi.spyOn(process, 'emitWarning');
+    const file = join(mkdtempSync(join(tmpdir(), 'xconf-')), 'k.yaml');
+    writeFileSync(file, 'description: x\nsteps:\n  - op: xen.version\n    args: { { cmd: 1 }: 2, [a]: 3 }\n');
+    const r = loadFile(file, 'k');
+    expect(r.problems.map((p) => [p.code, p.line, p.col])).toEqual([['YAML_KEY', 4, 13], ['YAML_KEY', 4, 28]]);
+    expect(warn).not.toHaveBeenCalled();
+    warn.mockRestore();
   });
 });
 

@@ -193,6 +193,18 @@ export function loadFile(file: string, id: string, cache?: ParseCache): { case?:
     problems.push(at(code, code === 'YAML_TAG' ? `${msg}: YAML tags are not allowed in case files` : msg, line, col));
   }
   if (problems.length) return { problems };
+  // A list or mapping used as a key ({ { cmd: 1 }: 2 }) would be stringified by toJS,
+  // with a warning on stderr; no case field is keyed that way.
+  const { visit, isCollection } = yaml();
+  visit(doc, {
+    Pair(_k, pair) {
+      if (!isCollection(pair.key)) return undefined;
+      const { line, col } = lc.linePos(pair.key.range?.[0] ?? 0);
+      problems.push(at('YAML_KEY', 'a key is a list or mapping; keys are plain names', line, col));
+      return visit.SKIP;
+    },
+  });
+  if (problems.length) return { problems };
   let data: unknown;
   try {
     data = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
