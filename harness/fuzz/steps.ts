@@ -174,7 +174,12 @@ export function generators(c: StepContext): Array<{ weight: number; arbitrary: G
       nr: fc.constantFrom(k('HYPERVISOR_event_channel_op'), k('HYPERVISOR_sched_op')),
       a1: fc.constant(0n), a2: fc.constant(BigInt(UNMAPPED_VA.base)),
     }).map((r) => ({ ...r, a1: r.nr === k('HYPERVISOR_sched_op') ? k('SCHEDOP_poll') : k('EVTCHNOP_send') })))),
-    w(1, step('xen.vm_assist', fc.record({ cmd: big(fc.constantFrom(0, 1, 2)), type: big(fc.constantFrom(5, 2, 31, 32)) }))),
+    // Mostly the one assist an HVM guest has (enable VMASST_TYPE_runstate_update_flag: the
+    // byte protocol of the runstate writer), else other commands and types.
+    w(1, step('xen.vm_assist', fc.oneof(
+      { weight: 3, arbitrary: fc.constant({ cmd: 0n, type: 5n }) },
+      { weight: 2, arbitrary: fc.record({ cmd: big(fc.constantFrom(0, 1, 2)), type: big(fc.constantFrom(5, 2, 31, 32)) }) },
+    ))),
     w(1, step('xen.version', fc.record({ cmd: big(fc.integer({ min: 0, max: 12 })) }))),
     // What only a VMM does to KVM (its attributes, send ports, irqfds): flavour kvm only.
     ...kvmHostGenerators(FUZZ_FRAMES.area, port, vcpu, c.kvmFeatures),
