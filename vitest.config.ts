@@ -5,5 +5,6 @@ export default defineConfig({
     include: ['harness/**/*.test.ts', 'test/**/*.test.ts'],
     testTimeout: 60_000,
     pool: 'forks',
+    setupFiles: ['test/fc-seed.ts'],
   },
 });
