@@ -122,6 +122,8 @@ describe('loader: hostile input (property)', () => {
     writeFileSync(file, 'description: x\nsteps:\n  - op: xen.version\n    args: { { cmd: 1 }: 2, [a]: 3 }\n');
     const r = loadFile(file, 'k');
     expect(r.problems.map((p) => [p.code, p.line, p.col])).toEqual([['YAML_KEY', 4, 13], ['YAML_KEY', 4, 28]]);
+    writeFileSync(file, 'description: x\nvars: &x { b: 1 }\nsteps:\n  - op: xen.version\n    args: { *x : 2 }\n');
+    expect(loadFile(file, 'k').problems.map((p) => [p.code, p.line, p.col])).toEqual([['YAML_KEY', 5, 13]]);
     expect(warn).not.toHaveBeenCalled();
     warn.mockRestore();
   });

@@ -195,11 +195,13 @@ export function loadFile(file: string, id: string, cache?: ParseCache): { case?:
   if (problems.length) return { problems };
   // A list or mapping used as a key ({ { cmd: 1 }: 2 }) would be stringified by toJS,
   // with a warning on stderr; no case field is keyed that way.
-  const { visit, isCollection } = yaml();
+  const { visit, isCollection, isAlias } = yaml();
   visit(doc, {
     Pair(_k, pair) {
-      if (!isCollection(pair.key)) return undefined;
-      const { line, col } = lc.linePos(pair.key.range?.[0] ?? 0);
+      const k: unknown = pair.key;
+      const key = isAlias(k) ? k.resolve(doc) : k;
+      if (!isCollection(key)) return undefined;
+      const { line, col } = lc.linePos((isAlias(k) ? k.range : key.range)?.[0] ?? 0);
       problems.push(at('YAML_KEY', 'a key is a list or mapping; keys are plain names', line, col));
       return visit.SKIP;
     },
