@@ -2,9 +2,10 @@
 // case file, never a directory), locked so two runs cannot write one path,
 // and cleared at start so a run that dies before its first write never leaves
 // the previous run's report looking current.
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
+import { makeDirs } from '../make-dirs.js';
 
 export interface ReportPath {
   /** The option that named it, for messages ("--junit"). */
@@ -50,7 +51,7 @@ export function lockReports(reports: ReportPath[]): () => void {
     const abs = resolve(r.path);
     const lock = join(dirname(abs), `.${basename(abs)}.lock`);
     try {
-      mkdirSync(dirname(abs), { recursive: true });
+      makeDirs(dirname(abs));
     } catch (e) {
       release();
       throw new UsageError(`${r.option}=${r.path}: cannot create its directory (${(e as NodeJS.ErrnoException).code})`);

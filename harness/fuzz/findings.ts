@@ -3,13 +3,14 @@
 // (`*.raw.yaml`), then replaced by the shrunk case; a signature already in the
 // store is counted, not written again, so one bug does not fill the disk.
 
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import type { Finding } from './engine.js';
 import type { StepExpect } from './oracles.js';
 import { yamlSetup } from './setup.js';
 import type { ArgValue } from './steps.js';
+import { makeDirs } from '../make-dirs.js';
 
 function yamlInt(v: bigint): number | string {
   return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : `0x${BigInt.asUintN(64, v).toString(16)}`;
@@ -93,7 +94,7 @@ export class FindingStore {
   readonly bySignature = new Map<string, StoredFinding>();
 
   constructor(readonly dir: string) {
-    mkdirSync(dir, { recursive: true });
+    makeDirs(dir);
     for (const name of readdirSync(dir)) {
       if (!name.endsWith('.yaml')) continue;
       const sig = /^# signature: (.*)$/m.exec(readFileSync(join(dir, name), 'utf8'))?.[1];

@@ -8,9 +8,10 @@
 // turns it off. A cache that cannot be read or written is ignored.
 
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { packagePath } from '../paths.js';
+import { makeDirs } from '../make-dirs.js';
 
 /** Changes whenever what is stored (or how YAML is parsed) changes. */
 const FORMAT = 'xconf-parse-1/yaml-2.9.1/core-bigint-strict';
@@ -86,7 +87,7 @@ export class ParseCache {
   set(key: string, value: CachedParse): void {
     const file = this.path(key);
     try {
-      mkdirSync(dirname(file), { recursive: true });
+      makeDirs(dirname(file));
       const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
       writeFileSync(tmp, JSON.stringify({ f: FORMAT, d: encode(value.data), l: value.stepLines }));
       renameSync(tmp, file);
