@@ -1,7 +1,7 @@
 // End-to-end: `xconf fuzz` and `xconf selfcheck` as a user runs them.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 
@@ -25,6 +25,20 @@ describe('xconf fuzz', () => {
     expect(xml).toMatch(/<testcase classname="xconf.fuzz" name="summary"/);
     expect(xml).not.toMatch(/<failure/);
     expect(readdirSync(`${dir}/found`)).toEqual([]);
+  });
+  it('an --out or --junit it cannot write stops it before any step, in one line, and leaves no stale JUnit', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'xconf-fuzz-'));
+    writeFileSync(`${dir}/file`, '');
+    writeFileSync(`${dir}/old.xml`, '<testsuites/>');
+    const out = cli('fuzz', '--time=10m', `--out=${dir}/file/found`, `--junit=${dir}/old.xml`);
+    expect(out.status).toBe(2);
+    expect(out.stdout).toBe('');
+    expect(out.stderr).toBe(`xconf: --out=${dir}/file/found: cannot create the findings directory (ENOTDIR)\n`);
+    expect(existsSync(`${dir}/old.xml`)).toBe(false);
+    const junit = cli('fuzz', '--time=10m', `--out=${dir}/found`, `--junit=${dir}/file/f.xml`);
+    expect(junit.status).toBe(2);
+    expect(junit.stderr.trim().split('\n')).toHaveLength(1);
+    expect(junit.stderr).toMatch(/--junit=.*cannot create its directory \(ENOTDIR\)/);
   });
   it('--kcov: only on the kvm target, and one line naming what is missing', () => {
     const r = cli('fuzz', '--kcov', '--time=1s');

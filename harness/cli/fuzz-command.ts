@@ -7,6 +7,8 @@ import { randomInt } from 'node:crypto';
 import { EXIT, UsageError, type ExitCode } from '../errors.js';
 import { parseShard } from '../runner/plan.js';
 import { writeAtomic } from '../report/atomic-write.js';
+import { checkReportPaths, clearReports, lockReports } from './report-files.js';
+import { makeDirs } from '../make-dirs.js';
 import type { FuzzReport } from '../fuzz/run.js';
 
 export const FUZZ_HELP = `Usage: xconf fuzz [options]
@@ -143,6 +145,17 @@ export async function runFuzz(argv: string[]): Promise<ExitCode> {
   if (kcov && target !== 'kvm') throw new UsageError(`--kcov${kcov === 'observe' ? '-observe' : ''} traces the kernel's KVM: it needs --target=kvm (got ${target})`);
   if (v['corpus-from'] !== undefined && kcov !== 'guide') throw new UsageError('--corpus-from starts the corpus of a coverage-guided run: it needs --kcov');
   if (v['corpus-from'] !== undefined && !existsSync(String(v['corpus-from']))) throw new UsageError(`--corpus-from: no such file or directory '${v['corpus-from']}'`);
+  // The findings directory and the JUnit path are checked before anything runs: an
+  // overnight session must not end unable to save what it found.
+  const reports = v.junit === undefined ? [] : [{ option: '--junit', path: String(v.junit) }];
+  checkReportPaths(reports);
+  lockReports(reports);
+  clearReports(reports);
+  try {
+    makeDirs(String(v.out));
+  } catch (e) {
+    throw new UsageError(`--out=${v.out}: cannot create the findings directory (${(e as NodeJS.ErrnoException).code ?? 'EIO'})`);
+  }
   let targets;
   try {
     targets = await buildTargets(target, reference);
