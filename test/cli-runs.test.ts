@@ -167,6 +167,15 @@ describe('selection and workers', () => {
     expect(cli('run', 'suites/hypercall', `--junit=${none}/j.xml`).status).toBe(0);
     expect(cli('run', 'suites/hypercall', '--rerun-failed', `--junit=${none}/j.xml`).stdout).toMatch(/records no failed cases: nothing to rerun/);
     expect(cli('run', '--rerun-failed', `--junit=${none}/absent.xml`).stderr).toMatch(/--rerun-failed: no previous report at .*absent\.xml \(ENOENT\)/);
+    // A report cut short, or binary junk: one line with the XML error's line, not the bytes around it.
+    writeFileSync(`${none}/cut.xml`, '<testsuites>\n<testsuite name="a">\n<testcase');
+    writeFileSync(`${none}/junk.xml`, Buffer.from([0x3c, 0x61, 0x3e, 0xff, 0xfe, 0x00, 0x01, 0x80, 0x3c, 0x2f]));
+    for (const f of ['cut.xml', 'junk.xml']) {
+      const r = cli('run', '--rerun-failed', `--junit=${none}/${f}`);
+      expect(r.status, f).toBe(2);
+      expect(r.stderr, f).toMatch(new RegExp(`^xconf: --rerun-failed: .*${f.replace('.', '\\.')}:\\d+: not well-formed XML: [^\\n]*\\n$`));
+      expect(r.stderr, f).not.toMatch(/[\x00-\x08\ufffd]/);
+    }
   });
   it('an empty shard of a fan-out runs nothing and passes; a rerun matching nothing selected is a usage error', () => {
     const d = tmp();

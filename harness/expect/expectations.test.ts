@@ -58,6 +58,11 @@ divergences:
     expect(() => loadExpectations(join(dir, 'absent.yaml'))).toThrow(/--expect: cannot read .*absent\.yaml \(ENOENT\)/);
     expect(() => loadExpectations(file('notmap.yaml', '- 1\n'))).toThrow(/notmap\.yaml:1:1: an expectations file is a mapping/);
     expect(() => loadExpectations(file('notarget.yaml', 'divergences: []\n'))).toThrow(/missing 'target'/);
+    // A YAML error names its position once, as file:line:col (the parser's own 'at line' is dropped).
+    let syntax = '';
+    try { loadExpectations(file('syntax.yaml', 'target: [\n')); } catch (e) { syntax = (e as Error).message; }
+    expect(syntax).toMatch(/syntax\.yaml:2:1: /);
+    expect(syntax).not.toMatch(/at line|\n/);
     // An unquoted 6.10 is the number 6.1: versions must be strings.
     expect(() => loadExpectations(file('numver.yaml', 'target: kvm\nversion: 6.10\ndivergences: []\n'))).toThrow(/numver\.yaml:2:10: version must be a string: quote versions/);
   });

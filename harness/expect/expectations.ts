@@ -70,7 +70,7 @@ export function loadExpectations(file: string): ExpectationFile {
     const pos = lc.linePos(n?.range?.[0] ?? 0);
     problems.push(`${file}:${pos.line}:${pos.col}: ${msg}`);
   };
-  for (const e of doc.errors) problems.push(`${file}:${e.linePos?.[0].line ?? 1}:${e.linePos?.[0].col ?? 1}: ${e.message.split('\n')[0]}`);
+  for (const e of doc.errors) problems.push(`${file}:${e.linePos?.[0].line ?? 1}:${e.linePos?.[0].col ?? 1}: ${e.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '')}`);
   if (problems.length) throw new UsageError(problems.join('\n'));
   const root = doc.contents;
   if (!isMap(root)) throw new UsageError(`${file}:1:1: an expectations file is a mapping with target, version (optional) and divergences`);
