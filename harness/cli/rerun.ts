@@ -1,8 +1,9 @@
 // --rerun-failed: the names of the cases a previous JUnit report records as
 // failed or errored (known divergences and skips are not failures).
 import { readFileSync } from 'node:fs';
-import { XMLParser, XMLValidator } from 'fast-xml-parser';
+import { XMLParser } from 'fast-xml-parser';
 import { UsageError } from '../errors.js';
+import { xmlProblem } from '../report/junit-read.js';
 
 export function failedInReport(path: string): Set<string> {
   let xml: string;
@@ -15,9 +16,8 @@ export function failedInReport(path: string): Set<string> {
   type Case = { '@_name'?: string; '@_classname'?: string; failure?: unknown; error?: unknown };
   type Suite = { testcase?: Case | Case[]; testsuite?: Suite | Suite[] };
   let doc: { testsuites?: Suite; testsuite?: Suite };
-  // Validated first: the parser alone quotes the bytes it stopped at, binary junk included.
-  const v = XMLValidator.validate(xml);
-  if (v !== true) throw new UsageError(`--rerun-failed: ${path}:${v.err.line}: not well-formed XML: ${v.err.msg} (is it a complete JUnit file?)`);
+  const bad = xmlProblem(xml, path);
+  if (bad) throw new UsageError(`--rerun-failed: ${bad}`);
   try {
     doc = new XMLParser({ ignoreAttributes: false }).parse(xml);
   } catch (e) {

@@ -64,13 +64,17 @@ export function loadExpectations(file: string): ExpectationFile {
     throw new UsageError(`--expect: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   const lc = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: true });
+  // prettyErrors off: one-line messages, placed by the line counter like every other problem.
+  const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: true, prettyErrors: false });
   const problems: string[] = [];
   const at = (n: Node | null | undefined, msg: string) => {
     const pos = lc.linePos(n?.range?.[0] ?? 0);
     problems.push(`${file}:${pos.line}:${pos.col}: ${msg}`);
   };
-  for (const e of doc.errors) problems.push(`${file}:${e.linePos?.[0].line ?? 1}:${e.linePos?.[0].col ?? 1}: ${e.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '')}`);
+  for (const e of doc.errors) {
+    const pos = lc.linePos(e.pos[0]);
+    problems.push(`${file}:${pos.line}:${pos.col}: ${e.message}`);
+  }
   if (problems.length) throw new UsageError(problems.join('\n'));
   const root = doc.contents;
   if (!isMap(root)) throw new UsageError(`${file}:1:1: an expectations file is a mapping with target, version (optional) and divergences`);

@@ -93,9 +93,8 @@ const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, '
 /** The field of `layout` holding byte `offset` (the first declared, where two overlap). */
 function fieldIn(layout: StructLayout, offset: number): string | undefined {
   for (const [name, f] of Object.entries(layout.fields)) {
-    const count = f.count ?? 1;
-    const span = f.type === 'bits' ? Math.ceil(count / 8) : (count - 1) * (f.stride ?? elementSize(f)) + elementSize(f);
-    if (offset >= f.offset && offset < f.offset + span) return name;
+    const end = fieldOffset(f, (f.count ?? 1) - 1).offset + elementSize(f);
+    if (offset >= f.offset && offset < end) return name;
   }
   return undefined;
 }

@@ -107,12 +107,19 @@ function collectSuites(nodes: Node[], out: Node[]): void {
   }
 }
 
+/**
+ * Why `xml` is not well-formed, as `file:line: ...`, or undefined when it is. Checked
+ * before parsing: the parser alone quotes the bytes it stopped at, binary junk included.
+ */
+export function xmlProblem(xml: string, file: string): string | undefined {
+  const v = XMLValidator.validate(xml);
+  return v === true ? undefined : `${file}:${v.err.line}: not well-formed XML: ${v.err.msg} (is it a complete JUnit file?)`;
+}
+
 /** Parses JUnit XML text; `file` names it in errors. */
 export function parseJunit(xml: string, file: string): ReadReport {
-  const v = XMLValidator.validate(xml);
-  if (v !== true) {
-    throw new UsageError(`${file}:${v.err.line}: not well-formed XML: ${v.err.msg} (is it a complete JUnit file?)`);
-  }
+  const bad = xmlProblem(xml, file);
+  if (bad) throw new UsageError(bad);
   const doc = parser.parse(xml) as Node;
   const root = (doc.testsuites as Node | undefined) ?? undefined;
   const top = root && typeof root === 'object' ? arr(root.testsuite) : arr(doc.testsuite);

@@ -6,6 +6,7 @@
 import { readdirSync, readFileSync, statSync, realpathSync } from 'node:fs';
 import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
 import { yaml } from './yaml-lazy.js';
+import type { Node as YamlNode } from 'yaml';
 import type { OpDef, IntArg, Via } from '../ops/types.js';
 import type { SuiteProblem } from '../errors.js';
 import type { SetupFile } from './schema.js';
@@ -189,7 +190,7 @@ export function loadFile(file: string, id: string, cache?: ParseCache): { case?:
   for (const e of [...doc.errors, ...doc.warnings]) {
     const { line, col } = lc.linePos(e.pos[0]);
     const code = e.code === 'DUPLICATE_KEY' ? 'DUPLICATE_KEY' : e.code === 'TAG_RESOLVE_FAILED' ? 'YAML_TAG' : 'YAML_SYNTAX';
-    const msg = e.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
+    const msg = e.message.split('\n')[0]; // one line: prettyErrors is off
     problems.push(at(code, code === 'YAML_TAG' ? `${msg}: YAML tags are not allowed in case files` : msg, line, col));
   }
   if (problems.length) return { problems };
@@ -201,7 +202,8 @@ export function loadFile(file: string, id: string, cache?: ParseCache): { case?:
       const k: unknown = pair.key;
       const key = isAlias(k) ? k.resolve(doc) : k;
       if (!isCollection(key)) return undefined;
-      const { line, col } = lc.linePos((isAlias(k) ? k.range : key.range)?.[0] ?? 0);
+      // The alias or the collection itself: both are nodes with a range.
+      const { line, col } = lc.linePos((k as YamlNode).range?.[0] ?? 0);
       problems.push(at('YAML_KEY', 'a key is a list or mapping; keys are plain names', line, col));
       return visit.SKIP;
     },
